@@ -1,0 +1,1 @@
+"""Reference models that use compresskit exactly as an outside user would."""
