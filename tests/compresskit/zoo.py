@@ -398,7 +398,7 @@ class FastNormalizedFusion(nn.Module):
     def forward(self, inputs: list[Tensor]) -> Tensor:
         weight = F.relu(self.weight)
         weight = weight / (weight.sum() + self.eps)
-        fused = sum(w * x for w, x in zip(weight, inputs))
+        fused = sum(weight[i] * x for i, x in enumerate(inputs))
         return self.bn(self.pointwise(self.depthwise(F.silu(fused))))
 
 
