@@ -1,0 +1,306 @@
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from compresskit.train import (
+    Callback,
+    NonFiniteLossError,
+    TrainState,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _dataset(n: int = 32) -> TensorDataset:
+    generator = torch.Generator().manual_seed(123)
+    x = torch.randn(n, 4, generator=generator)
+    y = (x.sum(dim=1) > 0).long()
+    return TensorDataset(x, y)
+
+
+def _model() -> nn.Module:
+    # Dropout consumes the torch RNG, so resuming must restore it.
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
+
+
+def _loss_fn(model: nn.Module, batch):
+    x, y = batch
+    # numpy and python RNG used too: noise on the targets' weights
+    weight = 1.0 + 0.01 * float(np.random.rand()) + 0.01 * random.random()
+    loss = F.cross_entropy(model(x), y) * weight
+    return loss, {"weight": weight}
+
+
+def _make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def _make_scheduler(optimizer: torch.optim.Optimizer):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class _Recorder(Callback):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def on_train_start(self, state):
+        self.events.append(("start", state.epoch, state.step))
+
+    def on_step_end(self, state):
+        self.events.append(("step", state.epoch, state.step))
+
+    def on_epoch_end(self, state):
+        self.events.append(("epoch", state.epoch, state.step))
+
+    def on_train_end(self, state):
+        self.events.append(("end", state.epoch, state.step))
+
+
+def test_callback_order_and_counters():
+    _seed_all(0)
+    model = _model()
+    loader = DataLoader(_dataset(16), batch_size=8, shuffle=True)
+    recorder = _Recorder()
+    state = fit(model, _loss_fn, loader, 2, _make_optimizer, callbacks=[recorder], progress=False)
+    assert recorder.events == [
+        ("start", 0, 0),
+        ("step", 0, 1),
+        ("step", 0, 2),
+        ("epoch", 1, 2),
+        ("step", 1, 3),
+        ("step", 1, 4),
+        ("epoch", 2, 4),
+        ("end", 2, 4),
+    ]
+    assert state.epoch == 2 and state.step == 4
+    assert set(state.metrics) >= {"loss", "lr", "epoch_loss", "weight"}
+
+
+def test_training_reduces_loss():
+    _seed_all(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    loader = DataLoader(_dataset(64), batch_size=16, shuffle=True)
+    x, y = loader.dataset.tensors
+    before = F.cross_entropy(model(x), y).item()
+    fit(model, _loss_fn, loader, 10, _make_optimizer, progress=False)
+    after = F.cross_entropy(model(x), y).item()
+    assert after < 0.5 * before
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    torch.use_deterministic_algorithms(True)
+    try:
+        _seed_all(7)
+        model = _model()
+        loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
+        straight = fit(model, _loss_fn, loader, 4, _make_optimizer, _make_scheduler, progress=False)
+        expected = {k: v.clone() for k, v in straight.model.state_dict().items()}
+
+        path = tmp_path / "last.pt"
+        _seed_all(7)
+        model = _model()
+        loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
+        fit(
+            model, _loss_fn, loader, 2, _make_optimizer, _make_scheduler, progress=False,
+            checkpoint=lambda s: save_checkpoint(path, s, extra={"recipe": "x.yaml"}),
+        )
+        # a "new process": different RNG, fresh model/optimizer/scheduler, then restore
+        _seed_all(999)
+        model = _model()
+        optimizer = _make_optimizer(model)
+        state = TrainState(model, optimizer, _make_scheduler(optimizer))
+        payload = load_checkpoint(path, state)
+        assert payload["extra"] == {"recipe": "x.yaml"}
+        assert state.epoch == 2 and state.step == 8
+        loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
+        resumed = fit(
+            model, _loss_fn, loader, 4, _make_optimizer, _make_scheduler, state=state, progress=False
+        )
+        assert resumed.epoch == 4 and resumed.step == straight.step
+        for key, value in resumed.model.state_dict().items():
+            assert torch.equal(value, expected[key]), key
+        assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_checkpoint_loads_with_weights_only_and_is_atomic(tmp_path):
+    _seed_all(0)
+    model = _model()
+    optimizer = _make_optimizer(model)
+    state = TrainState(model, optimizer, _make_scheduler(optimizer), epoch=3, step=12)
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, state)
+    payload = torch.load(path, weights_only=True)
+    assert payload["epoch"] == 3 and payload["step"] == 12
+    assert set(payload["rng"]) >= {"torch", "numpy", "python"}
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary left behind
+
+
+class _NaNAt:
+    def __init__(self, bad_step: int) -> None:
+        self.bad_step = bad_step
+        self.calls = 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        loss, logs = _loss_fn(model, batch)
+        if self.calls == self.bad_step:
+            loss = loss * float("nan")
+        return loss, logs
+
+
+def test_non_finite_loss_raises_before_the_step():
+    _seed_all(0)
+    model = nn.Linear(4, 2)
+    loader = DataLoader(_dataset(32), batch_size=8)  # 4 batches per epoch
+    snapshot = {}
+
+    class Snap(Callback):
+        def on_step_end(self, state):
+            snapshot.update({k: v.clone() for k, v in state.model.state_dict().items()})
+
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2 .*batch 1, step 5"):
+        fit(model, _NaNAt(6), loader, 3, _make_optimizer, callbacks=[Snap()], progress=False)
+    for key, value in model.state_dict().items():  # unchanged since the last good step
+        assert torch.equal(value, snapshot[key])
+        assert torch.isfinite(value).all()
+
+
+class _ReplaceParameters(Callback):
+    """Mimics physical channel removal: new, smaller Parameter objects at epoch 2."""
+
+    def on_epoch_end(self, state):
+        if state.epoch == 2:
+            first, last = state.model[0], state.model[2]
+            keep = torch.arange(4)
+            first.weight = nn.Parameter(first.weight.detach()[keep].clone())
+            first.bias = nn.Parameter(first.bias.detach()[keep].clone())
+            first.out_features = 4
+            last.weight = nn.Parameter(last.weight.detach()[:, keep].clone())
+            last.in_features = 4
+
+
+def test_parameter_replacement_rebuilds_optimizer_and_keeps_lr():
+    _seed_all(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    loader = DataLoader(_dataset(16), batch_size=8)
+    built = []
+
+    def make_optimizer(m):
+        optimizer = _make_optimizer(m)
+        built.append(optimizer)
+        return optimizer
+
+    state = fit(
+        model, _loss_fn, loader, 4, make_optimizer, _make_scheduler,
+        callbacks=[_ReplaceParameters()], progress=False,
+    )
+    assert len(built) == 2
+    optimizer_params = {id(p) for group in state.optimizer.param_groups for p in group["params"]}
+    assert optimizer_params == {id(p) for p in model.parameters()}
+    assert model[0].weight.shape == (4, 4)
+    # StepLR(gamma=0.5) continued from where it was: 0.1 * 0.5**4 after 4 epochs
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**4)
+    assert state.scheduler.last_epoch == 4
+
+
+def test_stop_request_ends_training():
+    class StopAfterOne(Callback):
+        def on_epoch_end(self, state):
+            state.stop = True
+
+    _seed_all(0)
+    state = fit(
+        _model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 5, _make_optimizer,
+        callbacks=[StopAfterOne()], progress=False,
+    )
+    assert state.epoch == 1
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_bad_epochs_raise(bad):
+    with pytest.raises(ValueError, match="epochs"):
+        fit(_model(), _loss_fn, [], bad, _make_optimizer, progress=False)
+
+
+def test_state_for_another_model_raises():
+    with pytest.raises(ValueError, match="state.model"):
+        fit(_model(), _loss_fn, [], 1, _make_optimizer, state=TrainState(_model()), progress=False)
+
+
+# --------------------------------------------------------------------------- DDP (gloo, 2 ranks)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    from torch.utils.data.distributed import DistributedSampler
+
+    from compresskit.train import save_checkpoint as save, setup_distributed
+
+    info = setup_distributed()
+    torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    dataset = _dataset(32)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
+    loader = DataLoader(dataset, batch_size=4, sampler=sampler)
+
+    def loss_fn(m, batch):
+        x, y = batch
+        return F.cross_entropy(m(x), y), {}
+
+    calls = []
+    state = fit(
+        model, loss_fn, loader, 1, _make_optimizer, device=info.device, progress=False,
+        checkpoint=lambda s: calls.append(s.epoch),
+    )
+    torch.save(
+        {"state": state.model.state_dict(), "calls": calls, "steps": state.step},
+        os.path.join(out_dir, f"rank{rank}.pt"),
+    )
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_end_with_identical_weights():
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(_ddp_worker, args=(2, _free_port(), out_dir), nprocs=2, join=True)
+        rank0 = torch.load(os.path.join(out_dir, "rank0.pt"), weights_only=True)
+        rank1 = torch.load(os.path.join(out_dir, "rank1.pt"), weights_only=True)
+    assert rank0["steps"] == rank1["steps"] == 4  # 32 samples / 2 ranks / batch 4
+    assert rank0["calls"] == [1] and rank1["calls"] == []  # checkpoint on rank 0 only
+    torch.manual_seed(100)
+    init = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).state_dict()
+    for key, value in rank0["state"].items():
+        assert torch.equal(value, rank1["state"][key]), key
+        assert not torch.equal(value, init[key]), key  # it trained
