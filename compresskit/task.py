@@ -1,0 +1,127 @@
+"""The ``Task`` protocol: what the pipeline needs from a model family and its data.
+
+A recipe names a task (``task: featherface``) or points at the user's own code
+(``task: mypackage.tasks:MyTask``); the callable is called with the recipe's
+``task_args`` and must return an object with the methods below. The pipeline
+never looks inside batches or model outputs: it hands them back to the task.
+
+Data flow of one training step, as the pipeline runs it::
+
+    outputs = model(*task.inputs(batch))
+    loss, logs = task.task_loss(outputs, batch)
+    # with a teacher (distillation):
+    teacher_outputs = teacher(*task.inputs(batch))       # no grad
+    loss, logs = distill(outputs, teacher_outputs, loss, mask=task.distill_mask(outputs, batch))
+
+``outputs`` may be a tensor or a tuple of tensors; ``distill_kinds`` says, per
+output and in the same order, whether it is ``"classification"`` (logits:
+softened KL) or ``"regression"`` (smooth-L1 toward the teacher).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # only for annotations; groups.py is owned by the core area
+    from compresskit.groups import LayerGroupSpec
+
+__all__ = ["Task", "check_task"]
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What a compression run needs from a model family, its data and its metrics.
+
+    Attributes:
+        distill_kinds: One of ``"classification"`` / ``"regression"`` per model
+            output (a one-element sequence when the model returns one tensor).
+        protect: Module-name globs whose output channels are never pruned
+            (classifier logits, detection heads); model outputs are protected anyway.
+
+    Example:
+        >>> task = ShapesTask(image_size=32)            # doctest: +SKIP
+        >>> model = task.build_model("resnet_small")     # doctest: +SKIP
+        >>> outputs = model(*task.inputs(next(iter(task.train_loader(8)))))  # doctest: +SKIP
+    """
+
+    distill_kinds: Sequence[str]
+    protect: Sequence[str]
+
+    def build_model(self, name: str, **kwargs: Any) -> nn.Module:
+        """A freshly initialised model called ``name`` (seeded by the caller)."""
+        ...
+
+    def builder(self, name: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        """``("module:callable", builder_kwargs)`` rebuilding model ``name`` for persistence.
+
+        ``callable(**builder_kwargs)`` must return the same architecture as
+        ``build_model(name, **kwargs)``; ``compresskit.persist.save_pruned`` stores both.
+        """
+        ...
+
+    def example_inputs(self) -> tuple[torch.Tensor, ...]:
+        """Positional inputs of one forward pass (batch of 1), for tracing and export."""
+        ...
+
+    def train_loader(self, batch_size: int, subset: float = 1.0, seed: int = 0) -> Iterable[Any]:
+        """Shuffled training batches; ``subset`` in (0, 1] takes a seeded fraction."""
+        ...
+
+    def val_loader(self, batch_size: int) -> Iterable[Any]:
+        """Validation batches in a fixed order."""
+        ...
+
+    def inputs(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """The model's positional inputs from a batch."""
+        ...
+
+    def task_loss(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """The task's own loss of ``outputs`` against the batch's targets, and logs."""
+        ...
+
+    def distill_mask(self, outputs: Any, batch: Any) -> torch.Tensor | None:
+        """Which predictions the distillation term covers (e.g. positive priors); None: all."""
+        ...
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Task metrics on the validation data; the first key is the headline metric."""
+        ...
+
+    def layer_groups(self, model_name: str) -> list[LayerGroupSpec]:
+        """Default layer groups of model ``model_name`` when the recipe names none."""
+        ...
+
+
+_REQUIRED = (
+    "build_model", "builder", "example_inputs", "train_loader", "val_loader", "inputs",
+    "task_loss", "distill_mask", "evaluate", "layer_groups",
+)
+
+
+def check_task(task: object, spec: str = "<task>") -> Task:
+    """Return ``task`` if it has everything :class:`Task` needs, else raise.
+
+    Args:
+        task: The object a recipe's ``task`` callable returned.
+        spec: The recipe string, for the message.
+
+    Returns:
+        ``task`` unchanged.
+
+    Raises:
+        TypeError: Naming the missing methods/attributes and the spec.
+    """
+    missing = [name for name in _REQUIRED if not callable(getattr(task, name, None))]
+    missing += [name for name in ("distill_kinds", "protect") if not hasattr(task, name)]
+    if missing:
+        raise TypeError(f"task {spec!r} returned {type(task).__name__}, which lacks {missing}")
+    kinds = task.distill_kinds  # type: ignore[attr-defined]
+    bad = [k for k in kinds if k not in ("classification", "regression")]
+    if isinstance(kinds, (str, Mapping)) or bad:
+        raise TypeError(f"task {spec!r}: distill_kinds must be a sequence of 'classification'/"
+                        f"'regression', got {kinds!r}")
+    return task  # type: ignore[return-value]
