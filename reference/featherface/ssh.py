@@ -1,0 +1,82 @@
+"""SSH context module (Najibi et al., "SSH: Single Stage Headless Face Detector", ICCV 2017).
+
+RetinaFace form (biubug6): three branches of stacked 3x3 convs with receptive fields 3x3, 5x5
+and 7x7, outputs ``C/2 + C/4 + C/4`` concatenated, then ReLU. The 5x5 and 7x7 branches share
+their first conv. Inner convs use LeakyReLU(0.1) (out channels <= 64 in the original rule;
+Nano-B's 72 keeps 0.1 too), branch ends have BN only.
+
+Variants:
+* ``deformable=True`` (FeatherFace V1): every 3x3 conv is a modulated deformable conv
+  (:class:`~reference.featherface.dcn.DeformableConv2d`), as in the official code.
+* ``groups=2`` (Nano-B): every 3x3 conv is grouped; a channel shuffle after each shared inner
+  conv (``conv5X5_1`` and ``conv7X7_2``) lets the next grouped conv see both groups.
+
+Module names (``conv3X3.0``, ``conv5X5_1.0`` ... ``conv7x7_3``, typo-case included) are the
+official ones, so RetinaFace and V1 checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dcn import DeformableConv2d
+from .shuffle import ChannelShuffle
+
+LEAKY_SLOPE = 0.1
+
+
+def _branch_conv(in_channels: int, out_channels: int, deformable: bool, groups: int,
+                 activation: bool) -> nn.Sequential:
+    """3x3 conv (plain, grouped or deformable) + BN (+ LeakyReLU)."""
+    if deformable:
+        conv: nn.Module = DeformableConv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+    else:
+        conv = nn.Conv2d(in_channels, out_channels, 3, 1, 1, groups=groups, bias=False)
+    layers = [conv, nn.BatchNorm2d(out_channels)]
+    if activation:
+        layers.append(nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SSH(nn.Module):
+    """SSH context module ``[N, C_in, H, W] -> [N, C_out, H, W]``.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels, divisible by 4 (and by ``4 * groups``).
+        deformable: use DCNv2 for every 3x3 conv (FeatherFace V1).
+        groups: conv groups (Nano-B: 2); mutually exclusive with ``deformable``.
+
+    Example:
+        >>> ssh = SSH(64, 64, deformable=True)
+        >>> ssh(torch.randn(1, 64, 10, 10)).shape
+        torch.Size([1, 64, 10, 10])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, deformable: bool = False, groups: int = 1) -> None:
+        super().__init__()
+        if out_channels % (4 * groups) != 0 or in_channels % groups != 0:
+            raise ValueError(f"SSH needs out_channels divisible by 4*groups and in_channels by groups; "
+                             f"got in={in_channels}, out={out_channels}, groups={groups}")
+        if deformable and groups != 1:
+            raise ValueError(f"deformable SSH does not support groups={groups}")
+        quarter = out_channels // 4
+        self.conv3X3 = _branch_conv(in_channels, out_channels // 2, deformable, groups, activation=False)
+        self.conv5X5_1 = _branch_conv(in_channels, quarter, deformable, groups, activation=True)
+        self.conv5X5_2 = _branch_conv(quarter, quarter, deformable, groups, activation=False)
+        self.conv7X7_2 = _branch_conv(quarter, quarter, deformable, groups, activation=True)
+        self.conv7x7_3 = _branch_conv(quarter, quarter, deformable, groups, activation=False)
+        # two instances (not one reused) so a graph tracer maps each call to its own module
+        self.shuffle5 = ChannelShuffle(groups) if groups > 1 else nn.Identity()
+        self.shuffle7 = ChannelShuffle(groups) if groups > 1 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        branch3 = self.conv3X3(x)
+        shared5 = self.shuffle5(self.conv5X5_1(x))
+        branch5 = self.conv5X5_2(shared5)
+        shared7 = self.shuffle7(self.conv7X7_2(shared5))
+        branch7 = self.conv7x7_3(shared7)
+        # (N, C/2 + C/4 + C/4, H, W)
+        return F.relu(torch.cat([branch3, branch5, branch7], dim=1))
