@@ -1,0 +1,74 @@
+"""FeatherFace Nano-B, unpruned (design of the project's seed documents; see docs/models.md).
+
+No Nano-B was ever trained or released (shared/REFERENCE.md section 2); this is our build of
+the seed design, meant to be pruned by compresskit to 120K-180K real parameters:
+
+    MobileNetV1-0.25 -> (c3, c4, c5)
+    P3: ScaleDecoupling -> EfficientCBAM;  P4, P5: EfficientCBAM      (reduction 8, residual)
+    -> efficient BiFPN: 3 cells, 72 channels, depthwise-separable convs
+    -> SemanticEnhancement (MSE-FPN style) on every level
+    -> P3: ASSN (scale-sequence attention over P3/P4/P5); P4, P5: EfficientCBAM
+    -> grouped SSH (groups=2, channel shuffle between chained grouped convs) per level
+    -> 1x1 heads, 2 anchors per location.
+
+Every conv that carries most of the parameters has prunable input *and* output channels, so the
+size scales roughly with ``(1 - r_in)(1 - r_out)``; see ``models.NANO_B_LAYER_GROUPS``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .backbone import STAGE_CHANNELS, MobileNetV1
+from .bifpn import BiFPN
+from .heads import make_heads, run_heads
+from .nano_modules import ASSN, EfficientCBAM, ScaleDecoupling, SemanticEnhancement
+from .ssh import SSH
+
+NANO_CHANNELS = 72
+BIFPN_CELLS = 3
+SSH_GROUPS = 2
+
+
+class FeatherFaceNanoB(nn.Module):
+    """FeatherFace Nano-B before pruning.
+
+    ``forward(images [N, 3, H, W])`` returns ``(bbox_deltas [N, P, 4], cls_logits [N, P, 2],
+    landmark_deltas [N, P, 10])`` (raw logits, train and eval alike).
+
+    Args:
+        channels: BiFPN / SSH width (72 in the seed design; must be divisible by 8).
+
+    Example:
+        >>> model = FeatherFaceNanoB()
+        >>> [t.shape[1:] for t in model(torch.zeros(1, 3, 64, 64))]
+        [torch.Size([168, 4]), torch.Size([168, 2]), torch.Size([168, 10])]
+    """
+
+    def __init__(self, channels: int = NANO_CHANNELS) -> None:
+        super().__init__()
+        if channels % (4 * SSH_GROUPS) != 0:
+            raise ValueError(f"channels must be divisible by {4 * SSH_GROUPS}, got {channels}")
+        self.body = MobileNetV1()
+        self.scale_decoupling = ScaleDecoupling(STAGE_CHANNELS[0])
+        self.backbone_cbam = nn.ModuleList(EfficientCBAM(c) for c in STAGE_CHANNELS)
+        self.bifpn = BiFPN(channels, STAGE_CHANNELS, BIFPN_CELLS)
+        self.semantic = nn.ModuleList(SemanticEnhancement(channels) for _ in range(3))
+        self.assn = ASSN(channels)
+        self.fpn_cbam = nn.ModuleDict({"p4": EfficientCBAM(channels), "p5": EfficientCBAM(channels)})
+        self.ssh1 = SSH(channels, channels, groups=SSH_GROUPS)
+        self.ssh2 = SSH(channels, channels, groups=SSH_GROUPS)
+        self.ssh3 = SSH(channels, channels, groups=SSH_GROUPS)
+        self.ClassHead, self.BboxHead, self.LandmarkHead = make_heads(channels)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        c3, c4, c5 = self.body(images)
+        c3 = self.scale_decoupling(c3)
+        stages = [cbam(c) for cbam, c in zip(self.backbone_cbam, (c3, c4, c5))]
+        pyramid = [enhance(p) for enhance, p in zip(self.semantic, self.bifpn(stages))]
+        p3 = self.assn(pyramid)
+        p4 = self.fpn_cbam["p4"](pyramid[1])
+        p5 = self.fpn_cbam["p5"](pyramid[2])
+        features = [self.ssh1(p3), self.ssh2(p4), self.ssh3(p5)]
+        return run_heads(features, self.ClassHead, self.BboxHead, self.LandmarkHead)
