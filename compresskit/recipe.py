@@ -151,7 +151,7 @@ class TrainConfig:
         batch_size: Mini-batch size.
         weight_decay: Decoupled weight decay (AdamW) or L2 (SGD).
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
-        scheduler: ``cosine`` (per step, to 0), ``onecycle`` or ``none``.
+        scheduler: ``cosine`` (annealed to 0 over ``epochs``, stepped per epoch) or ``none``.
     """
 
     epochs: int = field(default=1, metadata=_in(0))
@@ -159,7 +159,7 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata=AT_LEAST_ONE)
     weight_decay: float = field(default=0.0, metadata=NON_NEGATIVE)
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    scheduler: Literal["cosine", "onecycle", "none"] = "cosine"
+    scheduler: Literal["cosine", "none"] = "cosine"
 
 
 @dataclass(frozen=True)

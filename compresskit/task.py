@@ -68,7 +68,11 @@ class Task(Protocol):
         ...
 
     def train_loader(self, batch_size: int, subset: float = 1.0, seed: int = 0) -> Iterable[Any]:
-        """Shuffled training batches; ``subset`` in (0, 1] takes a seeded fraction."""
+        """Shuffled training batches; ``subset`` in (0, 1] takes a fraction chosen by ``seed``.
+
+        Shuffle with the global torch RNG (the default ``DataLoader`` behaviour) so
+        that seeding and checkpoint RNG restore make resumed runs exact.
+        """
         ...
 
     def val_loader(self, batch_size: int) -> Iterable[Any]:

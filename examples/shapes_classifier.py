@@ -210,8 +210,9 @@ class ShapesTask:
             count = max(1, int(len(data) * subset))
             order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
             data = Subset(data, order[:count].tolist())
-        return DataLoader(data, batch_size=batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed))
+        # The shuffle order comes from the global torch RNG, which the pipeline seeds
+        # and training checkpoints restore: a resumed run sees the same batches.
+        return DataLoader(data, batch_size=batch_size, shuffle=True)
 
     def val_loader(self, batch_size: int) -> DataLoader:
         return DataLoader(self.val_data, batch_size=batch_size, shuffle=False)
