@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dcn import DeformableConv2d
-from .shuffle import ChannelShuffle
+from compresskit.shuffle import ChannelShuffle
 
 LEAKY_SLOPE = 0.1
 
