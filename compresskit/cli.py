@@ -1,0 +1,384 @@
+"""The ``compresskit`` command line: parsing, then calls into the library.
+
+Commands::
+
+    compresskit run RECIPE [--set key.path=value ...] [--profile NAME] [--resume RUN_DIR] [--dry-run]
+    compresskit prune MODEL_SPEC --rate 0.3 [--group NAME=GLOB[,GLOB]:RATE ...] --input-shape 1,3,32,32 --out pruned.pt
+    compresskit export CHECKPOINT --input-shape 1,3,32,32 --out model.onnx
+    compresskit inspect MODEL_OR_CHECKPOINT [--input-shape 1,3,32,32]
+    compresskit detect ... / compresskit evaluate ...   (from reference.featherface.detect)
+
+User errors (a malformed recipe, a missing file, an unreadable checkpoint, a run
+directory that cannot be used) print one line ``Error: ...`` and exit with
+status 2, without a traceback.
+
+``detect`` and ``evaluate`` are plugins: :data:`PLUGINS` maps a command name to a
+``module:attr`` click command, imported only when that command runs (the library
+never imports ``reference`` at import time, and nothing registers itself).
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["PLUGINS", "cli", "main"]
+
+#: Commands provided by other packages: name -> ("module:attr" of a click command, short help).
+PLUGINS: dict[str, tuple[str, str]] = {
+    "detect": ("reference.featherface.detect:detect_command",
+               "Detect faces in images (reference.featherface)."),
+    "evaluate": ("reference.featherface.detect:evaluate_command",
+                 "WIDERFace AP of a detector (reference.featherface)."),
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(click.ClickException):
+    """A problem with the user's input: one line, exit status 2."""
+
+    exit_code = 2
+
+
+def _user_errors(function: F) -> F:
+    """Turn the library's user-facing errors into :class:`UserError`."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from compresskit.pipeline import RunDirError
+        from compresskit.recipe import RecipeError
+
+        try:
+            return function(*args, **kwargs)
+        except (RecipeError, RunDirError) as error:
+            raise UserError(str(error)) from None
+        except FileNotFoundError as error:
+            raise UserError(f"file not found: {error.filename or error}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Group(click.Group):
+    """A click group that also lists and lazily imports :data:`PLUGINS`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *PLUGINS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None or name not in PLUGINS:
+            return command
+        spec, short_help = PLUGINS[name]
+        try:
+            from compresskit.recipe import RecipeError, resolve_object
+
+            command = resolve_object(spec, f"command {name}", "compresskit")
+        except RecipeError as error:
+            return _unavailable(name, short_help, str(error))
+        if not isinstance(command, click.Command):
+            return _unavailable(name, short_help, f"{spec} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Plugins are described from PLUGINS, so that --help does not import them.
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in PLUGINS and name not in self.commands:
+                rows.append((name, PLUGINS[name][1]))
+            else:
+                rows.append((name, self.commands[name].get_short_help_str(60)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _unavailable(name: str, short_help: str, reason: str) -> click.Command:
+    @click.command(name, short_help=short_help, context_settings={
+        "ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []})
+    @click.pass_context
+    def command(ctx: click.Context) -> None:
+        raise UserError(f"'{name}' is not available: {reason}")
+
+    return command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """compresskit: structured pruning, rate search and distillation for PyTorch models."""
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a recipe value (parsed as YAML), e.g. --set distill.epochs=5. Repeatable.")
+@click.option("--profile", default=None, help="Apply the recipe's named profile (e.g. paper).")
+@click.option("--resume", "resume_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Continue the run in this directory (RECIPE defaults to its recipe.yaml).")
+@click.option("--run-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Write the run here instead of the recipe's run_dir.")
+@click.option("--dry-run", is_flag=True, help="Validate, build the task and models, print the plan; train nothing.")
+@click.option("--stop-after", default=None, help="Stop after this phase.")
+@click.option("--progress/--no-progress", default=False, help="Show per-epoch progress bars.")
+@_user_errors
+def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | None, resume_dir: Path | None,
+                run_dir: Path | None, dry_run: bool, stop_after: str | None, progress: bool) -> None:
+    """Run the compression pipeline of RECIPE (a YAML file).
+
+    Phases: teacher, distill, search, soft_prune, remove, finetune, evaluate,
+    export, report. Outputs (checkpoints, metrics.jsonl, search.json, model.onnx,
+    report.md) go to the recipe's run_dir. An interrupted run continues with
+    --resume RUN_DIR, skipping completed phases.
+    """
+    from compresskit import pipeline
+    from compresskit.recipe import load_recipe
+
+    if recipe is None:
+        if resume_dir is None:
+            raise click.UsageError("give a RECIPE, or --resume RUN_DIR")
+        recipe = resume_dir / "recipe.yaml"
+        if not recipe.exists():
+            raise UserError(f"cannot resume {resume_dir}: no recipe.yaml in it")
+        if profile is not None:
+            raise click.UsageError("--profile needs RECIPE (the stored recipe.yaml is already resolved)")
+    loaded = load_recipe(recipe, overrides, profile)
+    if resume_dir is not None and run_dir is not None and resume_dir != run_dir:
+        raise click.UsageError("--resume and --run-dir name different directories")
+    target = resume_dir or run_dir
+    if stop_after is not None and stop_after not in pipeline.PHASES:
+        raise click.BadParameter(f"unknown phase {stop_after!r}; valid: {list(pipeline.PHASES)}",
+                                 param_hint="--stop-after")
+    if dry_run:
+        _print_plan(loaded, target)
+        return
+    ctx = pipeline.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
+                       log=click.echo, stop_after=stop_after)
+    click.echo(f"run directory: {ctx.run_dir}")
+    if (ctx.run_dir / "report.md").exists():
+        click.echo(f"report: {ctx.run_dir / 'report.md'}")
+
+
+def _print_plan(recipe: Any, run_dir: Path | None) -> None:
+    from compresskit import pipeline
+
+    task = pipeline.build_task(recipe)
+    ctx = pipeline.RunContext(recipe=recipe, run_dir=Path(run_dir or recipe.resolved_run_dir), task=task,
+                              log=click.echo)
+    click.echo(f"recipe {recipe.name} ({recipe.source})" + (f", profile {recipe.profile}" if recipe.profile else ""))
+    click.echo(f"run directory: {ctx.run_dir}")
+    click.echo(f"task: {recipe.task}")
+    if recipe.teacher is not None:
+        teacher = ctx.build("teacher")
+        click.echo(f"teacher: {recipe.teacher.model}, {pipeline.count_parameters(teacher):,} params, "
+                   + (f"checkpoint {recipe.teacher.checkpoint}" if recipe.teacher.checkpoint
+                      else f"trained {recipe.teacher.train.epochs} epochs"))
+    student = ctx.build("student")
+    click.echo(f"student: {recipe.student.model}, {pipeline.count_parameters(student):,} params")
+    try:
+        specs = pipeline.layer_group_specs(ctx)
+    except ImportError:
+        specs = []
+        click.echo("layer groups: (compresskit.groups not available)")
+    for spec in specs:
+        click.echo(f"  layer group {spec.name}: patterns {list(spec.patterns)} types {list(spec.types)} "
+                   f"bounds {list(spec.bounds)}")
+    search = recipe.search
+    click.echo(f"search: {search.method if search.enabled else 'off'}"
+               + (f", {search.initial_points or 'default'} initial + {search.iterations} iterations, "
+                  f"budget [{search.budget.min_params:,}, {search.budget.max_params:,}] params"
+                  if search.enabled else f", rates {recipe.prune.rates}"))
+    click.echo(f"epochs: distill {recipe.distill.epochs}, soft prune {recipe.prune.schedule.epochs}, "
+               f"finetune {recipe.finetune.epochs}")
+    click.echo("phases: " + " -> ".join(pipeline.PHASES))
+    click.echo("dry run: nothing trained or written")
+
+
+# --- prune / export / inspect -----------------------------------------------------------
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 1,3,32,32, got {text!r}") from None
+    if not shape or any(v < 1 for v in shape):
+        raise click.BadParameter(f"dimensions must be >= 1, got {text!r}")
+    return shape
+
+
+def _parse_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--arg")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def _load_model(spec: str, model_args: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """A model from a compresskit checkpoint path or a ``module:callable`` builder."""
+    from compresskit.recipe import RecipeError, resolve_object
+
+    path = Path(spec)
+    if path.exists():
+        from compresskit.persist import load_pruned
+
+        try:
+            return load_pruned(path), "checkpoint"
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError,
+                pickle.UnpicklingError) as error:
+            first_line = (str(error).splitlines() or [""])[0]
+            raise UserError(f"{spec}: not a readable compresskit checkpoint "
+                            f"({type(error).__name__}: {first_line})") from None
+    if ":" not in spec:
+        raise UserError(f"{spec}: no such file, and not a 'module:callable' model builder")
+    try:
+        builder = resolve_object(spec, "MODEL_SPEC", "compresskit")
+    except RecipeError as error:
+        raise UserError(str(error).removeprefix("compresskit: ")) from None
+    try:
+        return builder(**(model_args or {})), "builder"
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{spec}: building the model failed: {error}") from None
+
+
+@cli.command("prune")
+@click.argument("model_spec")
+@click.option("--rate", type=float, default=None, help="One rate in [0, 1) for every prunable channel group.")
+@click.option("--group", "groups", multiple=True, metavar="NAME=GLOB[,GLOB]:RATE",
+              help="A layer group and its rate, e.g. stage2='stage2.*:0.5'. Repeatable.")
+@click.option("--protect", multiple=True, metavar="GLOB", help="Never prune outputs of these modules.")
+@click.option("--input-shape", required=True, help="Example input shape, e.g. 1,3,32,32.")
+@click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Builder keyword argument.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A state_dict to load into the built model first.")
+@click.option("--importance", default="fpgm", show_default=True, help="fpgm or magnitude.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to save the pruned model (compresskit.persist format).")
+@_user_errors
+def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], protect: Sequence[str],
+                  input_shape: str, model_args: Sequence[str], weights: Path | None, importance: str,
+                  out: Path) -> None:
+    """One-shot prune MODEL_SPEC ('package.module:builder') and save it.
+
+    The result is a physically smaller model saved with its builder reference, so
+    'compresskit inspect/export OUT' and compresskit.persist.load_pruned rebuild it.
+    """
+    import torch
+
+    from compresskit.groups import LayerGroupSpec
+    from compresskit.persist import save_pruned
+    from compresskit.prune import prune
+
+    if ":" not in model_spec:
+        raise UserError(f"MODEL_SPEC must be 'package.module:builder', got {model_spec!r}")
+    kwargs = _parse_kwargs(model_args)
+    model, _ = _load_model(model_spec, kwargs)
+    if weights is not None:
+        try:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as error:  # noqa: BLE001 - reported as a user error
+            raise UserError(f"{weights}: cannot load into {model_spec}: {str(error).splitlines()[0]}") from None
+    specs, rates = [], {}
+    for text in groups:
+        name, sep, rest = text.partition("=")
+        patterns, sep2, value = rest.rpartition(":")
+        if not sep or not sep2 or not name or not patterns:
+            raise click.BadParameter(f"expected NAME=GLOB[,GLOB]:RATE, got {text!r}", param_hint="--group")
+        try:
+            rates[name] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"rate of {name!r} must be a number, got {value!r}") from None
+        specs.append(LayerGroupSpec(name, patterns=tuple(patterns.split(","))))
+    if rate is None and not specs:
+        raise click.UsageError("give --rate or at least one --group")
+    if rate is not None and specs:
+        raise click.UsageError("give either --rate or --group, not both")
+    for name, value in ([("--rate", rate)] if rate is not None else rates.items()):
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"{name} must be in [0, 1), got {value}")
+    example = torch.zeros(_parse_shape(input_shape))
+    before = sum(p.numel() for p in model.parameters())
+    try:
+        pruned = prune(model, (example,), rate if rate is not None else rates, groups=specs or None,
+                       protect=tuple(protect), importance=importance)
+    except ValueError as error:  # unknown pattern / importance, overlapping groups
+        raise UserError(str(error)) from None
+    history = getattr(pruned, "pruning_history", None)
+    save_pruned(out, pruned, model_spec, kwargs, history() if callable(history) else history)
+    after = sum(p.numel() for p in pruned.parameters())
+    click.echo(f"{before:,} -> {after:,} parameters ({after / before:.1%}); saved {out}")
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .onnx file.")
+@click.option("--input-shape", required=True, help="Input shape, e.g. 1,3,320,320.")
+@click.option("--atol", default=1e-4, show_default=True, help="ONNX Runtime vs PyTorch tolerance.")
+@click.option("--opset", default=17, show_default=True)
+@_user_errors
+def export_command(checkpoint: Path, out: Path, input_shape: str, atol: float, opset: int) -> None:
+    """Export a compresskit CHECKPOINT (pruned model) to ONNX and check it with ONNX Runtime."""
+    import torch
+
+    from compresskit.export import check_onnx, export_onnx
+
+    if not checkpoint.exists():
+        raise UserError(f"file not found: {checkpoint}")
+    model, _ = _load_model(str(checkpoint))
+    model.eval()
+    example = (torch.randn(_parse_shape(input_shape), generator=torch.Generator().manual_seed(0)),)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = export_onnx(model, example, out, opset=opset)
+    try:
+        difference = check_onnx(path, model, example, atol=atol)
+    except ValueError as error:
+        raise UserError(f"ONNX parity check failed: {error}") from None
+    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes); max |ORT - torch| = {difference:.2e}")
+
+
+@cli.command("inspect")
+@click.argument("model_spec", metavar="MODEL_OR_CHECKPOINT")
+@click.option("--input-shape", default=None, help="Input shape for MACs, e.g. 1,3,32,32.")
+@click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Builder keyword argument.")
+@_user_errors
+def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequence[str]) -> None:
+    """Parameters, MACs and per-layer channels of a checkpoint or a 'module:builder'."""
+    import torch
+
+    from compresskit.pipeline import count_parameters, layer_channels
+
+    model, kind = _load_model(model_spec, _parse_kwargs(model_args))
+    click.echo(f"{model_spec} ({kind}): {type(model).__name__}")
+    click.echo(f"parameters: {count_parameters(model):,}")
+    if input_shape is not None:
+        try:
+            from compresskit.budget import count_macs
+        except ImportError:
+            click.echo("MACs: n/a (compresskit.budget not available)")
+        else:
+            macs = count_macs(model.eval(), (torch.zeros(_parse_shape(input_shape)),))
+            click.echo(f"MACs @ {input_shape}: {int(macs):,}")
+    click.echo("layer                                    out channels")
+    for name, channels in layer_channels(model).items():
+        click.echo(f"{name:<40} {channels}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (``compresskit = compresskit.cli:main``)."""
+    cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="compresskit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,758 @@
+"""The compression pipeline: one function per phase, each resumable.
+
+``compresskit run recipe.yaml`` calls :func:`run`, which executes, in order::
+
+    teacher -> distill -> search -> soft_prune -> remove -> finetune -> evaluate -> export -> report
+
+Each phase is a function ``phase(ctx) -> summary`` where ``ctx`` (:class:`RunContext`)
+carries the validated recipe, the run directory and the task; it reads the
+files earlier phases wrote and writes its own outputs atomically (temporary file
++ ``os.replace``). Its small JSON summary is recorded in ``state.json`` when it
+completes, so a resumed run (``--resume``) skips finished phases. Training phases
+also checkpoint every epoch (``<phase>/last.pt``, RNG state included) and resume
+mid-phase; every phase seeds the RNGs from ``recipe.seed`` and its position, so in
+deterministic CPU mode an interrupted and resumed run ends with the same weights as
+an uninterrupted one.
+
+Run directory layout::
+
+    recipe.yaml        the resolved recipe (profile and overrides applied)
+    state.json         completed phases and their summaries
+    metrics.jsonl      one JSON line per epoch of every training phase
+    teacher.pt         teacher state_dict
+    student.pt         distilled student state_dict
+    search.json        search trials (resumable); search.png its trace
+    rates.json         the per-layer-group rates used for pruning
+    schedule.json      the soft-pruning rate of each layer group per epoch
+    channels.json      output channels per conv/linear layer, before and after
+    soft_pruned.pt     student after soft pruning (zeroed filters, full shapes) + kept indices
+    pruned.pt          physically pruned student (compresskit.persist format)
+    final.pt           pruned and fine-tuned student (compresskit.persist format)
+    evaluation.json    params, MACs, latency and task metrics of teacher / student / final
+    model.onnx         the final model in ONNX (checked against PyTorch with ONNX Runtime)
+    report.md          the report, with plots under plots/
+
+Caveats:
+    Mid-phase resume covers the plain training phases (teacher, distill, finetune);
+    the soft-pruning phase restarts from its beginning (deterministically) when
+    interrupted, and the search resumes from its trial history.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import statistics
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from compresskit.recipe import TASKS, Recipe, RecipeError, TrainConfig, recipe_to_dict, resolve_object
+from compresskit.task import Task, check_task
+from compresskit.train import Callback, TrainState, fit, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "PHASES",
+    "RunContext",
+    "RunDirError",
+    "build_task",
+    "count_parameters",
+    "layer_channels",
+    "prepare",
+    "run",
+]
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be used (exists without --resume, or another recipe)."""
+
+
+# --- small I/O helpers ----------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- context ----------------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """What every phase receives.
+
+    Attributes:
+        recipe: The validated recipe.
+        run_dir: The run directory (exists).
+        task: The task object built from ``recipe.task``.
+        state: Summaries of completed phases, as in ``state.json``.
+        progress: Show progress bars.
+        log: Called with one-line progress messages.
+    """
+
+    recipe: Recipe
+    run_dir: Path
+    task: Task
+    state: dict[str, Any] = field(default_factory=dict)
+    progress: bool = False
+    log: Callable[[str], None] = print
+
+    # -- models --
+    def build(self, which: str) -> nn.Module:
+        """A freshly built ``teacher`` or ``student`` model (global RNG, seeded by the phase)."""
+        config = self.recipe.teacher if which == "teacher" else self.recipe.student
+        assert config is not None
+        if ":" in config.model:
+            factory = resolve_object(config.model, f"{which}.model", self.recipe.source)
+            return factory(**config.model_args)
+        return self.task.build_model(config.model, **config.model_args)
+
+    def builder(self) -> tuple[str, dict[str, Any]]:
+        """``("module:callable", kwargs)`` rebuilding the student, for persistence."""
+        config = self.recipe.student
+        if ":" in config.model:
+            return config.model, dict(config.model_args)
+        return self.task.builder(config.model, **config.model_args)
+
+    def path(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def append_metrics(self, record: Mapping[str, Any]) -> None:
+        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(record)) + "\n")
+
+
+def build_task(recipe: Recipe) -> Task:
+    """Resolve ``recipe.task`` and call it with ``recipe.task_args``.
+
+    Raises:
+        RecipeError: The task cannot be imported, its arguments are rejected, or
+            the returned object lacks part of the :class:`~compresskit.task.Task` protocol.
+    """
+    spec = TASKS.get(recipe.task, recipe.task)
+    factory = resolve_object(spec, "task", recipe.source)
+    try:
+        task = factory(**recipe.task_args)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{recipe.source}: task_args rejected by {spec!r}: {error}") from None
+    try:
+        return check_task(task, spec)
+    except TypeError as error:
+        raise RecipeError(f"{recipe.source}: task {error}") from None
+
+
+# --- training helpers ---------------------------------------------------------------------
+
+
+def _make_optimizer(config: TrainConfig, extra_no_decay: Callable[[nn.Module], list[nn.Parameter]]
+                    | None = None) -> Callable[[nn.Module], torch.optim.Optimizer]:
+    def make(model: nn.Module) -> torch.optim.Optimizer:
+        no_decay_ids = {id(p) for p in (extra_no_decay(model) if extra_no_decay else [])}
+        decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay_ids
+                 and p.ndim > 1]
+        plain = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay_ids
+                 and p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": config.weight_decay},
+                  {"params": plain, "weight_decay": 0.0}]
+        if no_decay_ids:
+            groups.append({"params": [p for p in model.parameters() if id(p) in no_decay_ids],
+                           "weight_decay": 0.0})
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+        return torch.optim.AdamW(groups, lr=config.lr)
+
+    return make
+
+
+def _make_scheduler(config: TrainConfig) -> Callable[[torch.optim.Optimizer], Any] | None:
+    if config.scheduler == "none" or config.epochs == 0:
+        return None
+    return lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+
+
+class _LogEpochs(Callback):
+    def __init__(self, ctx: RunContext, phase: str, evaluate: Callable[[], dict[str, float]] | None):
+        self.ctx, self.phase, self.evaluate = ctx, phase, evaluate
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        record: dict[str, Any] = {"phase": self.phase, "epoch": state.epoch,
+                                  **{k: float(v) for k, v in state.metrics.items()}}
+        if self.evaluate is not None:
+            record.update({f"val/{k}": v for k, v in self.evaluate().items()})
+        self.ctx.append_metrics(record)
+        self.ctx.log(f"[{self.phase}] epoch {state.epoch}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and "/" not in k[:3]))
+
+
+def _train(
+    ctx: RunContext,
+    phase: str,
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any], tuple[torch.Tensor, Mapping[str, float]]],
+    config: TrainConfig,
+    callbacks: Iterable[Callback] = (),
+    no_decay: Callable[[nn.Module], list[nn.Parameter]] | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    resumable: bool = True,
+    loader: Iterable[Any] | None = None,
+) -> TrainState:
+    """``fit`` with the recipe's optimizer, per-epoch logging and (optional) checkpoints."""
+    make_optimizer = _make_optimizer(config, no_decay)
+    make_scheduler = _make_scheduler(config)
+    loader = loader if loader is not None else ctx.task.train_loader(config.batch_size)
+    checkpoint_path = ctx.path(f"{phase}.last.pt")
+    state = None
+    if resumable and checkpoint_path.exists():
+        optimizer = make_optimizer(model)
+        state = TrainState(model=model, optimizer=optimizer,
+                           scheduler=make_scheduler(optimizer) if make_scheduler else None)
+        load_checkpoint(checkpoint_path, state)
+        ctx.log(f"[{phase}] resuming after epoch {state.epoch}")
+    state = fit(
+        model, loss_fn, loader, config.epochs, make_optimizer, make_scheduler,
+        callbacks=[*callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
+        progress=ctx.progress,
+        checkpoint=(lambda s: save_checkpoint(checkpoint_path, s)) if resumable else None,
+    )
+    return state
+
+
+def _task_loss_fn(task: Task) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return task.task_loss(model(*task.inputs(batch)), batch)
+
+    return loss_fn
+
+
+@torch.no_grad()
+def validation_loss(task: Task, model: nn.Module, batch_size: int, max_batches: int | None = None) -> float:
+    """Mean task loss over the validation loader (the search objective)."""
+    was_training = model.training
+    model.eval()
+    losses = []
+    for index, batch in enumerate(task.val_loader(batch_size)):
+        if max_batches is not None and index >= max_batches:
+            break
+        loss, _ = task.task_loss(model(*task.inputs(batch)), batch)
+        losses.append(float(loss))
+    model.train(was_training)
+    return sum(losses) / max(1, len(losses))
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (``compresskit.budget.count_params`` when available)."""
+    try:
+        from compresskit.budget import count_params
+    except ImportError:  # core module not there yet
+        return sum(p.numel() for p in model.parameters())
+    return int(count_params(model))
+
+
+def _count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> int | None:
+    try:
+        from compresskit.budget import count_macs
+    except ImportError:
+        return None
+    return int(count_macs(model, example_inputs))
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], repeats: int = 20) -> float:
+    """Median CPU forward time in milliseconds (batch of the example inputs)."""
+    was_training = model.training
+    model.eval()
+    model(*example_inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(*example_inputs)
+        times.append((time.perf_counter() - start) * 1000)
+    model.train(was_training)
+    return statistics.median(times)
+
+
+def layer_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv / linear layer, by module name."""
+    result = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            result[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            result[name] = module.out_features
+    return result
+
+
+def _profile(ctx: RunContext, model: nn.Module) -> dict[str, Any]:
+    inputs = ctx.task.example_inputs()
+    return {
+        "params": count_parameters(model),
+        "macs": _count_macs(model, inputs),
+        "latency_ms": measure_latency(model, inputs),
+        "metrics": ctx.task.evaluate(model),
+    }
+
+
+# --- layer groups -----------------------------------------------------------------------
+
+
+def layer_group_specs(ctx: RunContext) -> list[Any]:
+    """The recipe's ``prune.groups`` as ``LayerGroupSpec``s, or the task's defaults."""
+    from compresskit.groups import LayerGroupSpec
+
+    groups = ctx.recipe.prune.groups
+    if groups is None:
+        return list(ctx.task.layer_groups(ctx.recipe.student.model))
+    return [LayerGroupSpec(name, patterns=g.patterns, types=g.types, bounds=g.bounds)
+            for name, g in groups.items()]
+
+
+def _protect(ctx: RunContext) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*ctx.task.protect, *ctx.recipe.prune.protect]))
+
+
+def _find_groups(ctx: RunContext, model: nn.Module) -> list[Any]:
+    from compresskit.groups import find_groups
+
+    try:
+        return find_groups(model, ctx.task.example_inputs(), layer_group_specs(ctx), protect=_protect(ctx))
+    except ValueError as error:  # unknown pattern, overlapping groups
+        raise RecipeError(f"{ctx.recipe.source}: prune.groups: {error}") from None
+
+
+# --- phases -------------------------------------------------------------------------------
+
+
+def phase_teacher(ctx: RunContext) -> dict[str, Any]:
+    """Train the teacher (or load ``teacher.checkpoint``) -> ``teacher.pt``."""
+    teacher_config = ctx.recipe.teacher
+    if teacher_config is None:
+        return {"skipped": "no teacher"}
+    model = ctx.build("teacher")
+    if teacher_config.checkpoint is not None:
+        checkpoint = Path(teacher_config.checkpoint)
+        if not checkpoint.is_absolute() and not checkpoint.exists():
+            checkpoint = Path(ctx.recipe.source).parent / checkpoint
+        state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(state_dict, dict) and "state_dict" in state_dict:
+            state_dict = state_dict["state_dict"]
+        model.load_state_dict(state_dict)
+        source = str(checkpoint)
+    else:
+        _train(ctx, "teacher", model, _task_loss_fn(ctx.task), teacher_config.train,
+               evaluate=lambda: ctx.task.evaluate(model))
+        source = "trained"
+    _atomic_save(model.state_dict(), ctx.path("teacher.pt"))
+    return {"source": source, "params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
+
+
+class _DistillModule(nn.Module):
+    """Student + distillation loss weights in one module, so checkpoints hold both."""
+
+    def __init__(self, student: nn.Module, distill: nn.Module | None) -> None:
+        super().__init__()
+        self.student = student
+        self.distill = distill
+
+
+def phase_distill(ctx: RunContext) -> dict[str, Any]:
+    """Train the student with weighted distillation from the teacher -> ``student.pt``."""
+    from compresskit.distill import WeightedDistillation
+
+    config = ctx.recipe.distill
+    task = ctx.task
+    student = ctx.build("student")
+    teacher = None
+    if ctx.recipe.teacher is not None:
+        teacher = ctx.build("teacher")
+        teacher.load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
+        teacher.eval().requires_grad_(False)
+    distill = None
+    if teacher is not None:
+        distill = WeightedDistillation(
+            list(task.distill_kinds), temperature=config.temperature, alpha=config.alpha,
+            log_variance_range=(-4.0, 4.0) if config.learnable_weights else None)
+    wrapper = _DistillModule(student, distill)
+
+    def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = task.inputs(batch)
+        outputs = model.student(*inputs)
+        task_loss, logs = task.task_loss(outputs, batch)
+        if teacher is None:
+            return task_loss, logs
+        with torch.no_grad():
+            teacher_outputs = teacher(*inputs)
+        return model.distill(outputs, teacher_outputs, task_loss, mask=task.distill_mask(outputs, batch))
+
+    _train(ctx, "distill", wrapper, loss_fn, config,
+           no_decay=lambda m: list(m.distill.weight_parameters()) if m.distill is not None else [],
+           evaluate=lambda: task.evaluate(student))
+    _atomic_save(student.state_dict(), ctx.path("student.pt"))
+    summary: dict[str, Any] = {"params": count_parameters(student), "metrics": task.evaluate(student)}
+    if distill is not None:
+        summary["log_variances"] = [float(v) for v in distill.log_variances().detach()]
+    return summary
+
+
+def _load_student(ctx: RunContext) -> nn.Module:
+    student = ctx.build("student")
+    student.load_state_dict(_load_state_dict(ctx.path("student.pt")))
+    return student
+
+
+def phase_search(ctx: RunContext) -> dict[str, Any]:
+    """Search per-layer-group rates under the budget -> ``search.json``, ``rates.json``."""
+    recipe = ctx.recipe
+    specs = layer_group_specs(ctx)
+    names = [spec.name for spec in specs]
+    if not recipe.search.enabled:
+        rates = dict(recipe.prune.rates or {})
+        unknown = sorted(set(rates) - set(names))
+        if unknown:
+            raise RecipeError(f"{recipe.source}: prune.rates.{unknown[0]} is not a layer group; "
+                              f"groups: {names}")
+        rates = {name: float(rates.get(name, 0.0)) for name in names}
+        _write_json(ctx.path("rates.json"), {"rates": rates, "source": "recipe"})
+        return {"rates": rates, "source": "recipe"}
+
+    from compresskit.budget import ParamPredictor
+    from compresskit.prune import prune
+    from compresskit.search import plot_search, random_search, search_rates
+
+    student = _load_student(ctx)
+    groups = _find_groups(ctx, student)
+    predictor = ParamPredictor(student, groups)
+    trial = recipe.search.trial
+    task = ctx.task
+    trial_config = TrainConfig(epochs=trial.epochs, lr=trial.lr, batch_size=trial.batch_size,
+                               weight_decay=recipe.distill.weight_decay, scheduler="none")
+
+    def objective(rates: dict[str, float]) -> float:
+        # Seeded by the candidate itself, so a resumed search scores it identically.
+        key = json.dumps({k: round(float(v), 12) for k, v in sorted(rates.items())})
+        seed_everything(recipe.seed * 1000 + zlib.crc32(key.encode()))
+        candidate = prune(copy.deepcopy(student), task.example_inputs(), rates,
+                          groups=layer_group_specs(ctx), protect=_protect(ctx),
+                          importance=recipe.prune.importance)
+        if trial.epochs:
+            fit(candidate, _task_loss_fn(task),
+                task.train_loader(trial.batch_size, subset=trial.subset, seed=recipe.seed),
+                trial.epochs, _make_optimizer(trial_config), progress=False)
+        return validation_loss(task, candidate, trial.batch_size, trial.max_val_batches)
+
+    bounds = {spec.name: tuple(spec.bounds) for spec in specs}
+    budget = (recipe.search.budget.min_params, recipe.search.budget.max_params)
+    search = search_rates if recipe.search.method == "bo" else random_search
+    result = search(objective, bounds, lambda rates: int(predictor(rates)), budget,
+                    iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
+                    seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress)
+    plot_search(result, ctx.path("search.png"))
+    rates = {name: float(result.best_rates[name]) for name in names}
+    predicted = int(predictor(rates))
+    summary = {"rates": rates, "source": f"search ({recipe.search.method})",
+               "predicted_params": predicted, "objective": float(result.best_objective),
+               "trials": len(result.trials)}
+    _write_json(ctx.path("rates.json"), summary)
+    return summary
+
+
+def _schedules(ctx: RunContext, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
+    from compresskit.schedules import make_schedule
+
+    config = ctx.recipe.prune.schedule
+    end = config.end if config.end is not None else config.epochs
+    schedules = {}
+    for name, rate in rates.items():
+        if config.kind == "constant" or rate <= config.initial:
+            schedules[name] = make_schedule("constant", value=rate)
+        elif config.kind == "linear":
+            schedules[name] = make_schedule("linear", initial=config.initial, final=rate,
+                                            start=config.start, end=end)
+        else:
+            schedules[name] = make_schedule("polynomial", initial=config.initial, final=rate,
+                                            start=config.start, end=end, power=config.power)
+    return schedules
+
+
+def schedule_table(ctx: RunContext, rates: Mapping[str, float]) -> dict[str, list[float]]:
+    """Rate per epoch (0..epochs) of each layer group: what the soft pruner applies."""
+    schedules = _schedules(ctx, rates)
+    epochs = ctx.recipe.prune.schedule.epochs
+    return {name: [float(s(e)) for e in range(epochs + 1)] for name, s in schedules.items()}
+
+
+class _EveryNEpochs(Callback):
+    """Forward ``on_epoch_end`` to the pruner only every ``n`` epochs (and at the last)."""
+
+    def __init__(self, pruner: Callback, n: int, last: int) -> None:
+        self.pruner, self.n, self.last = pruner, n, last
+
+    def on_train_start(self, state: TrainState) -> None:
+        self.pruner.on_train_start(state)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self.pruner.on_step_end(state)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        if state.epoch % self.n == 0 or state.epoch >= self.last:
+            self.pruner.on_epoch_end(state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self.pruner.on_train_end(state)
+
+
+def phase_soft_prune(ctx: RunContext) -> dict[str, Any]:
+    """Train while re-zeroing filters on the schedule (soft FPGM) -> ``soft_pruned.pt``."""
+    from compresskit.importance import IMPORTANCES
+    from compresskit.prune import SoftFPGM
+
+    config = ctx.recipe.prune.schedule
+    rates = _read_json(ctx.path("rates.json"))["rates"]
+    _write_json(ctx.path("schedule.json"), {"step_every": config.step_every,
+                                            "rates": schedule_table(ctx, rates)})
+    student = _load_student(ctx)
+    groups = _find_groups(ctx, student)
+    pruner = SoftFPGM(groups, _schedules(ctx, rates), importance=IMPORTANCES[ctx.recipe.prune.importance])
+    callback = _EveryNEpochs(pruner, config.step_every, config.epochs)
+    _train(ctx, "soft_prune", student, _task_loss_fn(ctx.task), config, callbacks=[callback],
+           evaluate=lambda: ctx.task.evaluate(student), resumable=False)
+    if config.epochs == 0:
+        pruner.step(0)
+    summary = pruner.apply()
+    from compresskit.persist import save_pruned
+
+    builder, kwargs = ctx.builder()
+    save_pruned(ctx.path("pruned.pt"), student, builder, kwargs, summary.history)
+    return {"rates": rates, "params": count_parameters(student), "metrics": ctx.task.evaluate(student)}
+
+
+def phase_remove(ctx: RunContext) -> dict[str, Any]:
+    """Check the physically pruned model loads and record its channels."""
+    from compresskit.persist import load_pruned
+
+    model = load_pruned(ctx.path("pruned.pt"))
+    before = layer_channels(_load_student(ctx))
+    after = layer_channels(model)
+    _write_json(ctx.path("channels.json"), {"before": before, "after": after})
+    return {"params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
+
+
+def phase_finetune(ctx: RunContext) -> dict[str, Any]:
+    """Fine-tune the pruned model -> ``final.pt`` (persist format)."""
+    from compresskit.persist import load_pruned, save_pruned
+
+    model = load_pruned(ctx.path("pruned.pt"))
+    _train(ctx, "finetune", model, _task_loss_fn(ctx.task), ctx.recipe.finetune,
+           evaluate=lambda: ctx.task.evaluate(model))
+    payload = torch.load(ctx.path("pruned.pt"), map_location="cpu", weights_only=True)
+    builder, kwargs = ctx.builder()
+    save_pruned(ctx.path("final.pt"), model, builder, kwargs, payload["history"])
+    return {"params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
+
+
+def phase_evaluate(ctx: RunContext) -> dict[str, Any]:
+    """Params, MACs, latency and task metrics of teacher, student and final -> ``evaluation.json``."""
+    from compresskit.persist import load_pruned
+
+    models: dict[str, nn.Module] = {}
+    if ctx.recipe.teacher is not None:
+        models["teacher"] = ctx.build("teacher")
+        models["teacher"].load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
+    models["student"] = _load_student(ctx)
+    models["pruned"] = load_pruned(ctx.path("final.pt"))
+    evaluation = {name: _profile(ctx, model) for name, model in models.items()}
+    _write_json(ctx.path("evaluation.json"), evaluation)
+    return {name: {"params": v["params"], "metrics": v["metrics"]} for name, v in evaluation.items()}
+
+
+def _export_inputs(ctx: RunContext) -> tuple[torch.Tensor, ...]:
+    inputs = ctx.task.example_inputs()
+    size = ctx.recipe.export.input_size
+    generator = torch.Generator().manual_seed(ctx.recipe.seed)
+    result = []
+    for index, tensor in enumerate(inputs):
+        shape = list(tensor.shape)
+        if index == 0 and size is not None and tensor.ndim == 4:
+            shape[2:] = list(size)
+        result.append(torch.randn(shape, generator=generator, dtype=tensor.dtype)
+                      if tensor.is_floating_point() else tensor)
+    return tuple(result)
+
+
+def phase_export(ctx: RunContext) -> dict[str, Any]:
+    """Export the final model to ONNX and check it with ONNX Runtime -> ``model.onnx``."""
+    if not ctx.recipe.export.onnx:
+        return {"skipped": "export.onnx is false"}
+    from compresskit.export import check_onnx, export_onnx
+    from compresskit.persist import load_pruned
+
+    model = load_pruned(ctx.path("final.pt")).eval()
+    inputs = _export_inputs(ctx)
+    path = export_onnx(model, inputs, ctx.path("model.onnx"), opset=ctx.recipe.export.opset)
+    difference = check_onnx(path, model, inputs, atol=ctx.recipe.export.atol)
+    return {"path": "model.onnx", "max_abs_difference": float(difference),
+            "bytes": os.path.getsize(path), "input_shapes": [list(t.shape) for t in inputs]}
+
+
+def phase_report(ctx: RunContext) -> dict[str, Any]:
+    """Write ``report.md`` and plots from the run directory."""
+    from compresskit.report import write_report
+
+    path = write_report(ctx.run_dir)
+    return {"path": str(path.name)}
+
+
+#: The phases, in order. Each maps a :class:`RunContext` to a JSON-able summary.
+PHASES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
+    "teacher": phase_teacher,
+    "distill": phase_distill,
+    "search": phase_search,
+    "soft_prune": phase_soft_prune,
+    "remove": phase_remove,
+    "finetune": phase_finetune,
+    "evaluate": phase_evaluate,
+    "export": phase_export,
+    "report": phase_report,
+}
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+def _configure_determinism(recipe: Recipe) -> None:
+    if recipe.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_num_threads(1)
+
+
+def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+            progress: bool = False, log: Callable[[str], None] = print) -> RunContext:
+    """Build the task and make (or reopen) the run directory.
+
+    Args:
+        recipe: The validated recipe.
+        run_dir: Overrides ``recipe.run_dir``.
+        resume: Reopen an existing run directory; its ``recipe.yaml`` must equal ``recipe``.
+        progress: Show progress bars.
+        log: Progress-message sink.
+
+    Returns:
+        The context phases run with.
+
+    Raises:
+        RunDirError: The directory holds a run and ``resume`` is false, or it holds
+            a run of a different recipe.
+        RecipeError: The task cannot be built.
+    """
+    directory = Path(run_dir) if run_dir is not None else recipe.resolved_run_dir
+    resolved = recipe_to_dict(recipe)
+    stored_path = directory / "recipe.yaml"
+    state: dict[str, Any] = {"completed": [], "phases": {}}
+    if stored_path.exists():
+        if not resume:
+            raise RunDirError(f"{directory} already holds a run; pass --resume {directory} "
+                              f"to continue it, or choose another run_dir")
+        stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
+        differing = sorted(_differences(stored, resolved))
+        if differing:
+            raise RunDirError(f"{directory} holds a run of a different recipe "
+                              f"(differs at {', '.join(differing[:5])}); cannot resume it")
+        if (directory / "state.json").exists():
+            state = _read_json(directory / "state.json")
+    elif resume and not directory.exists():
+        raise RunDirError(f"cannot resume {directory}: no such run directory")
+    task = build_task(recipe)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not stored_path.exists():
+        _atomic_write_text(stored_path, yaml.safe_dump(resolved, sort_keys=False))
+    return RunContext(recipe=recipe, run_dir=directory, task=task, state=state, progress=progress, log=log)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+        progress: bool = False, log: Callable[[str], None] = print,
+        stop_after: str | None = None) -> RunContext:
+    """Run every phase of the pipeline, skipping those already completed.
+
+    Args:
+        recipe: The validated recipe.
+        run_dir: Overrides ``recipe.run_dir``.
+        resume: Continue an interrupted run in ``run_dir``.
+        progress: Show progress bars.
+        log: Progress-message sink.
+        stop_after: Stop after this phase (for tests and partial runs).
+
+    Returns:
+        The run context (``ctx.state`` holds every phase's summary).
+
+    Example:
+        >>> ctx = run(load_recipe("recipes/shapes_classifier.yaml"))  # doctest: +SKIP
+        >>> ctx.state["phases"]["evaluate"]["pruned"]["params"]  # doctest: +SKIP
+    """
+    if stop_after is not None and stop_after not in PHASES:
+        raise ValueError(f"unknown phase {stop_after!r}; valid: {list(PHASES)}")
+    ctx = prepare(recipe, run_dir, resume, progress, log)
+    _configure_determinism(recipe)
+    for index, (name, phase) in enumerate(PHASES.items()):
+        if name in ctx.state["completed"]:
+            log(f"[{name}] already completed, skipped")
+        else:
+            log(f"[{name}] started")
+            seed_everything(recipe.seed * 100 + index)
+            start = time.perf_counter()
+            summary = phase(ctx)
+            summary["seconds"] = round(time.perf_counter() - start, 3)
+            ctx.state["phases"][name] = summary
+            ctx.state["completed"].append(name)
+            _write_json(ctx.path("state.json"), ctx.state)
+            log(f"[{name}] done in {summary['seconds']:.1f}s")
+        if name == stop_after:
+            break
+    return ctx

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from compresskit.cli import PLUGINS, cli
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "shapes_classifier.yaml"
+
+
+@pytest.fixture
+def runner(monkeypatch) -> CliRunner:
+    monkeypatch.chdir(REPO)
+    return CliRunner()
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["prune"], ["export"], ["inspect"]])
+def test_help_everywhere(runner, command):
+    result = runner.invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage: " in result.output
+
+
+def test_top_level_help_lists_plugins_without_importing_them(runner, monkeypatch):
+    monkeypatch.delitem(sys.modules, "reference.featherface.detect", raising=False)
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in ("run", "prune", "export", "inspect", *PLUGINS):
+        assert f"  {name} " in result.output
+    assert "reference.featherface.detect" not in sys.modules
+
+
+def test_library_import_does_not_import_reference():
+    code = ("import sys, compresskit.cli, compresskit.pipeline, compresskit.recipe, compresskit.report; "
+            "assert not any(m.startswith('reference') for m in sys.modules), "
+            "[m for m in sys.modules if m.startswith('reference')]")
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(runner, tmp_path):
+    result = runner.invoke(cli, ["run", str(RECIPE), "--dry-run", "--run-dir", str(tmp_path / "r"),
+                                 "--set", "distill.epochs=4"])
+    assert result.exit_code == 0, result.output
+    assert "student: resnet_student, 77,652 params" in result.output
+    assert "epochs: distill 4" in result.output
+    assert "layer group stage2" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--set", "distill.alpha=3"], "distill.alpha must be within [0, 1], got 3"),
+    (["--set", "prune.groups.stage2.bounds=[0.1, 1.2]"],
+     "prune.groups.stage2.bounds must be within [0, 1), got 1.2"),
+    (["--set", "nonsense"], "expected key.path=value"),
+    (["--profile", "nope"], "unknown profile 'nope'"),
+    (["--set", "task=examples.shapes_classifier:Nope"], "has no attribute 'Nope'"),
+])
+def test_recipe_errors_exit_2_with_one_line(runner, args, fragment):
+    result = runner.invoke(cli, ["run", str(RECIPE), "--dry-run", *args])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_missing_recipe_file_exits_2(runner, tmp_path):
+    result = runner.invoke(cli, ["run", str(tmp_path / "absent.yaml")])
+    assert result.exit_code == 2
+    assert "not found" in result.output and "Traceback" not in result.output
+
+
+def test_run_refuses_an_existing_run_dir_without_resume(runner, tmp_path):
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"name": "other"}))
+    result = runner.invoke(cli, ["run", str(RECIPE), "--run-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "already holds a run; pass --resume" in result.output
+
+
+def test_resume_of_a_missing_directory_exits_2(runner, tmp_path):
+    result = runner.invoke(cli, ["run", "--resume", str(tmp_path / "gone")])
+    assert result.exit_code == 2
+    assert "no recipe.yaml" in result.output
+
+
+def test_run_without_recipe_or_resume_is_a_usage_error(runner):
+    result = runner.invoke(cli, ["run"])
+    assert result.exit_code == 2
+    assert "give a RECIPE, or --resume RUN_DIR" in result.output
+
+
+@pytest.mark.parametrize("bad", ["garbage", "zeros"])
+def test_bad_checkpoint_exits_2(runner, tmp_path, bad):
+    pytest.importorskip("compresskit.persist")
+    path = tmp_path / "model.pt"
+    if bad == "garbage":
+        path.write_bytes(b"this is not a checkpoint")
+    else:
+        torch.save({"weird": torch.zeros(2)}, path)
+    for command in (["inspect", str(path)], ["export", str(path), "--out", str(tmp_path / "m.onnx"),
+                                             "--input-shape", "1,3,8,8"]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 2, result.output
+        assert "model.pt" in result.output and "Traceback" not in result.output
+
+
+def test_inspect_a_builder_prints_params_and_channels(runner):
+    result = runner.invoke(cli, ["inspect", "examples.shapes_classifier:build_model",
+                                 "--arg", "name=resnet_tiny"])
+    assert result.exit_code == 0, result.output
+    model = __import__("examples.shapes_classifier", fromlist=["build_model"]).build_model("resnet_tiny")
+    assert f"parameters: {sum(p.numel() for p in model.parameters()):,}" in result.output
+    assert "stage3.0.conv2" in result.output
+
+
+def test_inspect_unknown_builder_exits_2(runner):
+    result = runner.invoke(cli, ["inspect", "examples.shapes_classifier:nothing_here"])
+    assert result.exit_code == 2
+    assert "has no attribute 'nothing_here'" in result.output
+
+
+def test_plugin_runs_when_importable(runner):
+    pytest.importorskip("cv2")
+    result = runner.invoke(cli, ["detect", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "MODEL_OR_CHECKPOINT" in result.output
+
+
+def test_unavailable_plugin_exits_2(runner, monkeypatch):
+    monkeypatch.setitem(PLUGINS, "detect", ("no_such_pkg.detect:cli", "Detect."))
+    result = runner.invoke(cli, ["detect", "x.jpg"])
+    assert result.exit_code == 2
+    assert "'detect' is not available" in result.output and "no_such_pkg" in result.output
