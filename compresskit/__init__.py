@@ -1,4 +1,62 @@
 """compresskit: structured pruning that never breaks a model.
 
-Public API is re-exported here as the modules land (see docs/DESIGN.md).
+Public API (see docs/DESIGN.md for the contracts between modules):
+
+* groups: :func:`find_groups`, :class:`LayerGroupSpec`, :class:`ChannelGroup`, :class:`ChannelShuffle`
+* importance: :func:`fpgm`, :func:`magnitude`, :data:`IMPORTANCES`
+* pruning: :class:`SoftFPGM`, :func:`prune`, :func:`remove_zeroed`, :class:`PruneSummary`
+* budget: :func:`count_params`, :func:`count_macs`, :class:`ParamPredictor`, :func:`predict_params`,
+  :func:`channel_summary`
+* persistence: :func:`save_pruned`, :func:`load_pruned`
+* schedules: :func:`polynomial`, :func:`linear`, :func:`constant`, :func:`join`, :data:`SCHEDULES`
+* export: :func:`export_onnx`, :func:`check_onnx`
 """
+
+from .budget import ParamPredictor, channel_summary, count_macs, count_params, predict_params
+from .export import check_onnx, export_onnx
+from .groups import (
+    ChannelGroup,
+    ChannelGroups,
+    LayerGroupSpec,
+    SkippedCoupling,
+    UnprunableWarning,
+    channels_to_remove,
+    find_groups,
+)
+from .importance import IMPORTANCES, fpgm, magnitude
+from .persist import load_pruned, save_pruned
+from .prune import PruneSummary, SoftFPGM, prune, remove_zeroed
+from .schedules import SCHEDULES, constant, join, linear, polynomial
+from .shuffle import ChannelShuffle
+
+__all__ = [
+    "IMPORTANCES",
+    "SCHEDULES",
+    "ChannelGroup",
+    "ChannelGroups",
+    "ChannelShuffle",
+    "LayerGroupSpec",
+    "ParamPredictor",
+    "PruneSummary",
+    "SkippedCoupling",
+    "SoftFPGM",
+    "UnprunableWarning",
+    "channel_summary",
+    "channels_to_remove",
+    "check_onnx",
+    "constant",
+    "count_macs",
+    "count_params",
+    "export_onnx",
+    "find_groups",
+    "fpgm",
+    "join",
+    "linear",
+    "load_pruned",
+    "magnitude",
+    "polynomial",
+    "predict_params",
+    "prune",
+    "remove_zeroed",
+    "save_pruned",
+]

@@ -1,0 +1,382 @@
+"""Coupled channel sets from Torch-Pruning's dependency graph, plus our own checks.
+
+Torch-Pruning (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023)
+traces the autograd graph and propagates channel indices through residual adds,
+concatenations, splits, depthwise convs and flatten->linear. We keep its graph and
+index mapping and add what it lacks:
+
+* :class:`~compresskit.shuffle.ChannelShuffle` is registered as a custom layer whose
+  input->output dependency carries the shuffle permutation;
+* grouped convs (``1 < groups < channels``) become balance constraints (``cells``),
+  and coupled sets that share one grouped conv are merged into one set;
+* layers and graph ops we cannot keep exact (norms over several channels, reductions
+  over the channel axis such as CBAM's channel mean, channel mixing outside a known
+  layer such as a deformable conv written with ``F.conv2d``/``unfold``) mark their
+  coupled set as unprunable, with a reason.
+
+Everything found here is still verified numerically by :func:`compresskit.find_groups`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch_pruning import ops as tp_ops
+from torch_pruning._helpers import _HybridIndex
+from torch_pruning.dependency.dependency import Dependency
+
+from ._surgery import BOTH, IN, OUT, is_depthwise, run_model
+from .shuffle import ChannelShuffle, tracing
+
+_MIXING_OPS = (
+    "Convolution",
+    "Mm",
+    "Addmm",
+    "Bmm",
+    "Baddbmm",
+    "Im2Col",
+    "Col2Im",
+    "GridSampler",
+    "Linear",
+    "Einsum",
+)
+_REDUCTIONS = (
+    "Mean",
+    "Sum",
+    "Max",
+    "Amax",
+    "Min",
+    "Amin",
+    "Std",
+    "Var",
+    "Norm",
+    "LinalgVectorNorm",
+    "Logsumexp",
+    "Softmax",
+    "LogSoftmax",
+    "Prod",
+    "Median",
+)
+_GRAPH_OPS = (
+    tp_ops._ElementWiseOp,
+    tp_ops._ConcatOp,
+    tp_ops._SplitOp,
+    tp_ops._ReshapeOp,
+    tp_ops._SliceOp,
+    tp_ops._UnbindOp,
+    tp_ops._ExpandOp,
+)
+
+
+@dataclass
+class Item:
+    """One module axis (or graph op) touched by a coupled set.
+
+    ``index`` maps each channel of the set (a *root* index) to the indices it occupies
+    on this axis: one for most layers, ``H*W`` for a Linear after a flatten, none where
+    a split routes the channel elsewhere.
+    """
+
+    module: str
+    kind: str  # "conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "op"
+    axis: str
+    size: int
+    index: dict[int, tuple[int, ...]]
+    groups: int = 1  # > 1 only for grouped (not depthwise) convs
+
+
+@dataclass
+class RawGroup:
+    """A coupled channel set before layer-group assignment."""
+
+    root: str
+    num_channels: int
+    items: list[Item]
+    reason: str | None = None
+    protected: bool = False
+    cells: list[list[int]] = field(default_factory=list)
+
+
+class _ShufflePruner(tp.BasePruningFunc):
+    """Torch-Pruning hook for ChannelShuffle; surgery itself lives in ``_surgery``."""
+
+    TARGET_MODULES = ChannelShuffle
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int | None:
+        return layer.traced_channels
+
+    def get_in_channels(self, layer: nn.Module) -> int | None:
+        return layer.traced_channels
+
+
+class _Permute:
+    """Index mapping through a permutation (list: new position of each old index)."""
+
+    def __init__(self, mapping: list[int]) -> None:
+        self.mapping = mapping
+
+    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+        return [_HybridIndex(idx=self.mapping[i.idx], root_idx=i.root_idx) for i in idxs]
+
+
+def _add_shuffle_dependencies(graph: tp.DependencyGraph, pruner: _ShufflePruner) -> None:
+    """Couple each shuffle's inputs and outputs through its permutation."""
+    for module, node in graph.module2node.items():
+        if not isinstance(module, ChannelShuffle) or module.traced_channels is None:
+            continue
+        source = module.source_index(module.traced_channels).tolist()  # out j <- in source[j]
+        in_to_out = [0] * len(source)
+        for out_position, in_position in enumerate(source):
+            in_to_out[in_position] = out_position
+        forward = Dependency(pruner.prune_in_channels, pruner.prune_out_channels, node, node)
+        forward.index_mapping[0] = _Permute(in_to_out)
+        backward = Dependency(pruner.prune_out_channels, pruner.prune_in_channels, node, node)
+        backward.index_mapping[0] = _Permute(source)
+        node.dependencies += [forward, backward]
+
+
+def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
+    """Trace ``model`` with Torch-Pruning (mode restored afterwards)."""
+    was_training = model.training
+    pruner = _ShufflePruner()
+    try:
+        with torch.enable_grad(), tracing():
+            graph = tp.DependencyGraph().build_dependency(
+                model,
+                example_inputs,
+                forward_fn=run_model,
+                customized_pruners={ChannelShuffle: pruner},
+                # Raw nn.Parameters (e.g. BiFPN fusion weights) are never pruned; a
+                # per-channel raw parameter makes its set fail the numerical check.
+                ignored_params=list(model.parameters()),
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+    _add_shuffle_dependencies(graph, pruner)
+    return graph
+
+
+def _normalise_dims(dims: Any, ndim: int) -> set[int]:
+    if isinstance(dims, int):
+        dims = (dims,)
+    out = set()
+    for d in dims:
+        d = int(d)
+        if d >= 2**63:  # autograd stores negative dims as unsigned
+            d -= 2**64
+        out.add(d % ndim if ndim else d)
+    return out
+
+
+def _op_reason(grad_fn: Any) -> str | None:
+    """Why an autograd op breaks channel-wise pruning, or ``None`` if it may be fine."""
+    if grad_fn is None or not hasattr(grad_fn, "name"):
+        return None
+    name = grad_fn.name()
+    if name.startswith(tuple(op + "Backward" for op in _MIXING_OPS)):
+        return f"channel-mixing op {name} outside a prunable layer (custom module using F.conv2d / unfold?)"
+    if name.startswith(tuple(op + "Backward" for op in _REDUCTIONS)):
+        sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
+        if sizes is None and hasattr(grad_fn, "_saved_self"):
+            sizes = grad_fn._saved_self.shape
+        if sizes is None and hasattr(grad_fn, "_saved_result"):
+            sizes = grad_fn._saved_result.shape
+        if sizes is None or len(sizes) < 2:
+            return None
+        dims = getattr(grad_fn, "_saved_dim", None)
+        if dims is None or 1 in _normalise_dims(dims, len(sizes)):
+            return f"{name} reduces over the channel axis (e.g. CBAM spatial attention's channel mean/max)"
+    return None
+
+
+def _convert(graph: tp.DependencyGraph, group: Any, protected: set[str], root: str) -> RawGroup:
+    """Torch-Pruning group -> :class:`RawGroup` (items keyed by root channel)."""
+    names = graph._module2name
+    items: list[Item] = []
+    reason: str | None = None
+    is_protected = False
+    num_channels = len(group[0].idxs)
+    for entry in group.items:
+        dep = entry.dep
+        node, module = dep.target, dep.target.module
+        axis = OUT if dep.handler.__name__ == "prune_out_channels" else IN
+        name = names.get(module, str(module))
+        index: dict[int, list[int]] = {}
+        for idx, root_idx in zip(entry.idxs, entry.root_idxs):
+            if root_idx is None:
+                reason = reason or f"Torch-Pruning lost the channel mapping at {name}"
+                continue
+            index.setdefault(int(root_idx), []).append(int(idx))
+        frozen = {k: tuple(v) for k, v in index.items()}
+        kind, groups, size = "op", 1, 0
+        if node.type == tp_ops.OPTYPE.OUTPUT:
+            is_protected = True
+            continue
+        if isinstance(module, nn.Parameter):
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd):
+            size = module.in_channels if axis == IN else module.out_channels
+            if module.transposed:
+                kind = "conv_transpose"
+                if module.groups > 1:
+                    reason = reason or f"grouped transposed conv {name} is not supported"
+            else:
+                kind = "conv"
+                if is_depthwise(module):
+                    axis, size = BOTH, module.out_channels
+                elif module.groups > 1:
+                    if module.groups in (module.in_channels, module.out_channels):
+                        reason = reason or (
+                            f"conv {name} with groups={module.groups}, in={module.in_channels}, "
+                            f"out={module.out_channels} (one channel per group) cannot be pruned evenly"
+                        )
+                    groups = module.groups
+        elif isinstance(module, nn.Linear):
+            kind, size = "linear", module.in_features if axis == IN else module.out_features
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            kind, axis, size = "bn", OUT, module.num_features
+            if not module.affine:
+                reason = reason or f"BatchNorm {name} without affine parameters cannot be soft-zeroed"
+        elif isinstance(module, nn.PReLU):
+            kind, axis, size = "prelu", OUT, module.num_parameters
+        elif isinstance(module, ChannelShuffle):
+            kind, size = "shuffle", module.traced_channels or 0
+        elif isinstance(module, _GRAPH_OPS):
+            op_reason = _op_reason(node.grad_fn)
+            if op_reason is not None:
+                reason = reason or op_reason
+            name = f"{type(module).__name__.strip('_')}:{getattr(node.grad_fn, 'name', lambda: '?')()}"
+        else:
+            reason = reason or f"unsupported layer {name} ({type(module).__name__})"
+        if axis in (OUT, BOTH) and name in protected:
+            is_protected = True
+        items.append(Item(name, kind, axis, size, frozen, groups))
+    return RawGroup(root, num_channels, items, reason, is_protected)
+
+
+def trace_groups(
+    model: nn.Module, example_inputs: Any, protected: set[str]
+) -> list[RawGroup]:
+    """All coupled channel sets rooted at convs/linears, in module definition order."""
+    graph = build_graph(model, example_inputs)
+    visited: set[nn.Module] = set()
+    groups: list[RawGroup] = []
+    for name, module in model.named_modules():
+        if module not in graph.module2node or module in visited:
+            continue
+        if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        num_channels = pruner.get_out_channels(module)
+        try:
+            group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(num_channels)))
+        except Exception as error:  # Torch-Pruning's index mapping gave up
+            visited.add(module)
+            groups.append(RawGroup(name, num_channels, [], f"Torch-Pruning could not trace it: {error!r}"))
+            continue
+        for entry in group.items:
+            if entry.dep.handler.__name__ == "prune_out_channels" and isinstance(
+                entry.dep.target.module, nn.Module
+            ):
+                visited.add(entry.dep.target.module)
+        groups.append(_convert(graph, group, protected, name))
+    return _finish(_merge_grouped(groups))
+
+
+def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
+    """Merge sets that share a grouped conv axis: its groups need equal removal counts."""
+    parent = list(range(len(groups)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[tuple[str, str], int] = {}
+    for g, group in enumerate(groups):
+        for item in group.items:
+            if item.groups > 1:
+                covered = {i for idxs in item.index.values() for i in idxs}
+                if len(covered) < item.size:
+                    key = (item.module, item.axis)
+                    if key in owner:
+                        parent[find(g)] = find(owner[key])
+                    else:
+                        owner[key] = g
+    clusters: dict[int, list[int]] = {}
+    for g in range(len(groups)):
+        clusters.setdefault(find(g), []).append(g)
+    merged: list[RawGroup] = []
+    for members in sorted(clusters.values()):
+        if len(members) == 1:
+            merged.append(groups[members[0]])
+            continue
+        first = groups[members[0]]
+        combined: dict[tuple[str, str, str], Item] = {}
+        offset = 0
+        reason = None
+        protected = False
+        for g in members:
+            group = groups[g]
+            if group.reason or group.protected:
+                reason = reason or (
+                    f"shares a grouped conv with {group.root}, whose channels cannot be pruned"
+                )
+            for item in group.items:
+                key = (item.module, item.kind, item.axis)
+                shifted = {r + offset: idxs for r, idxs in item.index.items()}
+                if key in combined:
+                    combined[key].index.update(shifted)
+                else:
+                    combined[key] = Item(item.module, item.kind, item.axis, item.size, shifted, item.groups)
+            offset += group.num_channels
+        merged.append(RawGroup(first.root, offset, list(combined.values()), reason, protected))
+    return merged
+
+
+def _finish(groups: list[RawGroup]) -> list[RawGroup]:
+    """Check grouped-conv coverage and split each set into equally sized cells."""
+    for group in groups:
+        if group.reason or group.protected or not group.items:
+            continue
+        roots = range(group.num_channels)
+        signatures: dict[int, list[int]] = {r: [] for r in roots}
+        grouped = [item for item in group.items if item.groups > 1]
+        for item in grouped:
+            covered = {i for idxs in item.index.values() for i in idxs}
+            if len(covered) < item.size:
+                group.reason = (
+                    f"grouped conv {item.module} (groups={item.groups}) also reads channels "
+                    f"that cannot be pruned with this set"
+                )
+                break
+            block = item.size // item.groups
+            for r in roots:
+                blocks = {i // block for i in item.index.get(r, ())}
+                signatures[r].append(blocks.pop() if len(blocks) == 1 else -len(blocks))
+        if group.reason:
+            continue
+        for item in group.items:
+            for r in roots:
+                signatures[r].append(len(item.index.get(r, ())))
+        cells: dict[tuple[int, ...], list[int]] = {}
+        for r in roots:
+            cells.setdefault(tuple(signatures[r]), []).append(r)
+        group.cells = list(cells.values())
+        sizes = sorted({len(c) for c in group.cells})
+        if grouped and len(sizes) > 1:
+            group.reason = f"grouped convs split this set into unequal cells (sizes {sizes})"
+    return groups

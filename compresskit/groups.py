@@ -1,0 +1,410 @@
+"""Coupled channel groups: which channels must be removed together.
+
+A :class:`ChannelGroup` is one set of coupled channels: the output channels of a
+conv/linear plus everything that must shrink with them (its BatchNorm, the other
+producers of a residual add, consumers' input slices, concatenation offsets,
+depthwise convs, SE/CBAM gating convs, a Linear after a flatten, BiFPN fusion
+inputs, channel shuffles). :func:`find_groups` builds them on Torch-Pruning's
+dependency graph (Fang et al., CVPR 2023) and then checks every group numerically:
+it zeroes a probe subset of each group's channels, removes the same channels from
+a copy of the model and requires the same outputs (relative 1e-5 in float32). A group that fails (or
+that contains an op we know we cannot keep exact) is left unpruned, listed in
+``groups.skipped`` and reported with :class:`UnprunableWarning`.
+
+Caveats:
+    * The check runs on the example inputs only; a model whose control flow depends
+      on the input may take a path that was not traced.
+    * Channels reduced over the channel axis (CBAM's channel mean/max), normalised
+      across channels (GroupNorm/LayerNorm), or consumed by custom layers that call
+      ``F.conv2d``/``unfold`` themselves (plain-torch deformable convs) are never
+      pruned: removing them cannot be made exact. Their inputs' own producers stay
+      prunable when they are not coupled to such an op.
+    * Channel shuffle is only followed when written as
+      :class:`compresskit.ChannelShuffle`; an inline ``view/transpose/reshape`` makes
+      its coupled set fail the check (skipped, never wrong).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import _graph
+from ._surgery import (
+    IN,
+    ChannelOp,
+    max_relative_difference,
+    remove_channels,
+    run_model,
+    zero_channels,
+)
+
+__all__ = [
+    "ChannelGroup",
+    "ChannelGroups",
+    "LayerGroupSpec",
+    "SkippedCoupling",
+    "UnprunableWarning",
+    "channels_to_remove",
+    "find_groups",
+]
+
+DEFAULT_LAYER_GROUP = "default"
+_PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle")
+_FILTER_KINDS = ("conv", "conv_transpose", "linear")
+_PROBE_RATE = 0.5
+_PROBE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+
+class UnprunableWarning(UserWarning):
+    """Some coupled channels were left unpruned because removing them is not exact."""
+
+
+@dataclass(frozen=True)
+class LayerGroupSpec:
+    """A named set of layers sharing one pruning rate (what a recipe names).
+
+    Args:
+        name: Layer-group name, e.g. ``"backbone_early"``.
+        patterns: ``fnmatch`` globs over ``model.named_modules()`` names.
+        types: Module class names, e.g. ``("Conv2d",)``.
+        bounds: Allowed pruning-rate range ``(low, high)`` with ``0 <= low <= high < 1``.
+    """
+
+    name: str
+    patterns: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    bounds: tuple[float, float] = (0.0, 0.9)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"layer group name must be a non-empty string, got {self.name!r}")
+        for label in ("patterns", "types"):
+            value = getattr(self, label)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"layer group {self.name!r}: {label} must be a sequence of strings, got {value!r}")
+            object.__setattr__(self, label, tuple(value))
+        if not self.patterns and not self.types:
+            raise ValueError(f"layer group {self.name!r} needs patterns or types")
+        low, high = self.bounds
+        if not 0.0 <= low <= high < 1.0:
+            raise ValueError(f"layer group {self.name!r}: bounds must satisfy 0 <= low <= high < 1, got {self.bounds!r}")
+        object.__setattr__(self, "bounds", (float(low), float(high)))
+
+    def matches(self, name: str, module: nn.Module) -> bool:
+        """Whether the module ``name`` belongs to this layer group."""
+        return type(module).__name__ in self.types or any(
+            fnmatch.fnmatchcase(name, pattern) for pattern in self.patterns
+        )
+
+
+@dataclass(frozen=True)
+class SkippedCoupling:
+    """A coupled channel set left unpruned, named by its first producer."""
+
+    name: str
+    reason: str
+
+
+def channels_to_remove(num_channels: int, rate: float) -> int:
+    """Channels removed from one cell of ``num_channels`` at ``rate``.
+
+    ``floor(rate * num_channels)`` (with a 1e-9 guard against ``0.29 * 100 = 28.999...``),
+    capped so that at least one channel of the cell remains. A group's cells are
+    equal-sized where grouped convs require it, so the group total is
+    ``floor(rate * C)`` rounded down to a multiple of the cell count. The pruner and
+    :class:`compresskit.ParamPredictor` both use this function.
+
+    Raises:
+        ValueError: ``rate`` is not in ``[0, 1)``.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"pruning rate must be a number in [0, 1), got {rate!r}")
+    return max(0, min(num_channels - 1, math.floor(rate * num_channels + 1e-9)))
+
+
+@dataclass(eq=False)
+class ChannelGroup:
+    """One set of coupled channels, removed together.
+
+    Attributes:
+        name: Name of the first producing module (e.g. ``"layer1.conv1.0"``).
+        layer_group: The :class:`LayerGroupSpec` it belongs to (``"default"`` without specs).
+        num_channels: Original channel count; rates are always against it.
+        cells: Partition of ``range(num_channels)`` into equal-removal cells (one cell
+            unless grouped convs or splits impose a balance).
+        items: Every module axis / graph op touched (internal detail).
+        model: The model whose modules this group refers to.
+    """
+
+    name: str
+    layer_group: str
+    num_channels: int
+    cells: tuple[tuple[int, ...], ...]
+    items: tuple[_graph.Item, ...] = field(repr=False)
+    model: nn.Module = field(repr=False)
+
+    def _module(self, name: str) -> nn.Module:
+        return self.model.get_submodule(name)
+
+    def producer_slices(self) -> list[tuple[Tensor, Tensor]]:
+        """``(weights [n, k], channels [n])`` per producing conv/linear.
+
+        ``channels`` are this group's channel indices that the producer computes
+        (all of them except in sets merged across a grouped conv).
+        """
+        slices = []
+        for item in self.items:
+            if item.kind not in _FILTER_KINDS or item.axis == IN:
+                continue
+            weight = self._module(item.module).weight.detach()
+            channels = sorted(r for r, idxs in item.index.items() if len(idxs) == 1)
+            if not channels:
+                continue
+            rows = torch.tensor([item.index[r][0] for r in channels], device=weight.device)
+            if item.kind == "conv_transpose":  # (in, out, *k) -> (out, in * k)
+                filters = weight.index_select(1, rows).transpose(0, 1)
+            else:
+                filters = weight.index_select(0, rows)
+            slices.append((filters.reshape(len(channels), -1), torch.tensor(channels)))
+        return slices
+
+    def producer_weights(self) -> list[Tensor]:
+        """Filters ``[num_channels, k]`` (rows in channel order) of each producer of all channels."""
+        return [w for w, channels in self.producer_slices() if len(channels) == self.num_channels]
+
+    def removal_counts(self, rate: float) -> list[int]:
+        """Channels removed from each cell at ``rate``."""
+        return [channels_to_remove(len(cell), rate) for cell in self.cells]
+
+    def select(self, scores: Tensor, rate: float) -> list[int]:
+        """Lowest-scoring channels per cell at ``rate`` (ties: lower index first), sorted."""
+        if scores.shape != (self.num_channels,):
+            raise ValueError(
+                f"importance for group {self.name!r} must have shape ({self.num_channels},), "
+                f"got {tuple(scores.shape)}"
+            )
+        scores = scores.detach().double().cpu()
+        removed: list[int] = []
+        for cell, count in zip(self.cells, self.removal_counts(rate)):
+            if count:
+                cell_scores = scores[list(cell)]
+                order = torch.sort(cell_scores, stable=True).indices[:count]
+                removed += [cell[i] for i in order.tolist()]
+        return sorted(removed)
+
+    def ops(self, removed: Sequence[int]) -> list[ChannelOp]:
+        """Surgery records that remove channels ``removed`` of this group."""
+        removed = sorted(set(removed))
+        ops = []
+        for item in self.items:
+            if item.kind not in _PRUNABLE_KINDS:
+                continue
+            indices = sorted({i for r in removed for i in item.index.get(r, ())})
+            if indices:
+                ops.append(ChannelOp(item.module, item.axis, tuple(indices), item.size))
+        return ops
+
+    def zero_(self, removed: Sequence[int]) -> None:
+        """Soft-prune: zero every producer of channels ``removed`` (filters, bias, BN gamma/beta)."""
+        zero_channels(self.model, self.ops(removed))
+
+
+class ChannelGroups(list):
+    """The list returned by :func:`find_groups`, with what was left out.
+
+    Attributes:
+        skipped: Coupled sets left unpruned, with reasons.
+        layer_groups: The layer-group specs by name (``{"default": ...}`` without specs).
+        model: The traced model.
+        example_inputs: The inputs it was traced with.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[ChannelGroup],
+        skipped: Sequence[SkippedCoupling],
+        layer_groups: dict[str, LayerGroupSpec | None],
+        model: nn.Module,
+        example_inputs: Any,
+    ) -> None:
+        super().__init__(groups)
+        self.skipped = list(skipped)
+        self.layer_groups = layer_groups
+        self.model = model
+        self.example_inputs = example_inputs
+
+
+def _module_names_matching(model: nn.Module, pattern: str) -> list[str]:
+    return [name for name, _ in model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
+
+
+def _validate_specs(model: nn.Module, specs: Sequence[LayerGroupSpec]) -> dict[str, LayerGroupSpec]:
+    by_name: dict[str, LayerGroupSpec] = {}
+    for spec in specs:
+        if not isinstance(spec, LayerGroupSpec):
+            raise TypeError(f"layer_groups must contain LayerGroupSpec, got {spec!r}")
+        if spec.name in by_name:
+            raise ValueError(f"duplicate layer group name {spec.name!r}")
+        by_name[spec.name] = spec
+        for pattern in spec.patterns:
+            if not _module_names_matching(model, pattern):
+                raise ValueError(f"layer group {spec.name!r}: pattern {pattern!r} matches no module")
+        class_names = {type(m).__name__ for m in model.modules()}
+        for type_name in spec.types:
+            if type_name not in class_names:
+                raise ValueError(f"layer group {spec.name!r}: type {type_name!r} matches no module")
+    for name, module in model.named_modules():
+        owners = [spec.name for spec in specs if spec.matches(name, module)]
+        if len(owners) > 1:
+            raise ValueError(f"module {name!r} is matched by layer groups {owners[0]!r} and {owners[1]!r}")
+    return by_name
+
+
+def _protected_names(model: nn.Module, protect: Sequence[str]) -> set[str]:
+    if isinstance(protect, str):
+        raise TypeError(f"protect must be a sequence of globs, got the string {protect!r}")
+    names: set[str] = set()
+    for pattern in protect:
+        matched = _module_names_matching(model, pattern)
+        if not matched:
+            raise ValueError(f"protect pattern {pattern!r} matches no module")
+        names.update(matched)
+    return names
+
+
+def _probe_selection(group: ChannelGroup, seed: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed)
+    return group.select(torch.rand(group.num_channels, generator=generator, dtype=torch.float64), _PROBE_RATE)
+
+
+def _probe(model: nn.Module, example_inputs: Any, groups: Sequence[tuple[int, ChannelGroup]]) -> str | None:
+    """Soft-zero vs removal on a copy for all ``groups`` at once; ``None`` when exact."""
+    replica = copy.deepcopy(model).eval()
+    inputs = example_inputs
+    ops = []
+    for seed, group in groups:
+        ops += group.ops(_probe_selection(group, seed))
+    try:
+        with torch.no_grad():
+            zero_channels(replica, ops)
+            soft = run_model(replica, inputs)
+            remove_channels(replica, ops)
+            hard = run_model(replica, inputs)
+    except Exception as error:  # noqa: BLE001 - any failure means "not exact"
+        return f"removal breaks the model: {type(error).__name__}: {error}"
+    difference = max_relative_difference(soft, hard)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    if difference > _PROBE_TOLERANCE.get(dtype, 1e-2):
+        return f"soft-zeroed and removed outputs differ (relative {difference:.2e})"
+    return None
+
+
+def _failing_groups(
+    model: nn.Module, example_inputs: Any, groups: list[tuple[int, ChannelGroup]]
+) -> dict[int, str]:
+    """Group testing: probe all, bisect on failure. Returns ``{seed: reason}``."""
+    reason = _probe(model, example_inputs, groups)
+    if reason is None:
+        return {}
+    if len(groups) == 1:
+        return {groups[0][0]: reason}
+    half = len(groups) // 2
+    failing = _failing_groups(model, example_inputs, groups[:half])
+    failing.update(_failing_groups(model, example_inputs, groups[half:]))
+    if not failing:  # each half is exact, together they are not
+        return {seed: f"fails only together with other groups: {reason}" for seed, _ in groups}
+    return failing
+
+
+def find_groups(
+    model: nn.Module,
+    example_inputs: Any,
+    layer_groups: Sequence[LayerGroupSpec] | None = None,
+    protect: Sequence[str] = (),
+) -> ChannelGroups:
+    """Find the coupled channel groups of ``model`` that can be pruned exactly.
+
+    Args:
+        model: The model (any mode; restored afterwards). Not modified.
+        example_inputs: A tensor, or a tuple of positional inputs.
+        layer_groups: Optional specs; a channel group belongs to the spec matching its
+            first producing module, and groups matching no spec are not returned.
+            Without specs every group is in layer group ``"default"``.
+        protect: Module-name globs whose output channels are never pruned. Channels
+            that reach a model output are always protected.
+
+    Returns:
+        A :class:`ChannelGroups` list; ``.skipped`` lists couplings left unpruned.
+
+    Raises:
+        ValueError: a pattern or protect glob matches no module, a module is matched by
+            two layer groups, or duplicate layer-group names.
+
+    Example:
+        >>> groups = find_groups(model, torch.randn(1, 3, 32, 32), protect=["fc"])
+        >>> [(g.name, g.num_channels) for g in groups][:2]
+        [('stem.0', 16), ('layer1.conv1.0', 16)]
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    specs = _validate_specs(model, layer_groups) if layer_groups is not None else None
+    protected = _protected_names(model, protect)
+    modules = dict(model.named_modules())
+
+    raw_groups = _graph.trace_groups(model, example_inputs, protected)
+    skipped: list[SkippedCoupling] = []
+    candidates: list[ChannelGroup] = []
+    for raw in raw_groups:
+        if raw.protected:
+            continue
+        if raw.reason is not None:
+            skipped.append(SkippedCoupling(raw.root, raw.reason))
+            continue
+        layer_group = DEFAULT_LAYER_GROUP
+        if specs is not None:
+            producers = [i.module for i in raw.items if i.kind in _FILTER_KINDS and i.axis != IN]
+            owners = [
+                spec.name for name in producers for spec in specs.values() if spec.matches(name, modules[name])
+            ]
+            if not owners:
+                continue
+            layer_group = owners[0]
+        candidates.append(
+            ChannelGroup(
+                name=raw.root,
+                layer_group=layer_group,
+                num_channels=raw.num_channels,
+                cells=tuple(tuple(cell) for cell in raw.cells),
+                items=tuple(raw.items),
+                model=model,
+            )
+        )
+
+    probe_groups = [(seed, g) for seed, g in enumerate(candidates) if _probe_selection(g, seed)]
+    failing: dict[int, str] = {}
+    if probe_groups:
+        failing = _failing_groups(model, example_inputs, probe_groups)
+    groups = []
+    for seed, group in enumerate(candidates):
+        if seed in failing:
+            skipped.append(SkippedCoupling(group.name, failing[seed]))
+        else:
+            groups.append(group)
+    if skipped:
+        details = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
+        warnings.warn(
+            f"{len(skipped)} coupled channel set(s) left unpruned: {details}", UnprunableWarning, stacklevel=2
+        )
+    names: dict[str, LayerGroupSpec | None] = (
+        dict(specs) if specs is not None else {DEFAULT_LAYER_GROUP: None}
+    )
+    return ChannelGroups(groups, skipped, names, model, example_inputs)

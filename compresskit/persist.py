@@ -1,0 +1,172 @@
+"""Save and load pruned models without pickling modules.
+
+A checkpoint is a plain dict that ``torch.load(path, weights_only=True)`` accepts:
+the builder reference (``"package.module:callable"``) and its keyword arguments,
+the pruning history (per removal step, ``[module, axis, indices, size]`` lists of
+plain ints) and the ``state_dict``. Loading rebuilds a fresh model, replays the
+removals with the same surgery code that pruned it, and loads the weights strictly.
+
+Caveats:
+    * The builder must produce the same architecture as when the model was pruned
+      (same module names); a mismatch raises ``ValueError`` naming the file.
+    * ``builder_kwargs`` must be plain data (str, int, float, bool, None, lists,
+      tuples and dicts of them).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._surgery import ChannelOp, remove_channels
+from .prune import HISTORY_ATTRIBUTE
+
+__all__ = ["FORMAT", "load_pruned", "save_pruned"]
+
+FORMAT = "compresskit.pruned/1"
+_KEYS = ("format", "builder", "builder_kwargs", "history", "state_dict")
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} keys must be strings, got {key!r}")
+            _check_plain(item, f"{where}.{key}")
+        return
+    raise TypeError(f"{where} must be plain data (str/int/float/bool/None/list/dict), got {type(value).__name__}")
+
+
+def _check_builder(builder: Any) -> tuple[str, str]:
+    if not isinstance(builder, str) or builder.count(":") != 1:
+        raise ValueError(f"builder must be a 'package.module:callable' string, got {builder!r}")
+    module_name, attribute = builder.split(":")
+    if not module_name or not attribute:
+        raise ValueError(f"builder must be a 'package.module:callable' string, got {builder!r}")
+    return module_name, attribute
+
+
+def _normalise_history(history: Any) -> list[list[list[Any]]]:
+    if not isinstance(history, (list, tuple)):
+        raise ValueError(f"history must be a list of steps, got {type(history).__name__}")
+    steps = []
+    for step in history:
+        if not isinstance(step, (list, tuple)):
+            raise ValueError(f"each history step must be a list of ops, got {step!r}")
+        steps.append([ChannelOp.from_list(op).to_list() for op in step])
+    return steps
+
+
+def save_pruned(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    builder: str,
+    builder_kwargs: Mapping[str, Any] | None = None,
+    history: Sequence[Sequence[Any]] | None = None,
+) -> None:
+    """Write ``model`` as builder reference + pruning history + state_dict, atomically.
+
+    Args:
+        path: Destination file (written via a temporary file and ``os.replace``).
+        model: The pruned model.
+        builder: ``"package.module:callable"`` that builds the unpruned model.
+        builder_kwargs: Keyword arguments for the builder (plain data).
+        history: Removal steps; defaults to ``model.compresskit_history`` (kept by the pruner).
+
+    Raises:
+        ValueError: malformed builder or history.
+        TypeError: ``builder_kwargs`` is not plain data.
+
+    Example:
+        >>> save_pruned("pruned.pt", model, "reference.featherface.models:build_model",
+        ...             {"name": "nano_b"})
+        >>> model = load_pruned("pruned.pt")
+    """
+    _check_builder(builder)
+    kwargs = dict(builder_kwargs or {})
+    _check_plain(kwargs, "builder_kwargs")
+    if history is None:
+        history = getattr(model, HISTORY_ATTRIBUTE, [])
+    payload = {
+        "format": FORMAT,
+        "builder": builder,
+        "builder_kwargs": kwargs,
+        "history": _normalise_history(history),
+        "state_dict": model.state_dict(),
+    }
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model saved by :func:`save_pruned`: build, replay removals, load weights.
+
+    Args:
+        path: Checkpoint written by :func:`save_pruned`.
+        map_location: Where tensors are loaded.
+
+    Returns:
+        The pruned model (with ``compresskit_history`` set, so it can be saved again).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a compresskit checkpoint, the builder cannot be
+            imported, or the history / state_dict do not fit the built model.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is a bad checkpoint
+        raise ValueError(f"{path}: not a readable compresskit checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a compresskit pruned-model checkpoint (format {FORMAT!r} expected)")
+    missing = [key for key in _KEYS if key not in payload]
+    if missing:
+        raise ValueError(f"{path}: checkpoint is missing {missing}")
+    try:
+        module_name, attribute = _check_builder(payload["builder"])
+        history = _normalise_history(payload["history"])
+        if not isinstance(payload["builder_kwargs"], dict):
+            raise ValueError(f"builder_kwargs must be a dict, got {payload['builder_kwargs']!r}")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    try:
+        builder: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            builder = getattr(builder, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{path}: cannot import builder {payload['builder']!r} ({error})") from error
+    model = builder(**payload["builder_kwargs"])
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{path}: builder {payload['builder']!r} returned {type(model).__name__}, not an nn.Module")
+    try:
+        for step in history:
+            remove_channels(model, [ChannelOp.from_list(op) for op in step])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (ValueError, RuntimeError, KeyError) as error:
+        raise ValueError(f"{path}: checkpoint does not fit the built model: {error}") from error
+    setattr(model, HISTORY_ATTRIBUTE, history)
+    return model
