@@ -52,7 +52,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -70,6 +70,7 @@ _FIRST_CHECK_DRAWS = 4096
 _NUM_RESTARTS = 4
 _LOCAL_SCALES = (0.02, 0.05, 0.1, 0.2)
 _REPAIR_STEPS = 12
+_DRAW_CHUNK = 1024
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def _feasible_sequence(
     found: list[tuple[Tensor, int]] = []
     seen: list[int] = []
     drawn = 0
-    chunk = max(256, 16 * count)
+    chunk = _DRAW_CHUNK  # fixed, so the sequence does not depend on `count` (resume with more trials)
     while len(found) < count:
         if drawn >= _MAX_FEASIBILITY_DRAWS or (drawn >= _FIRST_CHECK_DRAWS and not found):
             raise feasibility.unreachable(drawn, len(found), seen)

@@ -158,3 +158,17 @@ def test_plot_search_writes_png(tmp_path):
     path = tmp_path / "search.png"
     plot_search(result, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_random_search_extended_on_resume_keeps_the_prefix(tmp_path):
+    path = tmp_path / "history.json"
+    short = random_search(_Recording(), BOUNDS, _predict_params, BUDGET, iterations=2, initial_points=2,
+                          history_path=path, progress=False)
+    calls = _Recording()
+    longer = random_search(calls, BOUNDS, _predict_params, BUDGET, iterations=6, initial_points=2,
+                           history_path=path, progress=False)
+    fresh = random_search(_Recording(), BOUNDS, _predict_params, BUDGET, iterations=6, initial_points=2,
+                          progress=False)
+    assert len(calls.calls) == 4
+    assert [t.rates for t in longer.trials[:4]] == [t.rates for t in short.trials]
+    assert [t.rates for t in longer.trials] == [t.rates for t in fresh.trials]

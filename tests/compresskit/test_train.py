@@ -304,3 +304,24 @@ def test_ddp_two_ranks_end_with_identical_weights():
     for key, value in rank0["state"].items():
         assert torch.equal(value, rank1["state"][key]), key
         assert not torch.equal(value, init[key]), key  # it trained
+
+
+def test_sampler_set_epoch_called_each_epoch_and_progress_bar_runs():
+    class EpochSampler(torch.utils.data.Sampler):
+        def __init__(self, n):
+            self.n, self.epochs = n, []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+        def __iter__(self):
+            return iter(range(self.n))
+
+        def __len__(self):
+            return self.n
+
+    sampler = EpochSampler(16)
+    loader = DataLoader(_dataset(16), batch_size=8, sampler=sampler)
+    _seed_all(0)
+    state = fit(_model(), _loss_fn, loader, 3, _make_optimizer, progress=True)
+    assert sampler.epochs == [0, 1, 2] and state.step == 6
