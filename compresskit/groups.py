@@ -396,7 +396,13 @@ def find_groups(
     groups = []
     for seed, group in enumerate(candidates):
         if seed in failing:
-            skipped.append(SkippedCoupling(group.name, failing[seed]))
+            reason = failing[seed]
+            if any(i.kind == "op" and ("Transpose" in i.module or "Permute" in i.module) for i in group.items):
+                reason += (
+                    "; it permutes the channel axis (inline view/transpose channel shuffle?): "
+                    "write the shuffle as compresskit.ChannelShuffle"
+                )
+            skipped.append(SkippedCoupling(group.name, reason))
         else:
             groups.append(group)
     if skipped:
