@@ -21,11 +21,11 @@ Run directory layout::
     metrics.jsonl      one JSON line per epoch of every training phase
     teacher.pt         teacher state_dict
     student.pt         distilled student state_dict
-    search.json        search trials (resumable); search.png its trace
+    search.json        search trials (resumable)
     rates.json         the per-layer-group rates used for pruning
     schedule.json      the soft-pruning rate of each layer group per epoch
     channels.json      output channels per conv/linear layer, before and after
-    soft_pruned.pt     student after soft pruning (zeroed filters, full shapes) + kept indices
+    soft_pruned.pt     student after soft pruning (zeroed filters, full shapes) + zeroed indices
     pruned.pt          physically pruned student (compresskit.persist format)
     final.pt           pruned and fine-tuned student (compresskit.persist format)
     evaluation.json    params, MACs, latency and task metrics of teacher / student / final
@@ -456,7 +456,7 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
 
     from compresskit.budget import ParamPredictor
     from compresskit.prune import prune
-    from compresskit.search import plot_search, random_search, search_rates
+    from compresskit.search import random_search, search_rates
 
     student = _load_student(ctx)
     groups = _find_groups(ctx, student)
@@ -470,9 +470,9 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
         # Seeded by the candidate itself, so a resumed search scores it identically.
         key = json.dumps({k: round(float(v), 12) for k, v in sorted(rates.items())})
         seed_everything(recipe.seed * 1000 + zlib.crc32(key.encode()))
-        candidate = prune(copy.deepcopy(student), task.example_inputs(), rates,
-                          groups=layer_group_specs(ctx), protect=_protect(ctx),
-                          importance=recipe.prune.importance)
+        candidate = copy.deepcopy(student)
+        prune(candidate, task.example_inputs(), rates, groups=_find_groups(ctx, candidate),
+              importance=recipe.prune.importance)
         if trial.epochs:
             fit(candidate, _task_loss_fn(task),
                 task.train_loader(trial.batch_size, subset=trial.subset, seed=recipe.seed),
@@ -485,7 +485,6 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
     result = search(objective, bounds, lambda rates: int(predictor(rates)), budget,
                     iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
                     seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress)
-    plot_search(result, ctx.path("search.png"))
     rates = {name: float(result.best_rates[name]) for name in names}
     predicted = int(predictor(rates))
     summary = {"rates": rates, "source": f"search ({recipe.search.method})",
@@ -541,8 +540,12 @@ class _EveryNEpochs(Callback):
 
 
 def phase_soft_prune(ctx: RunContext) -> dict[str, Any]:
-    """Train while re-zeroing filters on the schedule (soft FPGM) -> ``soft_pruned.pt``."""
-    from compresskit.importance import IMPORTANCES
+    """Train while re-zeroing filters on the schedule (soft FPGM) -> ``soft_pruned.pt``.
+
+    The file holds the soft-pruned state_dict (full shapes, zeroed filters) and,
+    per channel group, the indices zeroed at the last step: the removal phase
+    removes exactly those, never re-ranking.
+    """
     from compresskit.prune import SoftFPGM
 
     config = ctx.recipe.prune.schedule
@@ -551,29 +554,42 @@ def phase_soft_prune(ctx: RunContext) -> dict[str, Any]:
                                             "rates": schedule_table(ctx, rates)})
     student = _load_student(ctx)
     groups = _find_groups(ctx, student)
-    pruner = SoftFPGM(groups, _schedules(ctx, rates), importance=IMPORTANCES[ctx.recipe.prune.importance])
+    pruner = SoftFPGM(groups, _schedules(ctx, rates), importance=ctx.recipe.prune.importance)
     callback = _EveryNEpochs(pruner, config.step_every, config.epochs)
     _train(ctx, "soft_prune", student, _task_loss_fn(ctx.task), config, callbacks=[callback],
            evaluate=lambda: ctx.task.evaluate(student), resumable=False)
-    if config.epochs == 0:
-        pruner.step(0)
-    summary = pruner.apply()
-    from compresskit.persist import save_pruned
-
-    builder, kwargs = ctx.builder()
-    save_pruned(ctx.path("pruned.pt"), student, builder, kwargs, summary.history)
-    return {"rates": rates, "params": count_parameters(student), "metrics": ctx.task.evaluate(student)}
+    if pruner.zeroed is None:  # zero epochs: one step at the final rates
+        pruner.step(config.epochs)
+    zeroed = pruner.zeroed_indices()
+    _atomic_save({"state_dict": student.state_dict(), "zeroed": zeroed}, ctx.path("soft_pruned.pt"))
+    return {"rates": pruner.rates, "zeroed_channels": sum(len(v) for v in zeroed.values()),
+            "params_unpruned": count_parameters(student), "metrics": ctx.task.evaluate(student)}
 
 
 def phase_remove(ctx: RunContext) -> dict[str, Any]:
-    """Check the physically pruned model loads and record its channels."""
-    from compresskit.persist import load_pruned
+    """Physically remove the channels zeroed by the soft phase -> ``pruned.pt`` (persist format).
 
-    model = load_pruned(ctx.path("pruned.pt"))
-    before = layer_channels(_load_student(ctx))
-    after = layer_channels(model)
-    _write_json(ctx.path("channels.json"), {"before": before, "after": after})
-    return {"params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
+    The removal is verified: the soft-zeroed and the physically pruned model must
+    give the same outputs on the example inputs.
+    """
+    from compresskit.persist import save_pruned
+    from compresskit.prune import remove_zeroed
+
+    payload = torch.load(ctx.path("soft_pruned.pt"), map_location="cpu", weights_only=True)
+    model = ctx.build("student")
+    model.load_state_dict(payload["state_dict"])
+    before = layer_channels(model)
+    groups = _find_groups(ctx, model)
+    zeroed = payload["zeroed"]
+    names = [group.name for group in groups]
+    if sorted(names) != sorted(zeroed):
+        raise RuntimeError(f"channel groups changed since the soft phase: {sorted(set(names) ^ set(zeroed))}")
+    summary = remove_zeroed(groups, [zeroed[name] for name in names], verify=True)
+    builder, kwargs = ctx.builder()
+    save_pruned(ctx.path("pruned.pt"), model, builder, kwargs)
+    _write_json(ctx.path("channels.json"), {"before": before, "after": layer_channels(model)})
+    return {"params_before": summary.params_before, "params_after": summary.params_after,
+            "changed_layers": len(summary.changed_layers), "metrics": ctx.task.evaluate(model)}
 
 
 def phase_finetune(ctx: RunContext) -> dict[str, Any]:
@@ -583,9 +599,8 @@ def phase_finetune(ctx: RunContext) -> dict[str, Any]:
     model = load_pruned(ctx.path("pruned.pt"))
     _train(ctx, "finetune", model, _task_loss_fn(ctx.task), ctx.recipe.finetune,
            evaluate=lambda: ctx.task.evaluate(model))
-    payload = torch.load(ctx.path("pruned.pt"), map_location="cpu", weights_only=True)
     builder, kwargs = ctx.builder()
-    save_pruned(ctx.path("final.pt"), model, builder, kwargs, payload["history"])
+    save_pruned(ctx.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
     return {"params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
 
 
@@ -752,6 +767,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
             ctx.state["phases"][name] = summary
             ctx.state["completed"].append(name)
             _write_json(ctx.path("state.json"), ctx.state)
+            ctx.path(f"{name}.last.pt").unlink(missing_ok=True)  # epoch checkpoint no longer needed
             log(f"[{name}] done in {summary['seconds']:.1f}s")
         if name == stop_after:
             break

@@ -64,12 +64,12 @@ def draw_shapes(
     generator = torch.Generator().manual_seed(seed)
     n, s = num_images, image_size
     labels = torch.randint(len(SHAPES), (n,), generator=generator)
-    radius = (0.18 + 0.17 * torch.rand(n, generator=generator)) * s       # [N]
+    radius = (0.24 + 0.14 * torch.rand(n, generator=generator)) * s       # [N]
     center = radius[:, None] + torch.rand(n, 2, generator=generator) * (s - 2 * radius[:, None])
     angle = torch.rand(n, generator=generator) * (math.pi / 2)
     sign = torch.randint(2, (n, 3), generator=generator) * 2 - 1
     colour = sign * (0.5 + 0.5 * torch.rand(n, 3, generator=generator))  # [N, 3], |c| >= 0.5
-    background = torch.randn(n, 3, s, s, generator=generator) * 0.25
+    background = torch.randn(n, 3, s, s, generator=generator) * 0.2
 
     coords = torch.arange(s, dtype=torch.float32) + 0.5
     y, x = torch.meshgrid(coords, coords, indexing="ij")                  # [S, S]
