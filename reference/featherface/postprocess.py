@@ -49,13 +49,18 @@ class Detections:
         return int(self.scores.shape[0])
 
     def to_xywhs(self) -> np.ndarray:
-        """float64[K, 5] rows ``x y w h score`` with the official integer rounding
-        (``x = int(x1)``, ``w = int(x2) - int(x1) + 1``) used by the WIDERFace prediction files."""
+        """float64[K, 5] rows ``x y w h score`` with the rounding of the official test script
+        (``x = int(x1)``, ``w = int(x2) - int(x1)``, no ``+1``) used by the WIDERFace prediction files.
+
+        Measured on the 194 shared val images with the released RetinaFace-mnet0.25 weights: this gives
+        AP 88.91 / 86.26 / 72.57 (reference 88.91 / 86.25 / 72.59); writing ``w = x2 - x1 + 1`` instead
+        gives 88.92 / 86.50 / 72.34, so the official files carry no ``+1``.
+        """
         boxes = self.boxes.detach().cpu().numpy().astype(np.float64)
         corners = np.trunc(boxes)
         out = np.empty((len(self), 5), dtype=np.float64)
         out[:, :2] = corners[:, :2]
-        out[:, 2:4] = corners[:, 2:] - corners[:, :2] + 1
+        out[:, 2:4] = corners[:, 2:] - corners[:, :2]
         out[:, 4] = self.scores.detach().cpu().numpy()
         return out
 

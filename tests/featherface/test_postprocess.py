@@ -78,4 +78,4 @@ def test_postprocess_shape_error_and_xywh_rounding():
     with pytest.raises(ValueError, match="cls_logits"):
         postprocess(torch.zeros(len(priors), 4), torch.zeros(3, 2), torch.zeros(len(priors), 10), priors, (16, 16))
     dets = Detections(torch.tensor([[1.7, 2.2, 10.9, 20.5]]), torch.tensor([0.5]), torch.zeros(1, 10))
-    assert dets.to_xywhs().tolist() == [[1.0, 2.0, 10.0, 19.0, 0.5]]
+    assert dets.to_xywhs().tolist() == [[1.0, 2.0, 9.0, 18.0, 0.5]]  # w = int(x2) - int(x1), as the official script

@@ -1,0 +1,263 @@
+"""Face detection with a RetinaFace-family model: single images, folders, and WIDERFace evaluation.
+
+Pre-processing is that of the RetinaFace / FeatherFace test scripts (Deng et al., CVPR 2020): BGR float
+image, minus the mean ``(104, 117, 123)``, CHW, optionally resized by a factor (1.0 = original size, the
+WIDERFace protocol); post-processing is :func:`reference.featherface.postprocess.postprocess`.
+
+CLI::
+
+    python -m reference.featherface.detect detect retinaface_mnet025:weights.pth images/ --out out/
+    python -m reference.featherface.detect evaluate retinaface_mnet025:weights.pth \\
+        --images WIDER_val/images --gt ground_truth [--pred-dir widerface_txt]
+
+``MODEL_OR_CHECKPOINT`` is ``name:weights_path`` (``build_model(name)`` + ``load_weights``), a bare model
+name (random weights, for smoke tests), or a pruned checkpoint readable by ``compresskit.persist.load_pruned``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import click
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from reference.featherface.evaluation import evaluate, image_key, load_mat_ground_truth, write_predictions
+from reference.featherface.postprocess import (
+    CONF_THRESHOLD, KEEP_TOP_K, NMS_THRESHOLD, TOP_K, Detections, postprocess,
+)
+from reference.featherface.priors import prior_boxes
+
+BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
+
+
+def preprocess(image_bgr: np.ndarray, resize: float = 1.0) -> torch.Tensor:
+    """uint8/float HxWx3 BGR image -> FloatTensor[1, 3, H', W'] mean-subtracted (H' = H * resize)."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+    image = np.float32(image_bgr)
+    if resize != 1.0:
+        image = cv2.resize(image, None, None, fx=resize, fy=resize, interpolation=cv2.INTER_LINEAR)
+    image -= BGR_MEAN
+    return torch.from_numpy(image.transpose(2, 0, 1).copy()).unsqueeze(0)  # (H, W, 3) -> (1, 3, H, W)
+
+
+class PriorCache:
+    """Priors per input size (image sizes repeat within a dataset)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __call__(self, size: tuple[int, int]) -> torch.Tensor:
+        if size not in self._cache:
+            self._cache[size] = prior_boxes(size)
+        return self._cache[size]
+
+
+_PRIORS = PriorCache()
+
+
+@torch.inference_mode()
+def detect_detections(
+    model: nn.Module,
+    image_bgr: np.ndarray,
+    resize: float = 1.0,
+    conf_threshold: float = CONF_THRESHOLD,
+    nms_threshold: float = NMS_THRESHOLD,
+    top_k: int = TOP_K,
+    keep_top_k: int = KEEP_TOP_K,
+) -> Detections:
+    """Run ``model`` (in eval mode) on one BGR image; returns :class:`Detections` in original pixels."""
+    images = preprocess(image_bgr, resize)
+    input_size = (images.shape[2], images.shape[3])
+    bbox_deltas, cls_logits, landmark_deltas = model(images)
+    priors = _PRIORS(input_size)
+    if bbox_deltas.shape[1] != priors.shape[0]:
+        raise ValueError(f"model returned {bbox_deltas.shape[1]} priors for a {input_size} input; "
+                         f"priors.py expects {priors.shape[0]}")
+    return postprocess(bbox_deltas[0], cls_logits[0], landmark_deltas[0], priors, input_size, resize,
+                       conf_threshold, nms_threshold, top_k, keep_top_k)
+
+
+def detect_image(model: nn.Module, image_bgr: np.ndarray, resize: float = 1.0,
+                 conf_threshold: float = CONF_THRESHOLD, nms_threshold: float = NMS_THRESHOLD,
+                 top_k: int = TOP_K, keep_top_k: int = KEEP_TOP_K) -> list[dict]:
+    """Detect faces in one BGR image.
+
+    Args:
+        model: a RetinaFace-family model following the forward contract of docs/DESIGN.md.
+        image_bgr: uint8[H, W, 3] BGR (as ``cv2.imread``).
+        resize: input scale factor (1.0 = original size).
+
+    Returns:
+        One dict per face, by descending score: ``{"box": [x1, y1, x2, y2], "score": float,
+        "landmarks": [[x, y] * 5]}`` in original-image pixels (landmark order: left eye, right eye,
+        nose, left mouth corner, right mouth corner).
+
+    Example:
+        >>> faces = detect_image(model.eval(), cv2.imread("group.jpg"))  # doctest: +SKIP
+        >>> faces[0]["box"], faces[0]["score"]  # doctest: +SKIP
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        dets = detect_detections(model, image_bgr, resize, conf_threshold, nms_threshold, top_k, keep_top_k)
+    finally:
+        model.train(was_training)
+    return [{"box": [round(float(v), 2) for v in box], "score": float(score),
+             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in landmarks.view(5, 2)]}
+            for box, score, landmarks in zip(dets.boxes, dets.scores, dets.landmarks)]
+
+
+def draw_detections(image_bgr: np.ndarray, faces: list[dict], min_score: float = 0.5) -> np.ndarray:
+    """A copy of the image with boxes, scores and landmarks of faces scoring ``>= min_score``."""
+    canvas = image_bgr.copy()
+    colours = ((0, 0, 255), (0, 255, 255), (255, 0, 255), (0, 255, 0), (255, 0, 0))
+    for face in faces:
+        if face["score"] < min_score:
+            continue
+        x1, y1, x2, y2 = (int(round(v)) for v in face["box"])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 0, 255), 2)
+        cv2.putText(canvas, f"{face['score']:.2f}", (x1, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1)
+        for (x, y), colour in zip(face["landmarks"], colours):
+            cv2.circle(canvas, (int(round(x)), int(round(y))), 2, colour, -1)
+    return canvas
+
+
+# ------------------------------------------------------------------------------------------ datasets
+
+
+def predict_widerface(
+    model: nn.Module,
+    images_root: str | Path,
+    resize: float = 1.0,
+    progress: bool = True,
+    num_threads: int | None = None,
+    **postprocess_kwargs: float,
+) -> dict[str, np.ndarray]:
+    """Predictions for every ``<images_root>/<event>/<image>.jpg`` in the WIDERFace prediction format.
+
+    Returns:
+        ``{"<event>/<stem>": float64[K, 5] x y w h score}`` with the official integer rounding.
+    """
+    images_root = Path(images_root)
+    paths = sorted(p for p in images_root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"{images_root}: no images found in <event>/ sub-folders")
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    model.eval()
+    predictions = {}
+    for path in tqdm(paths, desc="detect", disable=not progress):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{path}: cannot read image")
+        dets = detect_detections(model, image, resize, **postprocess_kwargs)
+        predictions[image_key(path.parent.name, path.name)] = dets.to_xywhs()
+    return predictions
+
+
+def evaluate_widerface(model: nn.Module, images_root: str | Path, gt_dir: str | Path,
+                       pred_dir: str | Path | None = None, **kwargs) -> dict[str, float]:
+    """AP easy/medium/hard of ``model`` on the images under ``images_root`` (official ``.mat`` GT,
+    only images that have predictions are scored). ``pred_dir`` also writes the official txt folder."""
+    predictions = predict_widerface(model, images_root, **kwargs)
+    if pred_dir is not None:
+        write_predictions(pred_dir, predictions)
+    return evaluate(predictions, load_mat_ground_truth(gt_dir))
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+def load_model(spec: str) -> nn.Module:
+    """Build a model from ``name:weights``, ``name`` or a pruned checkpoint path (see module doc)."""
+    from reference.featherface import models  # imported lazily: the CLI's --help must not need it
+
+    path = Path(spec)
+    if path.suffix in (".pt", ".pth", ".ckpt") and path.is_file() and ":" not in spec:
+        from compresskit.persist import load_pruned
+
+        return load_pruned(path).eval()
+    name, _, weights = spec.partition(":")
+    model = models.build_model(name)
+    if weights:
+        models.load_weights(model, weights)
+    return model.eval()
+
+
+def _iter_images(target: Path) -> Iterable[Path]:
+    if target.is_file():
+        return [target]
+    paths = sorted(p for p in target.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise click.BadParameter(f"{target}: no images found")
+    return paths
+
+
+@click.group()
+def cli() -> None:
+    """Face detection and WIDERFace evaluation with RetinaFace-family models."""
+
+
+@cli.command("detect")
+@click.argument("model_spec", metavar="MODEL_OR_CHECKPOINT")
+@click.argument("target", metavar="IMAGE_OR_DIR", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="output folder")
+@click.option("--resize", default=1.0, show_default=True, help="input scale factor")
+@click.option("--conf", "conf_threshold", default=CONF_THRESHOLD, show_default=True)
+@click.option("--nms", "nms_threshold", default=NMS_THRESHOLD, show_default=True)
+@click.option("--draw-threshold", default=0.5, show_default=True, help="min score drawn on the images")
+@click.option("--threads", default=2, show_default=True)
+def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, conf_threshold: float,
+                   nms_threshold: float, draw_threshold: float, threads: int) -> None:
+    """Detect faces; writes detections.json and annotated images to --out."""
+    torch.set_num_threads(threads)
+    model = load_model(model_spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for path in tqdm(_iter_images(target), desc="detect"):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise click.ClickException(f"{path}: cannot read image")
+        faces = detect_image(model, image, resize, conf_threshold, nms_threshold)
+        results[str(path)] = faces
+        cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), draw_detections(image, faces, draw_threshold))
+    (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
+    click.echo(f"{sum(len(v) for v in results.values())} detections in {len(results)} images -> {out_dir}")
+
+
+@cli.command("evaluate")
+@click.argument("model_spec", metavar="MODEL_OR_CHECKPOINT")
+@click.option("--images", "images_root", required=True, type=click.Path(exists=True, path_type=Path),
+              help="WIDER_val/images (event sub-folders)")
+@click.option("--gt", "gt_dir", required=True, type=click.Path(exists=True, path_type=Path),
+              help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
+@click.option("--pred-dir", type=click.Path(path_type=Path), default=None, help="also write official txt files")
+@click.option("--resize", default=1.0, show_default=True)
+@click.option("--threads", default=2, show_default=True)
+def evaluate_command(model_spec: str, images_root: Path, gt_dir: Path, pred_dir: Path | None, resize: float,
+                     threads: int) -> None:
+    """WIDERFace AP table (easy / medium / hard) of a model on a folder of val images."""
+    start = time.perf_counter()
+    model = load_model(model_spec)
+    ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
+    click.echo("subset   AP")
+    for subset, value in ap.items():
+        click.echo(f"{subset:<8} {100 * value:.2f}")
+    click.echo(f"({time.perf_counter() - start:.1f} s)")
+
+
+main: Callable[[], None] = cli
+
+if __name__ == "__main__":
+    cli()
