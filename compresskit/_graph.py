@@ -30,7 +30,7 @@ from torch_pruning import ops as tp_ops
 from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency.dependency import Dependency
 
-from ._surgery import BOTH, IN, OUT, is_depthwise, run_model
+from ._surgery import BOTH, IN, OUT, flatten_outputs, is_depthwise, run_model
 from .shuffle import ChannelShuffle, tracing
 
 _MIXING_OPS = (
@@ -146,16 +146,26 @@ def _add_shuffle_dependencies(graph: tp.DependencyGraph, pruner: _ShufflePruner)
         node.dependencies += [forward, backward]
 
 
-def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
-    """Trace ``model`` with Torch-Pruning (mode restored afterwards)."""
+def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGraph, set[Any]]:
+    """Trace ``model`` with Torch-Pruning (mode restored afterwards).
+
+    Returns:
+        The graph and the autograd nodes that produced the model outputs.
+    """
     was_training = model.training
     pruner = _ShufflePruner()
+    outputs: list[Any] = []
+
+    def forward(module: nn.Module, inputs: Any) -> Any:
+        output = run_model(module, inputs)
+        outputs.append(output)
+        return output
     try:
         with torch.enable_grad(), tracing():
             graph = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs,
-                forward_fn=run_model,
+                forward_fn=forward,
                 customized_pruners={ChannelShuffle: pruner},
                 # Raw nn.Parameters (e.g. BiFPN fusion weights) are never pruned; a
                 # per-channel raw parameter makes its set fail the numerical check.
@@ -165,7 +175,7 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tp.DependencyGraph:
     finally:
         model.train(was_training)
     _add_shuffle_dependencies(graph, pruner)
-    return graph
+    return graph, {t.grad_fn for t in flatten_outputs(outputs[0]) if t.grad_fn is not None}
 
 
 def _normalise_dims(dims: Any, ndim: int) -> set[int]:
@@ -201,7 +211,9 @@ def _op_reason(grad_fn: Any) -> str | None:
     return None
 
 
-def _convert(graph: tp.DependencyGraph, group: Any, protected: set[str], root: str) -> RawGroup:
+def _convert(
+    graph: tp.DependencyGraph, group: Any, protected: set[str], output_nodes: set[Any], root: str
+) -> RawGroup:
     """Torch-Pruning group -> :class:`RawGroup` (items keyed by root channel)."""
     names = graph._module2name
     items: list[Item] = []
@@ -221,7 +233,7 @@ def _convert(graph: tp.DependencyGraph, group: Any, protected: set[str], root: s
             index.setdefault(int(root_idx), []).append(int(idx))
         frozen = {k: tuple(v) for k, v in index.items()}
         kind, groups, size = "op", 1, 0
-        if node.type == tp_ops.OPTYPE.OUTPUT:
+        if node.type == tp_ops.OPTYPE.OUTPUT or (axis == OUT and node.grad_fn in output_nodes):
             is_protected = True
             continue
         if isinstance(module, nn.Parameter):
@@ -270,7 +282,7 @@ def trace_groups(
     model: nn.Module, example_inputs: Any, protected: set[str]
 ) -> list[RawGroup]:
     """All coupled channel sets rooted at convs/linears, in module definition order."""
-    graph = build_graph(model, example_inputs)
+    graph, output_nodes = build_graph(model, example_inputs)
     visited: set[nn.Module] = set()
     groups: list[RawGroup] = []
     for name, module in model.named_modules():
@@ -291,7 +303,7 @@ def trace_groups(
                 entry.dep.target.module, nn.Module
             ):
                 visited.add(entry.dep.target.module)
-        groups.append(_convert(graph, group, protected, name))
+        groups.append(_convert(graph, group, protected, output_nodes, name))
     return _finish(_merge_grouped(groups))
 
 

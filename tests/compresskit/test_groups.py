@@ -1,0 +1,244 @@
+"""find_groups: couplings found, unsafe ones reported, specs and protect validated."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import compresskit as ck
+from compresskit._surgery import flatten_outputs
+from zoo import ZOO, ZOO_PROTECT, conv_bn
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _find(name: str, **kwargs) -> tuple[nn.Module, Tensor, ck.ChannelGroups]:
+    model, example = ZOO[name]()
+    kwargs.setdefault("protect", ZOO_PROTECT[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ck.UnprunableWarning)
+        return model, example, ck.find_groups(model, example, **kwargs)
+
+
+def _item(group: ck.ChannelGroup, module: str, axis: str):
+    return next(i for i in group.items if i.module == module and i.axis == axis)
+
+
+def test_residual_add_couples_both_producers_and_consumers() -> None:
+    _, _, groups = _find("resnet_downsample")
+    group = next(g for g in groups if g.name == "layer2.conv2.0")
+    modules = {(i.module, i.axis) for i in group.items if i.kind != "op"}
+    assert {("layer2.conv2.0", "out"), ("layer2.conv2.1", "out"), ("layer2.downsample.0", "out"),
+            ("layer2.downsample.1", "out"), ("layer3.conv1.0", "in"), ("layer3.downsample.0", "in")} <= modules
+    assert group.num_channels == 32 and len(group.producer_weights()) == 2
+
+
+def test_concat_offsets_and_transposed_conv() -> None:
+    _, _, groups = _find("unet_concat_transposed")
+    up2 = next(g for g in groups if g.name == "up2")
+    skip2 = next(g for g in groups if g.name == "enc2.1.0")
+    assert _item(up2, "up2", "out").kind == "conv_transpose"
+    assert _item(up2, "dec2.0.0", "in").index == {r: (r,) for r in range(16)}
+    assert _item(skip2, "dec2.0.0", "in").index == {r: (16 + r,) for r in range(16)}
+    bottleneck = next(g for g in groups if g.name == "bottleneck.0")
+    assert _item(bottleneck, "up2", "in").size == 32
+
+
+def test_flatten_linear_maps_one_channel_to_many_features() -> None:
+    _, _, groups = _find("conv_flatten_linear")
+    group = next(g for g in groups if g.name == "conv")
+    assert _item(group, "fc1", "in").index[3] == tuple(range(3 * 64, 4 * 64))
+
+
+def test_depthwise_conv_is_coupled_in_and_out() -> None:
+    _, _, groups = _find("mobilenetv2")
+    group = next(g for g in groups if g.name == "features.2.block.0.0")
+    assert _item(group, "features.2.block.1.0", "both").size == 64
+
+
+def test_channel_shuffle_maps_indices_through_the_permutation() -> None:
+    _, _, groups = _find("grouped_shuffle")
+    group = next(g for g in groups if g.name == "stage.0.reduce.0")
+    # ShuffleChannel(2) over 16: input channel a*8 + k -> output 2k + a
+    expected = {a * 8 + k: (2 * k + a,) for a in range(2) for k in range(8)}
+    assert _item(group, "stage.0.depthwise.0", "both").index == expected
+    # grouped reduce (groups=2) and grouped expand (groups=2, after the shuffle) -> 4 cells
+    assert sorted(len(c) for c in group.cells) == [4, 4, 4, 4]
+    stem = next(g for g in groups if g.name == "stem.0")  # merged across a grouped conv
+    assert stem.num_channels == 32 and len({len(c) for c in stem.cells}) == 1
+
+
+def test_channel_shuffle_module() -> None:
+    shuffle = ck.ChannelShuffle(2)
+    assert shuffle(torch.arange(6.0).view(1, 6, 1, 1)).flatten().tolist() == [0, 3, 1, 4, 2, 5]
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ck.ChannelShuffle(4)(torch.zeros(1, 6, 1, 1))
+    with pytest.raises(ValueError, match="0"):
+        ck.ChannelShuffle(0)
+
+
+class InlineShuffleNet(nn.Module):
+    """Shuffle written inline: must be skipped (never mis-pruned)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = conv_bn(3, 8, 1)
+        self.b = conv_bn(8, 8, 1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.a(x)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.head(self.b(x))
+
+
+def test_inline_shuffle_is_skipped_with_a_hint() -> None:
+    model, example = InlineShuffleNet().eval(), torch.randn(1, 3, 8, 8)
+    with pytest.warns(ck.UnprunableWarning, match="ChannelShuffle"):
+        groups = ck.find_groups(model, example)
+    assert [g.name for g in groups] == ["b.0"]
+    assert [s.name for s in groups.skipped] == ["a.0"]
+
+
+class PlainDeformableConv(nn.Module):
+    """A DCN-like layer with its own weight, applied with F.conv2d (as in FeatherFace's SSH)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.offset = nn.Conv2d(channels, 27, 3, padding=1)  # 2*9 offsets + 9 mask channels
+        self.weight = nn.Parameter(torch.randn(channels, channels, 3, 3) * 0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = torch.sigmoid(self.offset(x)[:, 18:]).mean(dim=1, keepdim=True)
+        return F.conv2d(x, self.weight, padding=1) * mask
+
+
+class DeformableNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 8)
+        self.dcn = PlainDeformableConv(8)
+        self.bn = nn.BatchNorm2d(8)
+        self.tail = conv_bn(8, 8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.tail(F.relu(self.bn(self.dcn(self.stem(x))))))
+
+
+def test_custom_conv_module_is_detected_and_left_alone() -> None:
+    model, example = DeformableNet().eval(), torch.randn(1, 3, 8, 8)
+    with pytest.warns(ck.UnprunableWarning, match="F.conv2d"):
+        groups = ck.find_groups(model, example)
+    # the offset conv's outputs are read by custom code; the F.conv2d couples stem -> bn
+    assert [s.name for s in groups.skipped] == ["stem.0"]
+    assert [g.name for g in groups] == ["tail.0"]
+    with torch.no_grad():
+        reference = model(example)
+    ck.prune(model, example, 0.5, groups=groups, verify=True)
+    assert model.stem[0].out_channels == 8 and model.dcn.offset.out_channels == 27
+    assert model.tail[0].out_channels == 4
+    assert model(example).shape == reference.shape
+
+
+def test_model_outputs_are_protected_automatically() -> None:
+    _, _, groups = _find("detection_heads", protect=())
+    names = {g.name for g in groups}
+    assert not any(n.startswith(("class_head", "bbox_head", "landmark_head")) for n in names)
+    assert "smooth.0.0" in names
+
+
+def test_protect_keeps_a_layers_outputs() -> None:
+    _, _, groups = _find("resnet_downsample", protect=["fc", "layer1.*"])
+    names = {g.name for g in groups}
+    assert "layer1.conv1.0" not in names and "stem.0" not in names  # stem couples with layer1's add
+    assert "layer2.conv1.0" in names
+
+
+def test_bifpn_fusion_inputs_are_one_coupled_set() -> None:
+    _, _, groups = _find("bifpn_fusion")
+    group = next(g for g in groups if g.name == "lateral.0.0")
+    producers = {i.module for i in group.items if i.kind in ("conv", "bn") and i.axis != "in"}
+    assert {"lateral.0.0", "lateral.1.0", "lateral.2.0", "p4_td.depthwise", "p4_td.bn"} <= producers
+
+
+def test_find_groups_restores_training_mode_and_keeps_weights() -> None:
+    model, example = ZOO["resnet_downsample"]()
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ck.find_groups(model, example, protect=["fc"])
+    assert model.training
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_layer_group_specs() -> None:
+    specs = [ck.LayerGroupSpec("early", patterns=("stem.*",)), ck.LayerGroupSpec("convs", types=("Linear",))]
+    _, _, groups = _find("resnet_downsample", layer_groups=specs, protect=())
+    assert [(g.name, g.layer_group) for g in groups] == [("stem.0", "early")]
+    assert set(groups.layer_groups) == {"early", "convs"}
+
+
+def test_layer_group_spec_errors() -> None:
+    model, example = ZOO["resnet_downsample"]()
+    with pytest.raises(ValueError, match="'backbone.\\*' matches no module"):
+        ck.find_groups(model, example, layer_groups=[ck.LayerGroupSpec("a", patterns=("backbone.*",))])
+    with pytest.raises(ValueError, match="'Conv3d' matches no module"):
+        ck.find_groups(model, example, layer_groups=[ck.LayerGroupSpec("a", types=("Conv3d",))])
+    both = [ck.LayerGroupSpec("a", patterns=("stem.*",)), ck.LayerGroupSpec("b", types=("BatchNorm2d",))]
+    with pytest.raises(ValueError, match="'stem.1' is matched by layer groups 'a' and 'b'"):
+        ck.find_groups(model, example, layer_groups=both)
+    with pytest.raises(ValueError, match="protect pattern 'head' matches no module"):
+        ck.find_groups(model, example, protect=["head"])
+    with pytest.raises(ValueError, match="bounds"):
+        ck.LayerGroupSpec("a", patterns=("x",), bounds=(0.5, 1.0))
+    with pytest.raises(ValueError, match="needs patterns or types"):
+        ck.LayerGroupSpec("a")
+    with pytest.raises(TypeError, match="'stem.\\*'"):
+        ck.LayerGroupSpec("a", patterns="stem.*")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("num_channels", "rate", "expected"),
+    [(10, 0.3, 3), (100, 0.29, 29), (16, 0.0, 0), (4, 0.99, 3), (1, 0.5, 0), (7, 0.5, 3)],
+)
+def test_channels_to_remove(num_channels: int, rate: float, expected: int) -> None:
+    assert ck.channels_to_remove(num_channels, rate) == expected
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, float("nan"), "0.3"])
+def test_channels_to_remove_rejects_bad_rates(rate: object) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        ck.channels_to_remove(8, rate)  # type: ignore[arg-type]
+
+
+def test_select_balances_cells() -> None:
+    _, _, groups = _find("grouped_shuffle")
+    group = next(g for g in groups if g.name == "stage.0.reduce.0")
+    removed = group.select(torch.arange(16, 0, -1.0), 0.5)  # lowest scores are the highest indices
+    assert len(removed) == 8
+    for cell in group.cells:
+        assert sum(r in cell for r in removed) == 2
+    with pytest.raises(ValueError, match="shape"):
+        group.select(torch.zeros(3), 0.5)
+
+
+def test_soft_zero_makes_channels_exactly_zero_downstream() -> None:
+    model, example, groups = _find("se_cbam")
+    group = next(g for g in groups if g.name == "se.fc1")
+    group.zero_([0, 3])
+    captured = {}
+    model.se.fc1.register_forward_hook(lambda m, i, o: captured.update(x=o) and None)
+    with torch.no_grad():
+        flatten_outputs(model(example))
+    assert torch.all(captured["x"][:, [0, 3]] == 0) and torch.any(captured["x"][:, 1] != 0)
