@@ -233,6 +233,9 @@ def _load_model(spec: str, model_args: dict[str, Any] | None = None) -> tuple[An
     path = Path(spec)
     if path.exists():
         from compresskit.persist import load_pruned
+        from compresskit.recipe import ensure_cwd_importable
+
+        ensure_cwd_importable()  # the checkpoint's builder may be the user's module
 
         try:
             return load_pruned(path), "checkpoint"
@@ -277,7 +280,7 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
     """
     import torch
 
-    from compresskit.groups import LayerGroupSpec
+    from compresskit.groups import LayerGroupSpec, find_groups
     from compresskit.persist import save_pruned
     from compresskit.prune import prune
 
@@ -311,12 +314,13 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
     example = torch.zeros(_parse_shape(input_shape))
     before = sum(p.numel() for p in model.parameters())
     try:
-        pruned = prune(model, (example,), rate if rate is not None else rates, groups=specs or None,
-                       protect=tuple(protect), importance=importance)
+        groups_found = find_groups(model, (example,), specs or None, protect=tuple(protect))
+        pruned = prune(model, (example,), rate if rate is not None else rates, groups=groups_found,
+                       importance=importance)
     except ValueError as error:  # unknown pattern / importance, overlapping groups
         raise UserError(str(error)) from None
-    history = getattr(pruned, "pruning_history", None)
-    save_pruned(out, pruned, model_spec, kwargs, history() if callable(history) else history)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_pruned(out, pruned, model_spec, kwargs)  # the removal history travels with the model
     after = sum(p.numel() for p in pruned.parameters())
     click.echo(f"{before:,} -> {after:,} parameters ({after / before:.1%}); saved {out}")
 

@@ -68,6 +68,7 @@ __all__ = [
     "TrainConfig",
     "TrialConfig",
     "apply_overrides",
+    "ensure_cwd_importable",
     "load_recipe",
     "parse_override",
     "recipe_to_dict",
@@ -868,6 +869,17 @@ def load_recipe(
     return recipe
 
 
+def ensure_cwd_importable() -> None:
+    """Put the current directory on ``sys.path`` (as ``python -m`` does), once.
+
+    User code named as ``module:callable`` (in recipes, and as the builder of a
+    saved pruned model) is imported relative to where ``compresskit`` runs.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def resolve_object(spec: str, key: str = "<spec>", source: str = "<recipe>") -> Any:
     """Import ``"package.module:attr"`` (attr may be dotted) and return the object.
 
@@ -889,9 +901,7 @@ def resolve_object(spec: str, key: str = "<spec>", source: str = "<recipe>") -> 
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise RecipeError(f"{source}: {key} must be 'package.module:callable', got {spec!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+    ensure_cwd_importable()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

@@ -138,3 +138,42 @@ def test_unavailable_plugin_exits_2(runner, monkeypatch):
     result = runner.invoke(cli, ["detect", "x.jpg"])
     assert result.exit_code == 2
     assert "'detect' is not available" in result.output and "no_such_pkg" in result.output
+
+
+def test_prune_inspect_export_round_trip(runner, tmp_path):
+    pytest.importorskip("compresskit.persist")
+    out = tmp_path / "pruned.pt"
+    result = runner.invoke(cli, ["prune", "examples.shapes_classifier:build_model", "--arg", "name=resnet_student",
+                                 "--group", "s2=stage2.*:0.5", "--group", "s3=stage3.*:0.25",
+                                 "--protect", "fc", "--input-shape", "1,3,16,16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    from compresskit.persist import load_pruned
+
+    model = load_pruned(out)
+    params = sum(p.numel() for p in model.parameters())
+    assert f"77,652 -> {params:,} parameters" in result.output and params < 77_652
+    assert model.stage2[0].conv1.out_channels == 16  # 32 channels, half removed
+    assert model.stage3[0].conv1.out_channels == 48  # 64 channels, a quarter removed
+
+    result = runner.invoke(cli, ["inspect", str(out), "--input-shape", "1,3,16,16"])
+    assert result.exit_code == 0, result.output
+    assert f"parameters: {params:,}" in result.output
+    assert "MACs @ 1,3,16,16: " in result.output
+
+    onnx_path = tmp_path / "model.onnx"
+    result = runner.invoke(cli, ["export", str(out), "--out", str(onnx_path), "--input-shape", "1,3,16,16"])
+    assert result.exit_code == 0, result.output
+    assert onnx_path.stat().st_size > 0 and "max |ORT - torch|" in result.output
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--group", "s2=nothing.*:0.5"], "pattern 'nothing.*' matches no module"),
+    (["--rate", "1.5"], "--rate must be in [0, 1), got 1.5"),
+    (["--group", "broken"], "expected NAME=GLOB[,GLOB]:RATE"),
+])
+def test_prune_user_errors_exit_2(runner, tmp_path, args, fragment):
+    pytest.importorskip("compresskit.persist")
+    result = runner.invoke(cli, ["prune", "examples.shapes_classifier:build_model", *args,
+                                 "--input-shape", "1,3,16,16", "--out", str(tmp_path / "p.pt")])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output

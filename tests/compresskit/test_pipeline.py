@@ -121,11 +121,19 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
 
 
-def test_sigkill_mid_distill_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.slow
+@needs_core
+def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Kill a real run (SIGKILL) mid-distill and again mid-soft-prune; the resumed run
+    ends with exactly the weights, rates and ONNX of an uninterrupted one."""
     monkeypatch.chdir(REPO)
     recipe_path = tmp_path / "toy.yaml"
-    recipe_path.write_text(yaml.safe_dump({**TOY, "distill": {"epochs": 4, "batch_size": 32}}))
-    command = [sys.executable, "-m", "compresskit.cli", "run", str(recipe_path), "--stop-after", "distill"]
+    recipe_path.write_text(yaml.safe_dump({
+        **TOY, "task_args": {"image_size": 12, "train_size": 256, "val_size": 48},
+        "distill": {"epochs": 4, "batch_size": 32},
+        "prune": {"schedule": {"epochs": 4, "batch_size": 32}},
+    }))
+    command = [sys.executable, "-m", "compresskit.cli", "run", str(recipe_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     reference = tmp_path / "uninterrupted"
@@ -137,12 +145,25 @@ def test_sigkill_mid_distill_then_resume_matches_an_uninterrupted_run(tmp_path, 
     _kill_when(process, lambda: (interrupted / "distill.last.pt").exists()
                and any(r["phase"] == "distill" and r["epoch"] >= 2 for r in _metrics(interrupted)))
     assert not (interrupted / "student.pt").exists()
+
+    process = subprocess.Popen([*command, "--resume", str(interrupted)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(process, lambda: any(r["phase"] == "soft_prune" for r in _metrics(interrupted)))
+    assert not (interrupted / "soft_pruned.pt").exists()
+
     result = subprocess.run([*command, "--resume", str(interrupted)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "[teacher] already completed, skipped" in result.stdout
-    assert "[distill] resuming after epoch" in result.stdout
-    assert state_dicts_equal(torch.load(reference / "student.pt", weights_only=True),
-                             torch.load(interrupted / "student.pt", weights_only=True))
+    assert "[distill] already completed, skipped" in result.stdout
+    assert "[soft_prune] started" in result.stdout
+
+    for name in ("teacher.pt", "student.pt"):
+        assert state_dicts_equal(torch.load(reference / name, weights_only=True),
+                                 torch.load(interrupted / name, weights_only=True)), name
+    assert json.loads((reference / "rates.json").read_text()) == json.loads((interrupted / "rates.json").read_text())
+    final = [torch.load(d / "final.pt", weights_only=True) for d in (reference, interrupted)]
+    assert final[0]["history"] == final[1]["history"]
+    assert state_dicts_equal(final[0]["state_dict"], final[1]["state_dict"])
+    assert (reference / "model.onnx").read_bytes() == (interrupted / "model.onnx").read_bytes()
 
 
 # --- report -------------------------------------------------------------------------------
@@ -180,6 +201,7 @@ def test_report_from_a_hand_made_run_dir(tmp_path):
 # --- the whole pipeline (needs the core pruning modules) ---------------------------------
 
 
+@pytest.mark.slow
 @needs_core
 def test_toy_pipeline_end_to_end(toy_recipe, tmp_path):
     recipe = load_recipe(toy_recipe)
