@@ -347,7 +347,7 @@ def layer_group_specs(ctx: RunContext) -> list[Any]:
 
 
 def _protect(ctx: RunContext) -> tuple[str, ...]:
-    return tuple(dict.fromkeys([*ctx.task.protect, *ctx.recipe.prune.protect]))
+    return tuple(dict.fromkeys([*ctx.task.protect(ctx.recipe.student.model), *ctx.recipe.prune.protect]))
 
 
 def _find_groups(ctx: RunContext, model: nn.Module) -> list[Any]:

@@ -39,8 +39,6 @@ class Task(Protocol):
     Attributes:
         distill_kinds: One of ``"classification"`` / ``"regression"`` per model
             output (a one-element sequence when the model returns one tensor).
-        protect: Module-name globs whose output channels are never pruned
-            (classifier logits, detection heads); model outputs are protected anyway.
 
     Example:
         >>> task = ShapesTask(image_size=32)            # doctest: +SKIP
@@ -49,7 +47,6 @@ class Task(Protocol):
     """
 
     distill_kinds: Sequence[str]
-    protect: Sequence[str]
 
     def build_model(self, name: str, **kwargs: Any) -> nn.Module:
         """A freshly initialised model called ``name`` (seeded by the caller)."""
@@ -99,10 +96,15 @@ class Task(Protocol):
         """Default layer groups of model ``model_name`` when the recipe names none."""
         ...
 
+    def protect(self, model_name: str) -> Sequence[str]:
+        """Module globs of ``model_name`` whose output channels are never pruned (logits,
+        detection heads, gates); the recipe's ``prune.protect`` is added to them."""
+        ...
+
 
 _REQUIRED = (
     "build_model", "builder", "example_inputs", "train_loader", "val_loader", "inputs",
-    "task_loss", "distill_mask", "evaluate", "layer_groups",
+    "task_loss", "distill_mask", "evaluate", "layer_groups", "protect",
 )
 
 
@@ -120,7 +122,7 @@ def check_task(task: object, spec: str = "<task>") -> Task:
         TypeError: Naming the missing methods/attributes and the spec.
     """
     missing = [name for name in _REQUIRED if not callable(getattr(task, name, None))]
-    missing += [name for name in ("distill_kinds", "protect") if not hasattr(task, name)]
+    missing += [name for name in ("distill_kinds",) if not hasattr(task, name)]
     if missing:
         raise TypeError(f"task {spec!r} returned {type(task).__name__}, which lacks {missing}")
     kinds = task.distill_kinds  # type: ignore[attr-defined]

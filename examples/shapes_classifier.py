@@ -185,7 +185,6 @@ class ShapesTask:
     """
 
     distill_kinds: Sequence[str] = ("classification",)
-    protect: Sequence[str] = ("fc",)
 
     def __init__(self, image_size: int = 32, train_size: int = 1024, val_size: int = 256,
                  seed: int = 0) -> None:
@@ -248,3 +247,6 @@ class ShapesTask:
             LayerGroupSpec("stage2", patterns=("stage2.*",), bounds=(0.0, 0.7)),
             LayerGroupSpec("stage3", patterns=("stage3.*",), bounds=(0.0, 0.8)),
         ]
+
+    def protect(self, model_name: str) -> Sequence[str]:
+        return ("fc",)  # the logits
