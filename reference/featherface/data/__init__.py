@@ -1,0 +1,1 @@
+"""Face-detection data: WIDER FACE layouts, procedural synthetic faces, RetinaFace augmentation."""

@@ -1,0 +1,294 @@
+"""WIDER FACE (Yang et al., CVPR 2016) readers for the two common annotation layouts, and the
+detection collate function.
+
+* Official layout: ``WIDER_train/images/<event>/<image>.jpg`` and
+  ``wider_face_split/wider_face_train_bbx_gt.txt`` — per image: path line, face count, then one line per
+  face ``x1 y1 w h blur expression illumination invalid occlusion pose``; an image without faces has
+  count 0 followed by one all-zero line. No landmarks.
+* RetinaFace layout (Deng et al., CVPR 2020): ``label.txt`` with ``# <relative path>`` lines, then per
+  face ``x y w h`` optionally followed by 5 landmarks as ``x y flag`` triplets and a score
+  (4, 19 or 20 numbers); landmark coordinates of ``-1`` mean "no landmarks".
+
+Both produce :class:`ImageRecord`s; :class:`WiderFaceDataset` loads them. Boxes become
+``x1 y1 x2 y2 = x, y, x + w, y + h`` (the official RetinaFace conversion). Faces with zero width or
+height (present in the official ground truth) and, in the official layout, faces flagged invalid are
+dropped when parsing (``drop_invalid``) and counted in ``dropped_faces``.
+
+Errors name the file and line. With ``on_error="skip"`` a malformed image block is skipped and
+recorded in ``skipped`` (one ``"file:line: reason"`` per block); an unreadable image is replaced by the
+next readable one and recorded in the dataset's ``skipped`` (per process when loading in workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+NUM_LANDMARK_VALUES = 10
+TARGET_COLUMNS = 15
+LABEL_WITH_LANDMARKS = 1.0
+LABEL_WITHOUT_LANDMARKS = -1.0
+MISSING_LANDMARK = -1.0
+BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
+_INVALID_COLUMN = 7
+_ON_ERROR = ("raise", "skip")
+_RETINAFACE_FIELD_COUNTS = (4, 19, 20)
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation; the message starts with ``file:line:``."""
+
+
+@dataclass
+class ImageRecord:
+    """Annotations of one image.
+
+    Attributes:
+        path: image file.
+        targets: float32[G, 15] rows ``x1 y1 x2 y2 (x y)*5 label`` in pixels, x1 < x2, y1 < y2;
+            label 1 = face with landmarks, -1 = face without (landmark columns then hold -1).
+        source: ``"annotation_file:line"`` of the image's header line (for error messages).
+    """
+
+    path: Path
+    targets: np.ndarray
+    source: str
+
+
+@dataclass
+class ParseResult:
+    """Records plus what parsing dropped."""
+
+    records: list[ImageRecord]
+    skipped: list[str] = field(default_factory=list)
+    dropped_faces: int = 0
+
+
+def _check_on_error(on_error: str) -> None:
+    if on_error not in _ON_ERROR:
+        raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
+
+
+def _faces_to_targets(boxes_xywh: np.ndarray, landmarks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """float[G, 4] x y w h (+ float[G, 10] landmarks or None) -> (float32[G, 15] targets, bool[G] usable)."""
+    count = boxes_xywh.shape[0]
+    targets = np.full((count, TARGET_COLUMNS), MISSING_LANDMARK, dtype=np.float32)
+    targets[:, :2] = boxes_xywh[:, :2]
+    targets[:, 2:4] = boxes_xywh[:, :2] + boxes_xywh[:, 2:4]
+    targets[:, 14] = LABEL_WITHOUT_LANDMARKS
+    if landmarks is not None:
+        has = landmarks[:, 0] >= 0
+        targets[has, 4:14] = landmarks[has]
+        targets[has, 14] = LABEL_WITH_LANDMARKS
+    usable = (boxes_xywh[:, 2] > 0) & (boxes_xywh[:, 3] > 0)
+    return targets, usable
+
+
+def parse_retinaface_labels(label_path: str | Path, images_root: str | Path | None = None,
+                            on_error: str = "raise") -> ParseResult:
+    """Parse a RetinaFace ``label.txt``.
+
+    Args:
+        label_path: the label file.
+        images_root: folder the ``# path`` lines are relative to (default: ``<label dir>/images``).
+        on_error: ``"raise"`` (an :class:`AnnotationError` naming file and line) or ``"skip"``.
+
+    Example:
+        >>> parsed = parse_retinaface_labels("widerface/train/label.txt")  # doctest: +SKIP
+        >>> dataset = WiderFaceDataset(parsed.records, transform=TrainTransform(640))  # doctest: +SKIP
+    """
+    _check_on_error(on_error)
+    label_path = Path(label_path)
+    images_root = Path(images_root) if images_root is not None else label_path.parent / "images"
+    result = ParseResult([])
+    blocks: list[tuple[int, str, list[tuple[int, str]]]] = []
+    for line_number, raw in enumerate(label_path.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            blocks.append((line_number, line[1:].strip(), []))
+        elif not blocks:
+            message = f"{label_path}:{line_number}: face line before any '# path' line: {line!r}"
+            if on_error == "raise":
+                raise AnnotationError(message)
+            result.skipped.append(message)
+        else:
+            blocks[-1][2].append((line_number, line))
+    for header_line, relative, face_lines in blocks:
+        try:
+            if not relative:
+                raise AnnotationError(f"{label_path}:{header_line}: empty image path")
+            boxes, landmarks = [], []
+            for line_number, line in face_lines:
+                try:
+                    values = [float(v) for v in line.split()]
+                except ValueError:
+                    raise AnnotationError(f"{label_path}:{line_number}: non-numeric value in {line!r}") from None
+                if len(values) not in _RETINAFACE_FIELD_COUNTS:
+                    raise AnnotationError(f"{label_path}:{line_number}: expected 4, 19 or 20 numbers "
+                                          f"(x y w h [5 x (x y flag)] [score]), got {len(values)}")
+                boxes.append(values[:4])
+                points = np.full(NUM_LANDMARK_VALUES, MISSING_LANDMARK)
+                if len(values) > 4:
+                    triplets = np.asarray(values[4:19]).reshape(5, 3)  # (15,) -> (5, [x, y, flag])
+                    points = triplets[:, :2].reshape(NUM_LANDMARK_VALUES)  # (5, 2) -> (10,)
+                landmarks.append(points)
+        except AnnotationError as error:
+            if on_error == "raise":
+                raise
+            result.skipped.append(str(error))
+            continue
+        targets, usable = _faces_to_targets(np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
+                                            np.asarray(landmarks, dtype=np.float64).reshape(-1, 10))
+        result.dropped_faces += int((~usable).sum())
+        result.records.append(ImageRecord(images_root / relative, targets[usable], f"{label_path}:{header_line}"))
+    return result
+
+
+def parse_wider_split(gt_path: str | Path, images_root: str | Path, drop_invalid: bool = True,
+                      on_error: str = "raise") -> ParseResult:
+    """Parse an official ``wider_face_{train,val}_bbx_gt.txt``.
+
+    Args:
+        gt_path: the ground-truth text file.
+        images_root: the ``WIDER_{train,val}/images`` folder.
+        drop_invalid: drop faces whose ``invalid`` flag is set.
+        on_error: ``"raise"`` or ``"skip"``; a malformed block is skipped up to the next image path.
+    """
+    _check_on_error(on_error)
+    gt_path, images_root = Path(gt_path), Path(images_root)
+    lines = gt_path.read_text().splitlines()
+    result = ParseResult([])
+    index = 0
+
+    def fail(line_number: int, reason: str) -> None:
+        raise AnnotationError(f"{gt_path}:{line_number}: {reason}")
+
+    while index < len(lines):
+        header = index
+        relative = lines[index].strip()
+        index += 1
+        if not relative:
+            continue
+        try:
+            if not relative.lower().endswith((".jpg", ".jpeg", ".png")):
+                fail(header + 1, f"expected an image path, got {relative!r}")
+            if index >= len(lines):
+                fail(header + 2, "missing face count")
+            try:
+                count = int(lines[index].strip())
+            except ValueError:
+                fail(index + 1, f"expected a face count, got {lines[index].strip()!r}")
+            if count < 0:
+                fail(index + 1, f"negative face count {count}")
+            index += 1
+            rows = []
+            for offset in range(max(count, 1)):  # count 0 is followed by one all-zero line
+                line_number = index + 1
+                if index >= len(lines):
+                    fail(line_number, f"expected {max(count, 1)} face lines, file ended")
+                fields = lines[index].split()
+                index += 1
+                try:
+                    values = [float(v) for v in fields]
+                except ValueError:
+                    fail(line_number, f"non-numeric value in {lines[index - 1].strip()!r}")
+                if len(values) != 10:
+                    fail(line_number, f"expected 10 numbers (x y w h blur expression illumination invalid "
+                                      f"occlusion pose), got {len(values)}")
+                rows.append(values)
+        except AnnotationError as error:
+            if on_error == "raise":
+                raise
+            result.skipped.append(str(error))
+            while index < len(lines) and not lines[index].strip().lower().endswith((".jpg", ".jpeg", ".png")):
+                index += 1  # resynchronise at the next image path
+            continue
+        faces = np.asarray(rows[:count], dtype=np.float64).reshape(-1, 10)
+        targets, usable = _faces_to_targets(faces[:, :4], None)
+        if drop_invalid:
+            usable &= faces[:, _INVALID_COLUMN] == 0
+        result.dropped_faces += int((~usable).sum())
+        result.records.append(ImageRecord(images_root / relative, targets[usable], f"{gt_path}:{header + 1}"))
+    return result
+
+
+def to_tensor(image_bgr: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
+    """The evaluation transform: mean-subtracted CHW float image, targets normalised by width/height."""
+    height, width = image_bgr.shape[:2]
+    image = torch.from_numpy((image_bgr.astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())  # HWC -> CHW
+    normalised = targets.astype(np.float32).copy()
+    scale = np.array([width, height] * 7, dtype=np.float32)
+    with_landmarks = normalised[:, 14] > 0
+    normalised[:, :4] /= scale[:4]
+    normalised[with_landmarks, 4:14] /= scale[4:14]
+    return image, torch.from_numpy(normalised)
+
+
+class WiderFaceDataset(Dataset):
+    """Images + face targets.
+
+    ``dataset[i]`` returns ``(image FloatTensor[3, H, W], targets FloatTensor[G, 15])`` as produced by
+    ``transform(image_bgr uint8[H, W, 3], targets float32[G, 15] pixels)``; the default
+    :func:`to_tensor` keeps the original size and normalises coordinates to [0, 1].
+
+    Args:
+        records: from :func:`parse_retinaface_labels` / :func:`parse_wider_split` (or a ``ParseResult``).
+        transform: e.g. :class:`~reference.featherface.data.augment.TrainTransform`.
+        on_error: ``"raise"`` on an unreadable image (message names the image and its annotation line),
+            or ``"skip"`` to use the next readable image and record it in ``skipped``.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord] | ParseResult, transform: Transform | None = None,
+                 on_error: str = "raise") -> None:
+        _check_on_error(on_error)
+        self.records = list(records.records if isinstance(records, ParseResult) else records)
+        self.transform = transform or to_tensor
+        self.on_error = on_error
+        self.skipped: list[str] = list(records.skipped) if isinstance(records, ParseResult) else []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_image(self, index: int) -> np.ndarray:
+        record = self.records[index]
+        image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{record.path}: cannot read image (annotated at {record.source})")
+        return image
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        for attempt in range(len(self.records)):
+            current = (index + attempt) % len(self.records)
+            try:
+                image = self.load_image(current)
+            except ValueError as error:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append(str(error))
+                continue
+            return self.transform(image, self.records[current].targets.copy())
+        raise ValueError(f"no readable image among {len(self.records)} records")
+
+
+def detection_collate(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, list[Tensor]]:
+    """Stack images (all the same size) and keep targets as a list (face counts differ).
+
+    Returns:
+        ``(images FloatTensor[N, 3, H, W], [FloatTensor[G_i, 15]] * N)``.
+    """
+    images, targets = zip(*batch)
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"detection_collate needs equally sized images, got shapes {sorted(shapes)}")
+    return torch.stack(images), list(targets)
