@@ -30,7 +30,8 @@ def test_boxes_and_landmarks_valid():
         sizes.extend(np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
     assert min(sizes) < 10 and max(sizes) > 40  # many scales
     tensor, normalised = dataset[0]
-    assert tensor.shape == (3, 160, 160) and normalised.max() <= 1.0 and normalised.dtype == torch.float32
+    assert tensor.shape == (3, 160, 160) and tensor.dtype == torch.float32
+    assert normalised.max() <= 1.0 and normalised.dtype == torch.float32
 
 
 def test_splits_nested_by_size_and_gt_scores_one():

@@ -226,7 +226,8 @@ def parse_wider_split(gt_path: str | Path, images_root: str | Path, drop_invalid
 def to_tensor(image_bgr: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
     """The evaluation transform: mean-subtracted CHW float image, targets normalised by width/height."""
     height, width = image_bgr.shape[:2]
-    image = torch.from_numpy((image_bgr.astype(np.float32) - BGR_MEAN).transpose(2, 0, 1).copy())  # HWC -> CHW
+    image = image_bgr.astype(np.float32) - np.asarray(BGR_MEAN, dtype=np.float32)
+    image = torch.from_numpy(image.transpose(2, 0, 1).copy())  # (H, W, 3) -> (3, H, W)
     normalised = targets.astype(np.float32).copy()
     scale = np.array([width, height] * 7, dtype=np.float32)
     with_landmarks = normalised[:, 14] > 0
