@@ -190,6 +190,16 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     for spec in specs:
         click.echo(f"  layer group {spec.name}: patterns {list(spec.patterns)} types {list(spec.types)} "
                    f"bounds {list(spec.bounds)}")
+    if specs:
+        from compresskit.budget import ParamPredictor
+
+        groups = pipeline._find_groups(ctx, student)
+        bounds = {spec.name: tuple(spec.bounds) for spec in specs}
+        fewest, most = pipeline.reachable_params(ParamPredictor(student, groups), bounds)
+        click.echo(f"  {len(groups)} channel groups; rates within the bounds give {fewest:,} to {most:,} params"
+                   + (f" ({len(groups.skipped)} couplings left unpruned)" if getattr(groups, "skipped", None) else ""))
+        if recipe.search.enabled:
+            pipeline.check_budget(recipe, ParamPredictor(student, groups), bounds)
     search = recipe.search
     click.echo(f"search: {search.method if search.enabled else 'off'}"
                + (f", {search.initial_points or 'default'} initial + {search.iterations} iterations, "

@@ -470,8 +470,10 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
         # Seeded by the candidate itself, so a resumed search scores it identically.
         key = json.dumps({k: round(float(v), 12) for k, v in sorted(rates.items())})
         seed_everything(recipe.seed * 1000 + zlib.crc32(key.encode()))
-        candidate = copy.deepcopy(student)
-        prune(candidate, task.example_inputs(), rates, groups=_find_groups(ctx, candidate),
+        # Copying the model and its groups together keeps the groups pointing at the copy
+        # (find_groups traces the model; doing it once saves that per trial).
+        candidate, candidate_groups = copy.deepcopy((student, groups))
+        prune(candidate, task.example_inputs(), rates, groups=candidate_groups,
               importance=recipe.prune.importance)
         if trial.epochs:
             fit(candidate, _task_loss_fn(task),
@@ -481,6 +483,7 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
 
     bounds = {spec.name: tuple(spec.bounds) for spec in specs}
     budget = (recipe.search.budget.min_params, recipe.search.budget.max_params)
+    check_budget(recipe, predictor, bounds)
     search = search_rates if recipe.search.method == "bo" else random_search
     result = search(objective, bounds, lambda rates: int(predictor(rates)), budget,
                     iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
@@ -492,6 +495,24 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
                "trials": len(result.trials)}
     _write_json(ctx.path("rates.json"), summary)
     return summary
+
+
+def reachable_params(predictor: Callable[[dict[str, float]], int],
+                     bounds: Mapping[str, tuple[float, float]]) -> tuple[int, int]:
+    """``(fewest, most)`` parameters reachable with rates inside ``bounds`` (all upper / all lower)."""
+    return (int(predictor({name: high for name, (low, high) in bounds.items()})),
+            int(predictor({name: low for name, (low, high) in bounds.items()})))
+
+
+def check_budget(recipe: Recipe, predictor: Callable[[dict[str, float]], int],
+                 bounds: Mapping[str, tuple[float, float]]) -> None:
+    """Raise a :class:`RecipeError` when no rates inside the bounds meet ``search.budget``."""
+    fewest, most = reachable_params(predictor, bounds)
+    budget = recipe.search.budget
+    if fewest > budget.max_params or most < budget.min_params:
+        raise RecipeError(
+            f"{recipe.source}: search.budget [{budget.min_params}, {budget.max_params}] cannot be met: "
+            f"rates within the layer-group bounds give {fewest:,} to {most:,} parameters")
 
 
 def _schedules(ctx: RunContext, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
@@ -676,7 +697,8 @@ PHASES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
 def _configure_determinism(recipe: Recipe) -> None:
     if recipe.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.set_num_threads(1)
+    if recipe.threads is not None:
+        torch.set_num_threads(recipe.threads)
 
 
 def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,

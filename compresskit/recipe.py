@@ -342,7 +342,9 @@ class Recipe:
         task: A name in :data:`TASKS` or ``module:callable`` returning a ``Task``.
         student: The student architecture.
         seed: Seed of every random choice of the run.
-        deterministic: Use deterministic algorithms and one thread (exact resume).
+        deterministic: Use deterministic algorithms (exact resume on CPU).
+        threads: CPU threads for torch (``null``: torch's default). Keep it fixed
+            across a run and its resumptions for bitwise-equal results.
         run_dir: Where outputs go; relative to the current directory.
         task_args: Passed as keyword arguments to the task factory.
         teacher: The teacher, or ``null`` (no distillation).
@@ -361,6 +363,7 @@ class Recipe:
     student: StudentConfig
     seed: int = field(default=0, metadata=NON_NEGATIVE)
     deterministic: bool = True
+    threads: int | None = field(default=None, metadata=AT_LEAST_ONE)
     run_dir: str | None = None
     task_args: dict[str, Any] = field(default_factory=dict)
     teacher: TeacherConfig | None = None

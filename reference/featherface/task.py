@@ -1,0 +1,317 @@
+"""What a compresskit recipe needs from the FeatherFace family (the ``Task`` protocol).
+
+``task: featherface`` in a recipe resolves to :class:`FeatherFaceTask` (``compresskit.recipe.TASKS``);
+``task_args`` are its constructor arguments. Two data sources:
+
+* ``data: synthetic`` -- :class:`~reference.featherface.data.synthetic.SyntheticFaces`, generated from
+  the seed (no download); the embedded CPU run. Validation AP uses size-based easy/medium/hard subsets.
+* ``data: widerface`` -- RetinaFace ``label.txt`` files (``train_labels`` / ``val_labels``, images in
+  ``images/`` next to each, or given explicitly); with ``gt_dir`` (the official ``.mat`` files)
+  validation AP follows the WIDER FACE protocol, otherwise size-based subsets of the val labels.
+
+Training batches use the RetinaFace augmentation (:class:`~reference.featherface.data.augment.TrainTransform`)
+at ``image_size``. Its random choices are seeded per item from the global torch RNG (drawn with the
+shuffle order at the start of each epoch), so seeding the run and restoring a checkpoint's RNG reproduce
+the batches exactly -- what ``compresskit run --resume`` relies on.
+
+Outputs are ``(bbox_deltas [N, P, 4], cls_logits [N, P, 2], landmark_deltas [N, P, 10])``; distillation
+treats them as regression / classification / regression, and the regression terms only cover priors
+matched to a face (boxes) or to a face with landmarks (landmarks), as the MultiBox loss does.
+
+Caveats:
+    Validation images are evaluated at the training size (``eval_size``, default ``image_size``),
+    padded to a square: cheap, but not the original-size WIDER FACE protocol; use
+    ``python -m reference.featherface.detect evaluate`` on the exported model for that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from reference.featherface import models
+from reference.featherface.data.augment import BGR_MEAN, TrainTransform, pad_to_square
+from reference.featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
+from reference.featherface.data.widerface import (
+    WiderFaceDataset,
+    detection_collate,
+    parse_retinaface_labels,
+    to_tensor,
+)
+from reference.featherface.evaluation import (
+    ImageGroundTruth,
+    evaluate,
+    image_key,
+    load_mat_ground_truth,
+    size_subsets,
+)
+from reference.featherface.loss import MultiBoxLoss
+from reference.featherface.postprocess import postprocess
+from reference.featherface.priors import prior_boxes
+
+__all__ = ["FeatherFaceTask"]
+
+_LAYER_GROUPS = {
+    "nano_b": (models.NANO_B_LAYER_GROUPS, models.NANO_B_PROTECT_PATTERNS),
+    "featherface_v1": (models.FEATHERFACE_V1_LAYER_GROUPS, models.FEATHERFACE_V1_PROTECT_PATTERNS),
+}
+_CACHE_LIMIT_BYTES = 512 * 2**20  # synthetic scenes are rendered once and kept when this small
+
+
+class _Raw:
+    """Raw ``(image_bgr uint8[H, W, 3], targets float32[G, 15] pixels)`` by index."""
+
+    def __init__(self, source: SyntheticFaces | WiderFaceDataset) -> None:
+        self.source = source
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
+        if isinstance(source, SyntheticFaces) and len(source) * source.image_size**2 * 3 <= _CACHE_LIMIT_BYTES:
+            self._cache = {}
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None and index in self._cache:
+            return self._cache[index]
+        if isinstance(self.source, SyntheticFaces):
+            item = self.source.sample(index)
+        else:
+            item = (self.source.load_image(index), self.source.records[index].targets.copy())
+        if self._cache is not None:
+            self._cache[index] = item
+        return item
+
+    def key(self, index: int) -> str:
+        if isinstance(self.source, SyntheticFaces):
+            return self.source.key(index)
+        path = self.source.records[index].path
+        return image_key(path.parent.name, path.name)
+
+
+class _AugmentedItems(Dataset):
+    """``dataset[(index, seed)]``: item ``index`` augmented with a generator seeded by ``seed``."""
+
+    def __init__(self, raw: _Raw, indices: Sequence[int], image_size: int) -> None:
+        self.raw, self.indices = raw, list(indices)
+        self.transform = TrainTransform(image_size, seed=0)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        position, seed = key
+        self.transform.rng = np.random.default_rng(seed)
+        image, targets = self.raw(self.indices[position])
+        return self.transform(image, targets.copy())
+
+
+class _SeededShuffle(Sampler):
+    """Shuffled positions, each with an augmentation seed, both drawn from the global torch RNG."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.length).tolist()
+        seeds = torch.randint(0, 2**62, (self.length,)).tolist()
+        return iter(zip(order, seeds))
+
+
+class _SquareItems(Dataset):
+    """Deterministic evaluation transform: pad to a square (mean colour), resize to ``size``."""
+
+    def __init__(self, raw: _Raw, size: int) -> None:
+        self.raw, self.size = raw, size
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def scaled(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        image, targets = self.raw(index)
+        side = max(image.shape[:2])
+        scale = self.size / side
+        if image.shape[0] != image.shape[1]:
+            image = pad_to_square(image, BGR_MEAN)
+        if side != self.size:
+            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        targets = targets.copy()
+        targets[:, :4] *= scale
+        with_landmarks = targets[:, 14] > 0
+        targets[with_landmarks, 4:14] *= scale
+        return image, targets, scale
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, targets, _ = self.scaled(index)
+        return _to_float_tensors(image, targets)
+
+
+def _to_float_tensors(image: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
+    tensor, normalised = to_tensor(image, targets)
+    return tensor.float(), normalised.float()  # the mean subtraction may promote to float64
+
+
+class FeatherFaceTask:
+    """FeatherFace / RetinaFace detectors on synthetic faces or WIDER FACE.
+
+    Args:
+        data: ``"synthetic"`` or ``"widerface"``.
+        image_size: Training (and default evaluation) input side in pixels.
+        train_size: Training images (synthetic: generated; widerface: the first N, ``None`` = all).
+        val_size: Validation images (likewise).
+        seed: Synthetic data seed (validation uses ``seed + 1``).
+        train_labels: WIDER FACE RetinaFace ``label.txt`` for training (``data: widerface``).
+        val_labels: Same for validation.
+        gt_dir: Folder with the official ``wider_*_val.mat`` files (WIDER FACE subsets).
+        eval_size: Evaluation input side (``None``: ``image_size``).
+
+    Example:
+        >>> task = FeatherFaceTask("synthetic", image_size=160, train_size=32, val_size=8)
+        >>> model = task.build_model("nano_b")
+        >>> loss, logs = task.task_loss(model(task.example_inputs()[0]), next(iter(task.val_loader(8))))
+    """
+
+    distill_kinds: Sequence[str] = ("regression", "classification", "regression")
+
+    def __init__(self, data: str = "synthetic", image_size: int = 320, train_size: int | None = 2000,
+                 val_size: int | None = 200, seed: int = 0, train_labels: str | None = None,
+                 val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | None = None) -> None:
+        if data not in ("synthetic", "widerface"):
+            raise ValueError(f"data must be 'synthetic' or 'widerface', got {data!r}")
+        if image_size < 32 or image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32 (>= 32), got {image_size!r}")
+        self.image_size = image_size
+        self.eval_size = eval_size or image_size
+        if data == "synthetic":
+            if not train_size or not val_size:
+                raise ValueError("synthetic data needs train_size and val_size")
+            train: Any = SyntheticFaces(train_size, image_size, seed=seed)
+            val: Any = SyntheticFaces(val_size, image_size, seed=seed + 1)
+        else:
+            if train_labels is None or val_labels is None:
+                raise ValueError("data: widerface needs train_labels and val_labels (RetinaFace label.txt)")
+            train = WiderFaceDataset(self._first(parse_retinaface_labels(train_labels).records, train_size))
+            val = WiderFaceDataset(self._first(parse_retinaface_labels(val_labels).records, val_size))
+        self._train, self._val = _Raw(train), _Raw(val)
+        self._val_items = _SquareItems(self._val, self.eval_size)
+        self._gt_dir = gt_dir
+        self._ground_truth: dict[str, ImageGroundTruth] | None = None
+        self.criterion = MultiBoxLoss()
+        self._priors: dict[tuple[int, int], Tensor] = {}
+
+    @staticmethod
+    def _first(records: list[Any], count: int | None) -> list[Any]:
+        return records if count is None else records[:count]
+
+    # -- models --
+    def build_model(self, name: str, **kwargs: Any) -> nn.Module:
+        return models.build_model(name, **kwargs)
+
+    def builder(self, name: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+        return "reference.featherface.models:build_model", {"name": name, **kwargs}
+
+    def example_inputs(self) -> tuple[Tensor, ...]:
+        generator = torch.Generator().manual_seed(0)
+        # mean-subtracted BGR pixel scale, like real inputs
+        return (torch.randn(1, 3, self.image_size, self.image_size, generator=generator) * 50,)
+
+    def layer_groups(self, model_name: str) -> list[Any]:
+        from compresskit.groups import LayerGroupSpec
+
+        if model_name not in _LAYER_GROUPS:
+            raise ValueError(f"no layer groups for {model_name!r}; known: {sorted(_LAYER_GROUPS)} "
+                             f"(name prune.groups in the recipe)")
+        return [LayerGroupSpec(g["name"], patterns=tuple(g["patterns"]), bounds=tuple(g["bounds"]))
+                for g in _LAYER_GROUPS[model_name][0]]
+
+    def protect(self, model_name: str) -> Sequence[str]:
+        if model_name in _LAYER_GROUPS:
+            return tuple(_LAYER_GROUPS[model_name][1])
+        return tuple(models.HEAD_OUTPUT_PATTERNS)
+
+    # -- data --
+    def train_loader(self, batch_size: int, subset: float = 1.0, seed: int = 0) -> DataLoader:
+        indices = list(range(len(self._train)))
+        if subset < 1.0:
+            count = max(1, int(len(indices) * subset))
+            order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
+            indices = sorted(order[:count].tolist())
+        items = _AugmentedItems(self._train, indices, self.image_size)
+        return DataLoader(items, batch_size=batch_size, sampler=_SeededShuffle(len(items)),
+                          collate_fn=detection_collate)
+
+    def val_loader(self, batch_size: int) -> DataLoader:
+        return DataLoader(self._val_items, batch_size=batch_size, shuffle=False, collate_fn=detection_collate)
+
+    def inputs(self, batch: Any) -> tuple[Tensor, ...]:
+        return (batch[0],)
+
+    # -- losses --
+    def priors(self, height: int, width: int) -> Tensor:
+        if (height, width) not in self._priors:
+            self._priors[(height, width)] = prior_boxes((height, width))
+        return self._priors[(height, width)]
+
+    def task_loss(self, outputs: Any, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        images, targets = batch
+        loss, parts = self.criterion(outputs, targets, self.priors(*images.shape[2:]))
+        return loss, {name: float(value) for name, value in parts.items()}
+
+    def distill_mask(self, outputs: Any, batch: Any) -> list[Tensor | None]:
+        images, targets = batch
+        labels, _, _ = self.criterion.build_targets(targets, self.priors(*images.shape[2:]))  # [N, P]
+        return [labels != 0, None, labels > 0]
+
+    # -- metrics --
+    def ground_truth(self) -> dict[str, ImageGroundTruth]:
+        """Validation ground truth at the evaluation scale (official subsets when ``gt_dir`` is given)."""
+        if self._ground_truth is None:
+            if self._gt_dir is not None:
+                official = load_mat_ground_truth(self._gt_dir)
+                self._ground_truth = {self._val.key(i): official[self._val.key(i)] for i in range(len(self._val))
+                                      if self._val.key(i) in official}
+            else:
+                min_sides = {name: fraction * self.eval_size for name, fraction in SUBSET_MIN_SIDE.items()}
+                truth = {}
+                for index in range(len(self._val)):
+                    _, targets, _ = self._val_items.scaled(index)
+                    xywh = np.concatenate((targets[:, :2], targets[:, 2:4] - targets[:, :2]), axis=1)
+                    truth[self._val.key(index)] = ImageGroundTruth(xywh.astype(np.float64),
+                                                                   size_subsets(xywh, min_sides))
+                self._ground_truth = truth
+        return self._ground_truth
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """AP easy / medium / hard (headline: ``ap_easy``) and the MultiBox loss on the val set."""
+        was_training = model.training
+        model.eval()
+        predictions, losses = {}, []
+        official = self._gt_dir is not None
+        size = (self.eval_size, self.eval_size)
+        for index in range(len(self._val)):
+            image, targets, scale = self._val_items.scaled(index)
+            tensor, normalised = _to_float_tensors(image, targets)
+            outputs = model(tensor[None])
+            losses.append(float(self.criterion(outputs, [normalised], self.priors(*size))[0]))
+            bbox_deltas, cls_logits, landmark_deltas = (o[0] for o in outputs)
+            # official GT is in original pixels: divide by the scale; ours is at the eval scale
+            dets = postprocess(bbox_deltas, cls_logits, landmark_deltas, self.priors(*size), size,
+                               resize=scale if official else 1.0)
+            boxes = dets.boxes.numpy().astype(np.float64)
+            xywhs = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2],
+                                    dets.scores.numpy()[:, None]), axis=1)
+            predictions[self._val.key(index)] = xywhs
+        model.train(was_training)
+        ap = evaluate(predictions, self.ground_truth())
+        return {**{f"ap_{subset}": float(value) for subset, value in ap.items()},
+                "val_loss": sum(losses) / max(1, len(losses))}
