@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compresskit.task import check_task
+from reference.featherface.task import FeatherFaceTask
+
+
+@pytest.fixture(scope="module")
+def task() -> FeatherFaceTask:
+    return FeatherFaceTask("synthetic", image_size=64, train_size=6, val_size=3)
+
+
+def test_task_satisfies_the_protocol(task):
+    assert check_task(task, "featherface") is task
+    assert task.builder("nano_b") == ("reference.featherface.models:build_model", {"name": "nano_b"})
+    names = [spec.name for spec in task.layer_groups("nano_b")]
+    assert names == ["backbone_early", "backbone_late", "efficient_cbam", "efficient_bifpn", "grouped_ssh",
+                     "detection_heads"]
+    assert "ClassHead.*.conv1x1" in task.protect("nano_b")
+    assert "*.offset_conv" in task.protect("featherface_v1")
+
+
+def test_training_batches_follow_the_global_seed(task):
+    def first_batch():
+        torch.manual_seed(3)
+        return next(iter(task.train_loader(4)))
+
+    (images_a, targets_a), (images_b, targets_b) = first_batch(), first_batch()
+    assert images_a.shape == (4, 3, 64, 64) and images_a.dtype == torch.float32
+    assert torch.equal(images_a, images_b)
+    assert all(torch.equal(a, b) for a, b in zip(targets_a, targets_b))
+    torch.manual_seed(4)
+    images_c, _ = next(iter(task.train_loader(4)))
+    assert not torch.equal(images_a, images_c)
+
+
+def test_subset_takes_a_fraction(task):
+    assert len(task.train_loader(2, subset=0.5).dataset) == 3
+
+
+def test_loss_and_distillation_masks(task):
+    torch.manual_seed(0)
+    model = task.build_model("nano_b")
+    batch = next(iter(task.val_loader(3)))
+    outputs = model(*task.inputs(batch))
+    loss, logs = task.task_loss(outputs, batch)
+    assert loss.ndim == 0 and torch.isfinite(loss) and set(logs) == {"loc", "conf", "landm"}
+    box_mask, cls_mask, landmark_mask = task.distill_mask(outputs, batch)
+    assert cls_mask is None
+    assert box_mask.shape == outputs[0].shape[:2] and box_mask.any()
+    assert bool((landmark_mask <= box_mask).all())  # faces with landmarks are a subset of faces
+
+
+def test_evaluate_reports_ap_per_subset_and_loss(task):
+    torch.manual_seed(0)
+    metrics = task.evaluate(task.build_model("nano_b"))
+    assert list(metrics) == ["ap_easy", "ap_medium", "ap_hard", "val_loss"]
+    assert all(0.0 <= metrics[k] <= 1.0 for k in ("ap_easy", "ap_medium", "ap_hard"))
+    assert metrics["val_loss"] > 0
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"data": "coco"}, "data must be 'synthetic' or 'widerface'"),
+    ({"image_size": 100}, "multiple of 32"),
+    ({"data": "widerface"}, "needs train_labels and val_labels"),
+])
+def test_bad_arguments(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        FeatherFaceTask(**kwargs)
