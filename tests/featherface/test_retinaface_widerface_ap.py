@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from reference.featherface.detect import evaluate_widerface
+from reference.featherface.models import build_model, load_weights
 
 REFERENCE_AP = {"easy": 0.8891, "medium": 0.8625, "hard": 0.7259}
 TOLERANCE = 0.005  # half an AP point
@@ -17,16 +18,8 @@ INFERENCE_THREADS = 1
 
 
 def _released_retinaface(weights):
-    try:
-        from reference.featherface.models import build_model, load_weights
-    except ImportError:  # models.py not written yet: the same network class, strict plain load
-        from reference.featherface.retinaface import RetinaFaceMnet
-
-        model = RetinaFaceMnet()
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        return model
     model = build_model("retinaface_mnet025")
-    load_weights(model, weights)
+    load_weights(model, weights)  # strict: every key used, every shape equal
     return model
 
 
