@@ -95,3 +95,20 @@ def test_official_mat_ground_truth(shared_data, tmp_path):
     write_predictions(tmp_path, predictions)
     ap = evaluate_folder(tmp_path, root / "ground_truth")
     assert ap == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+
+
+def test_pr_counts_follow_official_last_index_rule_for_any_order():
+    from reference.featherface.evaluation import image_pr_counts
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.uniform(0, 1, 40), 2)  # unsorted, with ties
+    recalled = np.cumsum(rng.integers(0, 2, 40)).astype(float)
+    is_proposal = rng.uniform(size=40) > 0.2
+    thresholds = 1 - (np.arange(1000) + 1) / 1000
+    expected = np.zeros((1000, 2))
+    for t, threshold in enumerate(thresholds):  # the official loop, written out
+        above = np.flatnonzero(scores >= threshold)
+        if len(above):
+            last = above[-1]
+            expected[t] = [is_proposal[:last + 1].sum(), recalled[last]]
+    assert np.array_equal(image_pr_counts(scores, recalled, is_proposal, thresholds), expected)
