@@ -15,8 +15,8 @@ Plots use matplotlib's object API on the Agg canvas (no global backend change):
 * ``plots/training.png`` -- the training loss per epoch of every phase.
 
 Caveats:
-    Latency is the median CPU forward time of one example input in this process;
-    it is indicative only (thread count and machine load change it).
+    Latency is the fastest of 20 CPU forward passes of one example input in this
+    process; it is indicative only (thread count and machine load change it).
 """
 
 from __future__ import annotations
