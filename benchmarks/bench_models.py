@@ -309,9 +309,12 @@ def _input(size: int, yunet: bool) -> np.ndarray:
     return image
 
 
-def measure_latency(models: Sequence[BenchModel], size: int, threads: Sequence[int],
-                    warmup: int, repeats: int) -> dict[str, dict[str, list[float]]]:
-    """``{column: {model name: [ms per round]}}`` with columns ``"torch/1t"``, ``"ort/2t"``..."""
+def measure_latency(models: Sequence[BenchModel], size: int, threads: Sequence[int], warmup: int,
+                    repeats: int, loads: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
+    """``{column: {model name: [ms per round]}}`` with columns ``"torch/1t"``, ``"ort/2t"``...
+
+    ``loads`` receives the 1-minute load average at the start and end of each thread count.
+    """
     times: dict[str, dict[str, list[float]]] = {}
     inputs = {m.name: _input(size, m.torch_model is None) for m in models}
     for n in threads:
@@ -331,6 +334,7 @@ def measure_latency(models: Sequence[BenchModel], size: int, threads: Sequence[i
             sessions[model.name].run(None, feeds[model.name])
             return (time.perf_counter() - start) * 1e3
 
+        loads[f"{n}t"] = [round(os.getloadavg()[0], 2)]
         for model in models:
             for _ in range(warmup):
                 if model.torch_model is not None:
@@ -345,6 +349,7 @@ def measure_latency(models: Sequence[BenchModel], size: int, threads: Sequence[i
                 ort_col.setdefault(model.name, []).append(run_ort(model))
             print(f"threads {n}: round {round_index + 1}/{repeats}, load {os.getloadavg()[0]:.2f}",
                   file=sys.stderr, flush=True)
+        loads[f"{n}t"].append(round(os.getloadavg()[0], 2))
     return times
 
 
@@ -427,7 +432,9 @@ def render(result: dict[str, Any]) -> str:
         f"(torch `set_num_threads`, ORT `intra_op_num_threads`, `inter_op_num_threads=1`, ORT_ENABLE_ALL); "
         f"{result['warmup']} warm-up calls, then {result['repeats']} interleaved round-robin rounds.  ",
         f"Machine: {result['machine']['cpu']}, nproc {result['machine']['nproc']}, load average "
-        f"{result['load_before']} before / {result['load_after']} after (1/5/15 min) — a shared box, "
+        f"{result['load_before']} before / {result['load_after']} after (1/5/15 min); 1-min load at start/end "
+        f"of each thread count: {', '.join(f'{k} {v[0]}/{v[-1]}' for k, v in result['load_by_threads'].items())} "
+        f"— a shared box, "
         f"other jobs running; torch {result['machine']['torch']}, onnxruntime {result['machine']['onnxruntime']}.",
         "",
         "Size (MACs: " + result["mac_method"] + "; ONNX MACs read from the exported graph):",
@@ -525,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=640, help="square input size (YuNet files are fixed 640)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=25, help="interleaved rounds per thread count")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds per thread count")
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory measurement")
     parser.add_argument("--memory-threads", type=int, default=1)
     parser.add_argument("--memory-runs", type=int, default=3, help="inferences per memory child")
@@ -548,7 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.exit("bench_models: no model to benchmark")
     with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp:
         mac_method = prepare(models, args.size, Path(tmp))
-        times = measure_latency(models, args.size, args.threads, args.warmup, args.repeats)
+        loads: dict[str, list[float]] = {}
+        times = measure_latency(models, args.size, args.threads, args.warmup, args.repeats, loads)
         memory = None
         if not args.no_memory:
             baseline = measure_memory(models, args.memory_threads, args.memory_runs, args.memory_repeats)
@@ -570,6 +578,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append("YuNet MACs: the README's 149 M (n) / 96 M (s) at 320x320 compare with "
                      "ONNX-conv MACs / 4 = 136 M / 86 M here (all strides divide 320, so conv MACs scale "
                      "exactly); the README's counter includes more than conv MACs.")
+    nproc = os.cpu_count() or 1
+    busiest = max([load_before[0], load_after[0], *(x for pair in loads.values() for x in pair)])
+    if busiest > nproc:
+        notes.append(f"Load average reached {busiest:.1f} on {nproc} cores: the box was oversubscribed, so "
+                     "timings with more threads than free cores are dominated by contention (an OpenMP barrier "
+                     "waits for a descheduled thread; see the IQRs). Compare models through the paired ratios, "
+                     "and prefer the 1-thread columns.")
     notes.append("Nano-B has no trained weights (random init); FeatherFace V1 DCN is compresskit's plain-torch "
                  "grid_sample implementation (ONNX GridSample), not torchvision's deform_conv2d kernel.")
     columns = list(times)
@@ -584,6 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_notes(),
         "load_before": load_before,
         "load_after": load_after,
+        "load_by_threads": loads,
         "latency_columns": columns,
         "memory": memory,
         "notes": notes,
