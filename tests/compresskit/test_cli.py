@@ -62,6 +62,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing(runner, tmp_path):
     (["--set", "nonsense"], "expected key.path=value"),
     (["--profile", "nope"], "unknown profile 'nope'"),
     (["--set", "task=examples.shapes_classifier:Nope"], "has no attribute 'Nope'"),
+    (["--set", "task_args.colour=red"], "task_args rejected by 'examples.shapes_classifier:ShapesTask'"),
+    (["--set", "search.budget.max_params=1000"],
+     "search.budget.min_params must be <= search.budget.max_params (1000), got 20000"),
 ])
 def test_recipe_errors_exit_2_with_one_line(runner, args, fragment):
     result = runner.invoke(cli, ["run", str(RECIPE), "--dry-run", *args])
@@ -177,3 +180,14 @@ def test_prune_user_errors_exit_2(runner, tmp_path, args, fragment):
                                  "--input-shape", "1,3,16,16", "--out", str(tmp_path / "p.pt")])
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
+
+
+def test_dry_run_reports_an_unreachable_budget(runner):
+    result = runner.invoke(cli, ["run", str(RECIPE), "--dry-run", "--set",
+                                 "search.budget={min_params: 100, max_params: 1000}"])
+    assert result.exit_code == 2
+    assert "rates within the bounds give 6,131 to 77,652 params" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and last.endswith(
+        "shapes_classifier.yaml: search.budget [100, 1000] cannot be met: "
+        "rates within the layer-group bounds give 6,131 to 77,652 parameters")

@@ -81,6 +81,21 @@ def test_teacher_and_distill_phases_write_outputs_and_resume_skips_them(toy_reci
     assert state_dicts_equal(student, torch.load(run_dir / "student.pt", weights_only=True))
 
 
+def test_cli_resume_from_the_run_dir_alone(toy_recipe, tmp_path):
+    from click.testing import CliRunner
+
+    from compresskit.cli import cli
+
+    run_dir = tmp_path / "run"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["run", str(toy_recipe), "--run-dir", str(run_dir), "--stop-after", "teacher"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["run", "--resume", str(run_dir), "--stop-after", "distill"])
+    assert result.exit_code == 0, result.output
+    assert "[teacher] already completed, skipped" in result.output and "[distill] done" in result.output
+    assert json.loads((run_dir / "state.json").read_text())["completed"] == ["teacher", "distill"]
+
+
 def test_existing_run_dir_needs_resume_and_the_same_recipe(toy_recipe, tmp_path):
     recipe = load_recipe(toy_recipe)
     run_dir = tmp_path / "run"
