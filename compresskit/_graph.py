@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch_pruning import _helpers
 from torch_pruning import ops as tp_ops
 from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency.dependency import Dependency
@@ -175,7 +176,92 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGra
     finally:
         model.train(was_training)
     _add_shuffle_dependencies(graph, pruner)
-    return graph, {t.grad_fn for t in flatten_outputs(outputs[0]) if t.grad_fn is not None}
+    tensors = [t for t in flatten_outputs(outputs[0]) if t.grad_fn is not None]
+    graph.compresskit_shapes = _record_shapes(model, tensors)
+    return graph, {t.grad_fn for t in tensors}
+
+
+def _record_shapes(model: nn.Module, outputs: list[Any]) -> dict[Any, tuple[Any, list[Any]]]:
+    """``{autograd node: (output shape, [input shapes])}`` from one backward pass.
+
+    Gradients are taken with ``torch.autograd.grad`` (nothing is accumulated into
+    ``.grad``); a node's hook sees the gradient of its output and of each input.
+    """
+    shapes: dict[Any, tuple[Any, list[Any]]] = {}
+    handles = []
+    seen: set[Any] = set()
+    stack = [t.grad_fn for t in outputs]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+
+        def hook(grad_inputs: Any, grad_outputs: Any, node: Any = node) -> None:
+            out = grad_outputs[0].shape if grad_outputs and grad_outputs[0] is not None else None
+            shapes[node] = (out, [g.shape if g is not None else None for g in grad_inputs])
+
+        try:
+            handles.append(node.register_hook(hook))
+        except (RuntimeError, AttributeError):
+            continue
+        stack.extend(f for f, _ in getattr(node, "next_functions", ()))
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    try:
+        if parameters:
+            torch.autograd.grad(
+                outputs, parameters, grad_outputs=[torch.ones_like(t) for t in outputs], allow_unused=True,
+                retain_graph=True,  # _op_reason still reads saved tensors
+            )
+    except RuntimeError:
+        shapes.clear()  # no shape information: fall back to Torch-Pruning's couplings
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def _channel_edge(graph: tp.DependencyGraph, node: Any, other: Any) -> bool:
+    """Whether channels flow between ``node`` and its graph neighbour ``other``.
+
+    Torch-Pruning couples every input of an element-wise op with its output. Inputs
+    broadcast along the channel axis (a CBAM spatial gate ``[N, 1, H, W]``, a BiFPN
+    fusion weight, a deformable conv's modulator) or feeding a non-channel argument
+    (``grid_sample``'s grid) carry no channels; this drops those edges.
+    """
+    if other in node.inputs:
+        consumer, producer = node, other
+    elif node in other.inputs:
+        consumer, producer = other, node
+    else:
+        return True
+    if not isinstance(consumer.module, tp_ops._ElementWiseOp):
+        return True
+    grad_fn = consumer.grad_fn
+    shapes = getattr(graph, "compresskit_shapes", {}).get(grad_fn)
+    if shapes is None or producer.grad_fn is None:
+        return True
+    out_shape, in_shapes = shapes
+    slots = [i for i, (f, _) in enumerate(grad_fn.next_functions) if f is producer.grad_fn]
+    if not slots or out_shape is None:
+        return True
+    if grad_fn.name().startswith("GridSampler"):
+        return 0 in slots
+    for slot in slots:
+        in_shape = in_shapes[slot] if slot < len(in_shapes) else None
+        if in_shape is None or not _broadcasts_over_channels(tuple(in_shape), tuple(out_shape)):
+            return True
+    return False
+
+
+def _broadcasts_over_channels(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """``in_shape`` broadcasts to ``out_shape`` without a channel axis of its own."""
+    if len(out_shape) < 2 or out_shape[1] == 1 or len(in_shape) > len(out_shape):
+        return False
+    padded = (1,) * (len(out_shape) - len(in_shape)) + in_shape
+    if any(i not in (1, o) for i, o in zip(padded, out_shape)):
+        return False
+    return padded[1] == 1
 
 
 def _normalise_dims(dims: Any, ndim: int) -> set[int]:
@@ -278,11 +364,112 @@ def _convert(
     return RawGroup(root, num_channels, items, reason, is_protected)
 
 
+class _Protected(Exception):
+    """The coupled set reaches a protected layer or a model output."""
+
+
+class _Diverged(Exception):
+    """Torch-Pruning's index mapping keeps producing new index lists."""
+
+
+_TRAVERSAL_BUDGET = 2_000_000  # index entries mapped while collecting one coupled set
+_MAX_VISITS = 16  # times one (node, handler) may be reached with new indices
+
+
+def _coupled_set(
+    graph: tp.DependencyGraph,
+    module: nn.Module,
+    num_channels: int,
+    is_protected: Any,
+) -> Any:
+    """Torch-Pruning's ``get_pruning_group`` for all channels of ``module``, made safe.
+
+    Returns the group and, if it reaches an op that makes removal inexact (see
+    :func:`_op_reason`), the reason; the traversal does not continue through that op.
+
+    Same traversal over the dependency graph (Torch-Pruning's index mappings are reused
+    as built once by ``build_dependency``), but it stops as soon as the set reaches a
+    protected layer or a model output (raises :class:`_Protected`) and gives up when the
+    index mapping diverges (raises :class:`_Diverged`) instead of running for ever, as
+    it does on some detection heads that reshape and concatenate their outputs.
+    """
+    pruner = graph.get_pruner_of_module(module)
+    pruning_fn = pruner.prune_out_channels
+    if is_depthwise(module):
+        pruning_fn = tp.prune_depthwise_conv_out_channels
+    root = graph.module2node[module]
+    if is_protected(root, pruning_fn):
+        raise _Protected
+    group = tp.Group()
+    group.add_dep(
+        Dependency(pruning_fn, pruning_fn, source=root, target=root),
+        [_HybridIndex(idx=i, root_idx=i) for i in range(num_channels)],
+    )
+    visited = set()
+    stack = [(group[0].dep, group[0].idxs)]
+    work = 0
+    pushes: dict[tuple[int, Any], int] = {}
+    unsafe: str | None = None
+    while stack:
+        dep, idxs = stack.pop()
+        node, fn = dep.target, dep.handler
+        visited.add(node)
+        for new_dep in node.dependencies:
+            if not new_dep.is_triggered_by(fn):
+                continue
+            neighbour = new_dep.target
+            if isinstance(neighbour.module, tp_ops._ElementWiseOp) and node in neighbour.inputs:
+                reason = _op_reason(neighbour.grad_fn)
+                if reason is not None:
+                    unsafe = unsafe or reason
+                    continue
+            if neighbour is not node and not _channel_edge(graph, node, neighbour):
+                continue
+            new_idxs = idxs
+            for mapping in new_dep.index_mapping:
+                if mapping is not None:
+                    new_idxs = mapping(new_idxs)
+            work += len(new_idxs)
+            if work > _TRAVERSAL_BUDGET:
+                raise _Diverged(new_dep.target)
+            if not new_idxs:
+                continue
+            if new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs):
+                continue
+            if is_protected(new_dep.target, new_dep.handler):
+                raise _Protected
+            key = (id(new_dep.target), new_dep.handler)
+            pushes[key] = pushes.get(key, 0) + 1
+            if pushes[key] > _MAX_VISITS:
+                raise _Diverged(new_dep.target)
+            group.add_dep(new_dep, new_idxs)
+            stack.append((new_dep, new_idxs))
+    merged = tp.Group()
+    for dep, idxs in group.items:
+        if not isinstance(dep.target.module, nn.Parameter):  # raw parameters are never pruned
+            merged.add_and_merge(dep, idxs)
+    for i, (dep, idxs) in enumerate(merged.items):
+        item = _helpers.GroupItem(dep, [k.idx for k in idxs])
+        item.root_idxs = [k.root_idx for k in idxs]
+        merged[i] = item
+    return merged, unsafe
+
+
 def trace_groups(
     model: nn.Module, example_inputs: Any, protected: set[str]
 ) -> list[RawGroup]:
     """All coupled channel sets rooted at convs/linears, in module definition order."""
     graph, output_nodes = build_graph(model, example_inputs)
+    names = graph._module2name
+    protected_modules = {module for module, name in names.items() if name in protected}
+
+    def is_protected(node: Any, handler: Any) -> bool:
+        if node.type == tp_ops.OPTYPE.OUTPUT:
+            return True
+        if handler.__name__ != "prune_out_channels":
+            return False
+        return node.grad_fn in output_nodes or node.module in protected_modules
+
     visited: set[nn.Module] = set()
     groups: list[RawGroup] = []
     for name, module in model.named_modules():
@@ -290,11 +477,18 @@ def trace_groups(
             continue
         if not isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
             continue
-        pruner = graph.get_pruner_of_module(module)
-        num_channels = pruner.get_out_channels(module)
+        num_channels = graph.get_pruner_of_module(module).get_out_channels(module)
         try:
-            group = graph.get_pruning_group(module, pruner.prune_out_channels, list(range(num_channels)))
-        except Exception as error:  # Torch-Pruning's index mapping gave up
+            group, unsafe = _coupled_set(graph, module, num_channels, is_protected)
+        except _Protected:
+            groups.append(RawGroup(name, num_channels, [], protected=True))
+            continue
+        except _Diverged as error:
+            visited.add(module)
+            where = error.args[0].name if error.args else "?"
+            groups.append(RawGroup(name, num_channels, [], f"Torch-Pruning's index mapping diverged at {where}"))
+            continue
+        except Exception as error:  # noqa: BLE001 - Torch-Pruning's index mapping gave up
             visited.add(module)
             groups.append(RawGroup(name, num_channels, [], f"Torch-Pruning could not trace it: {error!r}"))
             continue
@@ -303,7 +497,10 @@ def trace_groups(
                 entry.dep.target.module, nn.Module
             ):
                 visited.add(entry.dep.target.module)
-        groups.append(_convert(graph, group, protected, output_nodes, name))
+        raw = _convert(graph, group, protected, output_nodes, name)
+        if unsafe is not None and not raw.protected:
+            raw.reason = unsafe
+        groups.append(raw)
     return _finish(_merge_grouped(groups))
 
 

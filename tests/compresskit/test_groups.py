@@ -141,8 +141,8 @@ def test_custom_conv_module_is_detected_and_left_alone() -> None:
     model, example = DeformableNet().eval(), torch.randn(1, 3, 8, 8)
     with pytest.warns(ck.UnprunableWarning, match="F.conv2d"):
         groups = ck.find_groups(model, example)
-    # the offset conv's outputs are read by custom code; the F.conv2d couples stem -> bn
-    assert [s.name for s in groups.skipped] == ["stem.0"]
+    # the F.conv2d couples stem -> bn; the offset conv's outputs are reshaped by custom code
+    assert [s.name for s in groups.skipped] == ["stem.0", "dcn.offset"]
     assert [g.name for g in groups] == ["tail.0"]
     with torch.no_grad():
         reference = model(example)
@@ -242,3 +242,39 @@ def test_soft_zero_makes_channels_exactly_zero_downstream() -> None:
     with torch.no_grad():
         flatten_outputs(model(example))
     assert torch.all(captured["x"][:, [0, 3]] == 0) and torch.any(captured["x"][:, 1] != 0)
+
+
+class GridSampleDeformable(nn.Module):
+    """Deformable sampling in plain torch: ``grid_sample`` + a broadcast ``[N, 1, H, W]`` modulator."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.offset = nn.Conv2d(channels, 2, 3, padding=1)
+        self.modulator = nn.Conv2d(channels, 1, 3, padding=1)
+        self.regular = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        base = torch.stack([xs, ys], dim=-1).expand(n, h, w, 2)
+        grid = base + 0.1 * torch.tanh(self.offset(x)).permute(0, 2, 3, 1)  # (N, 2, H, W) -> (N, H, W, 2)
+        patches = F.grid_sample(x, grid, align_corners=True)
+        return self.regular(patches * torch.sigmoid(self.modulator(x)))
+
+
+def test_grid_sample_deformable_input_side_is_prunable() -> None:
+    model = nn.Sequential(conv_bn(3, 8), GridSampleDeformable(8), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 2, 1))
+    model.eval()
+    example = torch.randn(1, 3, 8, 8)
+    with pytest.warns(ck.UnprunableWarning):
+        groups = ck.find_groups(model, example)
+    stem = next(g for g in groups if g.name == "0.0")
+    assert {("1.offset", "in"), ("1.modulator", "in"), ("1.regular", "in")} <= {(i.module, i.axis) for i in stem.items}
+    assert {s.name for s in groups.skipped} == {"1.offset"}  # its outputs are sampling offsets
+    modulator = next(g for g in groups if g.name == "1.modulator")
+    assert modulator.removal_counts(0.9) == [0]  # one channel: never removed
+    with torch.no_grad():
+        reference = model(example)
+    ck.prune(model, example, 0.5, groups=groups, verify=True)
+    assert model[0][0].out_channels == 4 and model[1].regular.in_channels == 4
+    assert model(example).shape == reference.shape
