@@ -2,7 +2,8 @@
 
 Public API (see docs/DESIGN.md for the contracts between modules):
 
-* groups: :func:`find_groups`, :class:`LayerGroupSpec`, :class:`ChannelGroup`, :class:`ChannelShuffle`
+* groups: :func:`find_groups`, :class:`LayerGroupSpec`, :class:`ChannelGroup`, :class:`ChannelShuffle`,
+  :class:`ChannelPool`
 * importance: :func:`fpgm`, :func:`magnitude`, :data:`IMPORTANCES`
 * pruning: :class:`SoftFPGM`, :func:`prune`, :func:`remove_zeroed`, :class:`PruneSummary`
 * budget: :func:`count_params`, :func:`count_macs`, :class:`ParamPredictor`, :func:`predict_params`,
@@ -27,6 +28,7 @@ from .importance import IMPORTANCES, fpgm, magnitude
 from .persist import load_pruned, save_pruned
 from .prune import PruneSummary, SoftFPGM, prune, remove_zeroed
 from .schedules import SCHEDULES, constant, join, linear, polynomial
+from .pool import ChannelPool
 from .shuffle import ChannelShuffle
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "SCHEDULES",
     "ChannelGroup",
     "ChannelGroups",
+    "ChannelPool",
     "ChannelShuffle",
     "LayerGroupSpec",
     "ParamPredictor",

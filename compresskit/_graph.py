@@ -7,6 +7,9 @@ index mapping and add what it lacks:
 
 * :class:`~compresskit.shuffle.ChannelShuffle` is registered as a custom layer whose
   input->output dependency carries the shuffle permutation;
+* :class:`~compresskit.pool.ChannelPool` is registered as a custom layer with no
+  input->output dependency: its input channels are a consumer (like a conv's input),
+  its 1-2 output maps belong to no coupled set;
 * grouped convs (``1 < groups < channels``) become balance constraints (``cells``),
   and coupled sets that share one grouped conv are merged into one set;
 * layers and graph ops we cannot keep exact (norms over several channels, reductions
@@ -32,7 +35,9 @@ from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency.dependency import Dependency
 
 from ._surgery import BOTH, IN, OUT, flatten_outputs, is_depthwise, run_model
-from .shuffle import ChannelShuffle, tracing
+from ._tracing import tracing
+from .pool import ChannelPool
+from .shuffle import ChannelShuffle
 
 _MIXING_OPS = (
     "Convolution",
@@ -84,7 +89,7 @@ class Item:
     """
 
     module: str
-    kind: str  # "conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "op"
+    kind: str  # "conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool", "op"
     axis: str
     size: int
     index: dict[int, tuple[int, ...]]
@@ -119,6 +124,28 @@ class _ShufflePruner(tp.BasePruningFunc):
 
     def get_in_channels(self, layer: nn.Module) -> int | None:
         return layer.traced_channels
+
+
+class _PoolPruner(tp.BasePruningFunc):
+    """Torch-Pruning hook for ChannelPool: input channels are consumed, outputs are new maps.
+
+    ``prune_in_channels`` and ``prune_out_channels`` are distinct functions, so
+    Torch-Pruning adds no dependency between the two sides; surgery lives in ``_surgery``.
+    """
+
+    TARGET_MODULES = ChannelPool
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int | None:
+        return len(layer.reductions)
+
+    def get_in_channels(self, layer: nn.Module) -> int | None:
+        return layer.num_channels
 
 
 class _Permute:
@@ -167,7 +194,7 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGra
                 model,
                 example_inputs,
                 forward_fn=forward,
-                customized_pruners={ChannelShuffle: pruner},
+                customized_pruners={ChannelShuffle: pruner, ChannelPool: _PoolPruner()},
                 # Raw nn.Parameters (e.g. BiFPN fusion weights) are never pruned; a
                 # per-channel raw parameter makes its set fail the numerical check.
                 ignored_params=list(model.parameters()),
@@ -293,7 +320,10 @@ def _op_reason(grad_fn: Any) -> str | None:
             return None
         dims = getattr(grad_fn, "_saved_dim", None)
         if dims is None or 1 in _normalise_dims(dims, len(sizes)):
-            return f"{name} reduces over the channel axis (e.g. CBAM spatial attention's channel mean/max)"
+            return (
+                f"{name} reduces over the channel axis (e.g. CBAM spatial attention's channel mean/max; "
+                "write channel max/mean as compresskit.ChannelPool)"
+            )
     return None
 
 
@@ -351,6 +381,10 @@ def _convert(
             kind, axis, size = "prelu", OUT, module.num_parameters
         elif isinstance(module, ChannelShuffle):
             kind, size = "shuffle", module.traced_channels or 0
+        elif isinstance(module, ChannelPool):
+            kind, size = "pool", module.num_channels or 0
+            if axis != IN:
+                reason = reason or f"the output maps of ChannelPool {name} cannot be pruned"
         elif isinstance(module, _GRAPH_OPS):
             op_reason = _op_reason(node.grad_fn)
             if op_reason is not None:

@@ -6,9 +6,9 @@ indices, size before)``; the same records are the pruning history that
 the replayed one go through the same code.
 
 Standard layers use Torch-Pruning's layer functions (``prune_conv_out_channels`` &c.);
-grouped-conv input channels and :class:`~compresskit.shuffle.ChannelShuffle` use our
-own, because Torch-Pruning's conv input pruner keeps the wrong columns when
-``1 < groups < in_channels``.
+grouped-conv input channels, :class:`~compresskit.shuffle.ChannelShuffle` and
+:class:`~compresskit.pool.ChannelPool` use our own, because Torch-Pruning's conv input
+pruner keeps the wrong columns when ``1 < groups < in_channels`` and the other two are ours.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from .pool import ChannelPool
 from .shuffle import ChannelShuffle
 
 OUT, IN, BOTH = "out", "in", "both"
@@ -79,6 +80,8 @@ def axis_size(module: nn.Module, axis: str) -> int | None:
         if module.index is not None:
             return module.index.numel()
         return module.traced_channels
+    if isinstance(module, ChannelPool):
+        return module.num_channels if axis == IN else len(module.reductions)
     return None
 
 
@@ -132,7 +135,7 @@ def zero_channels(model: nn.Module, ops: Iterable[ChannelOp]) -> None:
             if module.affine:
                 module.weight.index_fill_(0, index.to(module.weight.device), 0.0)
                 module.bias.index_fill_(0, index.to(module.bias.device), 0.0)
-        # PReLU(0) == 0 and a shuffle moves zeros: nothing to zero.
+        # PReLU(0) == 0, a shuffle moves zeros, a ChannelPool only reads: nothing to zero.
 
 
 def _prune_grouped_conv_in_channels(conv: nn.modules.conv._ConvNd, indices: Sequence[int]) -> None:
@@ -180,6 +183,12 @@ def remove_channels(model: nn.Module, ops: Iterable[ChannelOp]) -> None:
         if isinstance(module, ChannelShuffle):
             if op.axis == IN:  # the output side is implied by the permutation
                 _prune_shuffle_in_channels(module, op.size, op.indices)
+            continue
+        if isinstance(module, ChannelPool):
+            if op.axis != IN:
+                raise ValueError(f"cannot remove output maps of ChannelPool {op.module!r}")
+            # keeps the original mean divisor and floors the max at 0 (exact, see pool.py)
+            module.remove_input_channels(op.size, op.indices)
             continue
         current = axis_size(module, op.axis)
         if current != op.size:

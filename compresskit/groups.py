@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_LAYER_GROUP = "default"
-_PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle")
+_PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool")
 _FILTER_KINDS = ("conv", "conv_transpose", "linear")
 _PROBE_RATE = 0.5
 _PROBE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
@@ -269,6 +269,33 @@ def _validate_specs(model: nn.Module, specs: Sequence[LayerGroupSpec]) -> dict[s
     return by_name
 
 
+def _owning_layer_group(
+    raw: _graph.RawGroup, specs: dict[str, LayerGroupSpec], modules: dict[str, nn.Module]
+) -> str | None:
+    """The layer group of a coupled set: decided by the producers that match a spec.
+
+    Producers are the convs/linears whose *output* channels are the set's channels (the trunk
+    conv, but also depthwise convs and gating convs such as CBAM's ``fc2`` that multiply onto
+    it). Producers matching no spec are ignored. If the matching producers belong to several
+    specs, the spec whose producers hold the most weights wins (the trunk conv, not a
+    depthwise conv that merely passes the channels through); ties go to the spec listed first.
+    ``None`` when no producer matches.
+    """
+    weights: dict[str, int] = {}
+    for item in raw.items:
+        if item.kind not in _FILTER_KINDS or item.axis == IN:
+            continue
+        module = modules[item.module]
+        for spec in specs.values():
+            if spec.matches(item.module, module):
+                weights[spec.name] = weights.get(spec.name, 0) + module.weight.numel()
+                break
+    if not weights:
+        return None
+    most = max(weights.values())
+    return next(name for name in specs if weights.get(name) == most)
+
+
 def _protected_names(model: nn.Module, protect: Sequence[str]) -> set[str]:
     if isinstance(protect, str):
         raise TypeError(f"protect must be a sequence of globs, got the string {protect!r}")
@@ -336,9 +363,12 @@ def find_groups(
     Args:
         model: The model (any mode; restored afterwards). Not modified.
         example_inputs: A tensor, or a tuple of positional inputs.
-        layer_groups: Optional specs; a channel group belongs to the spec matching its
-            first producing module, and groups matching no spec are not returned.
-            Without specs every group is in layer group ``"default"``.
+        layer_groups: Optional specs. A channel group belongs to the spec that matches its
+            producing convs/linears (those whose output channels these are); producers
+            matching no spec (e.g. gating convs) are ignored; if producers match several
+            specs, the one whose producers hold the most weights wins (ties: first listed).
+            Groups none of whose producers match are not returned. Without specs every
+            group is in layer group ``"default"``.
         protect: Module-name globs whose output channels are never pruned. Channels
             that reach a model output are always protected.
 
@@ -371,13 +401,10 @@ def find_groups(
             continue
         layer_group = DEFAULT_LAYER_GROUP
         if specs is not None:
-            producers = [i.module for i in raw.items if i.kind in _FILTER_KINDS and i.axis != IN]
-            owners = [
-                spec.name for name in producers for spec in specs.values() if spec.matches(name, modules[name])
-            ]
-            if not owners:
+            owner = _owning_layer_group(raw, specs, modules)
+            if owner is None:
                 continue
-            layer_group = owners[0]
+            layer_group = owner
         candidates.append(
             ChannelGroup(
                 name=raw.root,

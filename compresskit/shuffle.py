@@ -23,26 +23,12 @@ Caveats:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
+from ._tracing import is_tracing
+
 __all__ = ["ChannelShuffle"]
-
-_TRACING = False
-
-
-@contextlib.contextmanager
-def tracing() -> Iterator[None]:
-    """While active, shuffles run as one autograd node that a graph tracer can see."""
-    global _TRACING
-    previous, _TRACING = _TRACING, True
-    try:
-        yield
-    finally:
-        _TRACING = previous
 
 
 class _PermuteChannels(torch.autograd.Function):
@@ -106,7 +92,7 @@ class ChannelShuffle(nn.Module):
         return (out % self.groups) * (num_channels // self.groups) + out // self.groups
 
     def forward(self, x: Tensor) -> Tensor:
-        if _TRACING:
+        if is_tracing():
             self.traced_channels = x.shape[1]
             return _PermuteChannels.apply(x, self.source_index(x.shape[1]).to(x.device))
         if self.index is not None:

@@ -36,7 +36,9 @@ def _pruned(name: str, steps: int = 1) -> tuple[nn.Module, torch.Tensor]:
     return model, example
 
 
-@pytest.mark.parametrize(("name", "steps"), [("grouped_shuffle", 2), ("unet_concat_transposed", 1)])
+@pytest.mark.parametrize(
+    ("name", "steps"), [("grouped_shuffle", 2), ("unet_concat_transposed", 1), ("se_cbam", 2)]
+)
 def test_round_trip_is_bit_exact(tmp_path: Path, name: str, steps: int) -> None:
     model, example = _pruned(name, steps)
     assert len(model.compresskit_history) == steps

@@ -87,16 +87,40 @@ def test_grouped_convs_and_shuffle_are_pruned(rate: float) -> None:
             assert module.in_channels % module.groups == 0 and module.out_channels % module.groups == 0
 
 
+class InlineSpatialGate(nn.Module):
+    """CBAM spatial gate with the channel mean/max written inline (not ``ChannelPool``)."""
+
+    def __init__(self, gate: nn.Module) -> None:
+        super().__init__()
+        self.conv = gate.conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(pooled))
+
+
 def test_unprunable_couplings_are_reported_not_broken() -> None:
     model, example = ZOO["se_cbam"]()
-    with pytest.warns(ck.UnprunableWarning, match="channel axis"):
+    model.cbam.spatial_gate = InlineSpatialGate(model.cbam.spatial_gate)
+    with pytest.warns(ck.UnprunableWarning, match="channel axis.*ChannelPool"):
         groups = ck.find_groups(model, example, protect=ZOO_PROTECT["se_cbam"])
     assert [s.name for s in groups.skipped] == ["conv.0"]
     pruner = ck.SoftFPGM(groups, ck.constant(0.5))
     pruner.step(0)
     summary = pruner.apply(verify=True)
     assert [s.name for s in summary.skipped] == ["conv.0"]
-    assert model.conv[0].out_channels == 32  # CBAM's channel mean couples the trunk
+    assert model.conv[0].out_channels == 32  # the inline channel mean couples the trunk
+
+
+def test_cbam_trunk_is_pruned_through_channel_pool() -> None:
+    model, example, groups = _groups("se_cbam")
+    assert groups.skipped == []
+    trunk = next(g for g in groups if g.name == "conv.0")
+    assert ("cbam.spatial_gate.pool", "pool", "in") in {(i.module, i.kind, i.axis) for i in trunk.items}
+    ck.prune(model, example, 0.5, groups=groups, verify=True)
+    pool = model.cbam.spatial_gate.pool
+    assert model.conv[0].out_channels == 16 and pool.num_channels == 16
+    assert pool.divisor == 32 and pool.floor == 0.0  # original count kept: exact mean
 
 
 def test_rates_are_against_original_counts_and_apply_never_reranks() -> None:

@@ -14,7 +14,8 @@ The zoo covers the channel couplings a structured pruner must get right:
 * ``mobilenetv2``: inverted residuals, depthwise convs, expansion (Sandler et al. 2018).
 * ``unet_concat_transposed``: concat skips, ConvTranspose2d upsampling (Ronneberger et al. 2015).
 * ``se_cbam``: squeeze-excitation gating (Hu et al. 2018) and CBAM channel + spatial
-  gates in a residual ``ReLU(CBAM(x) + x)`` (Woo et al. 2018).
+  gates in a residual ``ReLU(CBAM(x) + x)`` (Woo et al. 2018); the spatial gate's channel
+  mean/max is ``compresskit.ChannelPool``, so the gated trunk stays prunable.
 * ``grouped_shuffle``: grouped 1x1 convs (groups 2 and 4) and channel shuffle (ShuffleNet,
   Zhang et al. 2018), including a concat shortcut.
 * ``detection_heads``: a 2-level FPN with per-level cls / box / landmark 1x1 heads whose
@@ -33,6 +34,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from compresskit import ChannelPool
 
 try:  # the library's shuffle, once it lands, so that its handler is exercised
     from compresskit import ChannelShuffle  # type: ignore[attr-defined]
@@ -237,10 +240,11 @@ class SpatialGate(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.pool = ChannelPool(("mean", "max"))
         self.conv = conv_bn(2, 1, 7, activation=None)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        pooled = self.pool(x)  # (N, C, H, W) -> (N, 2, H, W): channel mean, channel max
         return x * torch.sigmoid(self.conv(pooled))
 
 
