@@ -12,8 +12,8 @@ index mapping and add what it lacks:
   its 1-2 output maps belong to no coupled set;
 * grouped convs (``1 < groups < channels``) become balance constraints (``cells``),
   and coupled sets that share one grouped conv are merged into one set;
-* layers and graph ops we cannot keep exact (norms over several channels, reductions
-  over the channel axis such as CBAM's channel mean, channel mixing outside a known
+* layers and graph ops we cannot keep exact (norms over several channels, inline reductions
+  over the channel axis such as ``x.mean(dim=1)``, channel mixing outside a known
   layer such as a deformable conv written with ``F.conv2d``/``unfold``) mark their
   coupled set as unprunable, with a reason.
 
@@ -621,5 +621,8 @@ def _finish(groups: list[RawGroup]) -> list[RawGroup]:
         group.cells = list(cells.values())
         sizes = sorted({len(c) for c in group.cells})
         if grouped and len(sizes) > 1:
-            group.reason = f"grouped convs split this set into unequal cells (sizes {sizes})"
+            group.reason = (
+                f"grouped convs split this set into unequal cells (sizes {sizes}); a channel shuffle "
+                "between grouped convs with g groups needs a multiple of g channels per group"
+            )
     return groups

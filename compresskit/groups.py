@@ -4,7 +4,7 @@ A :class:`ChannelGroup` is one set of coupled channels: the output channels of a
 conv/linear plus everything that must shrink with them (its BatchNorm, the other
 producers of a residual add, consumers' input slices, concatenation offsets,
 depthwise convs, SE/CBAM gating convs, a Linear after a flatten, BiFPN fusion
-inputs, channel shuffles). :func:`find_groups` builds them on Torch-Pruning's
+inputs, channel shuffles, channel pools). :func:`find_groups` builds them on Torch-Pruning's
 dependency graph (Fang et al., CVPR 2023) and then checks every group numerically:
 it zeroes a probe subset of each group's channels, removes the same channels from
 a copy of the model and requires the same outputs (relative 1e-5 in float32). A group that fails (or
@@ -14,11 +14,13 @@ that contains an op we know we cannot keep exact) is left unpruned, listed in
 Caveats:
     * The check runs on the example inputs only; a model whose control flow depends
       on the input may take a path that was not traced.
-    * Channels reduced over the channel axis (CBAM's channel mean/max), normalised
-      across channels (GroupNorm/LayerNorm), or consumed by custom layers that call
-      ``F.conv2d``/``unfold`` themselves (plain-torch deformable convs) are never
-      pruned: removing them cannot be made exact. Their inputs' own producers stay
-      prunable when they are not coupled to such an op.
+    * Channels reduced over the channel axis by inline ops (``x.mean(dim=1)``,
+      ``x.amax(dim=1)``), normalised across channels (GroupNorm/LayerNorm), or consumed
+      by custom layers that call ``F.conv2d``/``unfold`` themselves (plain-torch
+      deformable convs) are never pruned: removing them cannot be made exact. Their
+      inputs' own producers stay prunable when they are not coupled to such an op.
+      Channel max/mean written as :class:`compresskit.ChannelPool` (CBAM's spatial
+      gate) is exact under removal and keeps its input channels prunable.
     * Channel shuffle is only followed when written as
       :class:`compresskit.ChannelShuffle`; an inline ``view/transpose/reshape`` makes
       its coupled set fail the check (skipped, never wrong).

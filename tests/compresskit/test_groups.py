@@ -189,6 +189,18 @@ def test_layer_group_specs() -> None:
     assert set(groups.layer_groups) == {"early", "convs"}
 
 
+def test_layer_group_comes_from_the_matching_producers_with_the_most_weights() -> None:
+    # the trunk set "conv.0" is produced by conv.0 (3x3, 4,608 weights), cbam.body.1.0 (residual,
+    # 9,216), and the gating convs se.fc2 / cbam.channel_gate.mlp.2 (256 each)
+    gates = ck.LayerGroupSpec("gates", patterns=("se.fc2", "cbam.channel_gate.mlp.2"))
+    residual = ck.LayerGroupSpec("residual", patterns=("cbam.body.1.0",))
+    _, _, groups = _find("se_cbam", layer_groups=[gates, residual])
+    assert next(g for g in groups if g.name == "conv.0").layer_group == "residual"
+    # the first producer (conv.0) matches no spec: the matching ones still decide
+    _, _, groups = _find("se_cbam", layer_groups=[gates])
+    assert next(g for g in groups if g.name == "conv.0").layer_group == "gates"
+
+
 def test_layer_group_spec_errors() -> None:
     model, example = ZOO["resnet_downsample"]()
     with pytest.raises(ValueError, match="'backbone.\\*' matches no module"):
