@@ -6,6 +6,10 @@ summed, sigmoid, multiplied onto the input. Spatial gate: channel-wise max and m
 multiplied onto the channel-gated features. FeatherFace V1 wraps each use as
 ``ReLU(CBAM(x) + x)``; that residual lives in the model, not here.
 
+The channel max/mean is :class:`compresskit.ChannelPool`, so compresskit can prune the gated
+channels exactly; it has no parameters or persistent buffers, so the state dict (and the official
+checkpoints) are unchanged.
+
 The MLP is ``nn.Linear`` (as the official code) so V1 checkpoints load unchanged; the Nano-B
 variant in ``nano_modules.EfficientCBAM`` uses 1x1 convs instead.
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from compresskit.pool import ChannelPool
 
 SPATIAL_KERNEL = 7
 
@@ -55,12 +61,12 @@ class SpatialGate(nn.Module):
 
     def __init__(self, kernel_size: int = SPATIAL_KERNEL, bn_momentum: float = 0.01) -> None:
         super().__init__()
+        self.pool = ChannelPool(("max", "mean"))
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=bn_momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (N, C, H, W) -> (N, 2, H, W): channel max, channel mean
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        pooled = self.pool(x)  # (N, C, H, W) -> (N, 2, H, W): channel max, channel mean
         return x * torch.sigmoid(self.bn(self.conv(pooled)))
 
 

@@ -8,7 +8,8 @@ the seed design, meant to be pruned by compresskit to 120K-180K real parameters:
     -> efficient BiFPN: 3 cells, 72 channels, depthwise-separable convs
     -> SemanticEnhancement (MSE-FPN style) on every level
     -> P3: ASSN (scale-sequence attention over P3/P4/P5); P4, P5: EfficientCBAM
-    -> grouped SSH (groups=2, channel shuffle between chained grouped convs) per level
+    -> grouped SSH (groups=2, balanced channel shuffles between chained grouped convs,
+       branches 40 + 16 + 16) per level
     -> 1x1 heads, 2 anchors per location.
 
 Every conv that carries most of the parameters has prunable input *and* output channels, so the
@@ -29,6 +30,16 @@ from .ssh import SSH
 NANO_CHANNELS = 72
 BIFPN_CELLS = 3
 SSH_GROUPS = 2
+
+
+def ssh_context_channels(channels: int, groups: int = SSH_GROUPS) -> int:
+    """Width of the SSH 5x5 / 7x7 branches: the largest multiple of ``groups**2`` <= ``channels / 4``.
+
+    A multiple of ``groups**2`` keeps each channel shuffle balanced, so the branches stay prunable
+    with grouped convs (72 channels -> 16, i.e. branches 40 + 16 + 16).
+    """
+    unit = groups * groups
+    return max(unit, (channels // 4) // unit * unit)
 
 
 class FeatherFaceNanoB(nn.Module):
@@ -57,9 +68,10 @@ class FeatherFaceNanoB(nn.Module):
         self.semantic = nn.ModuleList(SemanticEnhancement(channels) for _ in range(3))
         self.assn = ASSN(channels)
         self.fpn_cbam = nn.ModuleDict({"p4": EfficientCBAM(channels), "p5": EfficientCBAM(channels)})
-        self.ssh1 = SSH(channels, channels, groups=SSH_GROUPS)
-        self.ssh2 = SSH(channels, channels, groups=SSH_GROUPS)
-        self.ssh3 = SSH(channels, channels, groups=SSH_GROUPS)
+        context = ssh_context_channels(channels)
+        self.ssh1 = SSH(channels, channels, groups=SSH_GROUPS, context_channels=context)
+        self.ssh2 = SSH(channels, channels, groups=SSH_GROUPS, context_channels=context)
+        self.ssh3 = SSH(channels, channels, groups=SSH_GROUPS, context_channels=context)
         self.ClassHead, self.BboxHead, self.LandmarkHead = make_heads(channels)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

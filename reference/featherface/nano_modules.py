@@ -3,7 +3,8 @@
 The seeds name these modules and the papers they come from but give no code that was ever
 trained; what follows is *our* compact interpretation of each idea, built only from convs,
 pooling, sigmoids/softmax and multiplies/adds so that structured pruning can follow every
-channel (gates are plain convs whose outputs multiply the trunk; nothing reshapes channels).
+channel (gates are plain convs whose outputs multiply the trunk; nothing reshapes channels;
+channel max/mean maps are :class:`compresskit.ChannelPool`, which stays exact under pruning).
 
 * :class:`EfficientCBAM` -- CBAM (Woo et al., ECCV 2018) with reduction 8 and a 1x1-conv MLP.
 * :class:`ScaleDecoupling` -- after the "scale-decoupling module" idea of SNLA-style small-object
@@ -32,6 +33,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from compresskit.pool import ChannelPool
 
 from .cbam import SpatialGate
 
@@ -160,6 +163,8 @@ class ASSN(nn.Module):
     def __init__(self, channels: int, num_scales: int = 3, reduction: int = NANO_REDUCTION) -> None:
         super().__init__()
         self.num_scales = num_scales
+        # one pool per scale: each call site needs its own module for pruning
+        self.scale_pools = nn.ModuleList(ChannelPool(("max", "mean")) for _ in range(num_scales))
         self.scale_conv = nn.Conv2d(2 * num_scales, num_scales, 7, padding=3, bias=False)
         self.scale_bn = nn.BatchNorm2d(num_scales)
         self.channel_gate = ConvChannelGate(channels, reduction)
@@ -168,9 +173,7 @@ class ASSN(nn.Module):
         p3 = levels[0]
         sequence = [p3] + [F.interpolate(p, size=p3.shape[-2:], mode="nearest") for p in levels[1:]]
         # per scale (N, 2, H, W): channel max and mean -> (N, 2*S, H, W)
-        descriptors = torch.cat(
-            [torch.cat([s.amax(dim=1, keepdim=True), s.mean(dim=1, keepdim=True)], dim=1) for s in sequence],
-            dim=1)
+        descriptors = torch.cat([pool(s) for pool, s in zip(self.scale_pools, sequence)], dim=1)
         weights = torch.softmax(self.scale_bn(self.scale_conv(descriptors)), dim=1)  # (N, S, H, W)
         fused = sum(weights[:, i:i + 1] * s for i, s in enumerate(sequence))
         return torch.relu(p3 + self.channel_gate(fused))

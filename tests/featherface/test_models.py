@@ -217,3 +217,13 @@ def test_nano_b_most_parameters_sit_in_prunable_groups(models):
                if any(fnmatch.fnmatchcase(p, pat) for pat in g["patterns"])}
     in_groups = sum(modules[p].weight.numel() for p in grouped)
     assert in_groups / _count(model) > 0.9
+
+
+def test_grouped_ssh_needs_balanced_shuffles():
+    from reference.featherface.ssh import SSH
+
+    with pytest.raises(ValueError, match=r"groups\*\*2.*context=18"):
+        SSH(72, 72, groups=2)  # the RetinaFace split 36 + 18 + 18: 9 channels per group
+    ssh = build_model("nano_b").ssh1
+    assert [ssh.conv3X3[0].out_channels, ssh.conv5X5_2[0].out_channels, ssh.conv7x7_3[0].out_channels] == [40, 16, 16]
+    assert SSH(64, 64).conv5X5_1[0].out_channels == 16  # default split unchanged
