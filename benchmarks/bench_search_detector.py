@@ -1,0 +1,317 @@
+"""BO (LogEI) vs random rate search on the detector objective the pipeline uses (FeatherFace Nano-B).
+
+For each seed, ``compresskit.search.search_rates`` (BoTorch) and ``random_search`` get the same
+number of objective evaluations over Nano-B's 6 layer groups (bounds from the task's
+``NANO_B_LAYER_GROUPS``), under ``search.budget`` of ``recipes/featherface_nano_b.yaml`` (read at
+run time, so the benchmark follows the recipe).
+
+The objective is the pipeline's own: ``compresskit.pipeline.phase_search`` builds it as a closure
+(one-shot FPGM pruning of a copy of the distilled student at the candidate rates, ``search.trial.epochs``
+of fine-tuning on a ``search.trial.subset`` of the synthetic training faces, then the mean MultiBox
+loss on the validation batches; seeded by the candidate itself, so a candidate scores the same
+whichever method proposes it). It is not importable on its own, so this script runs
+``phase_search`` with ``search_rates`` / ``random_search`` patched to capture the objective,
+``predict_params`` (the exact ``ParamPredictor``), bounds and budget, and aborts the phase there.
+
+Starting student: the recipe's own teacher + distill phases (``compresskit.pipeline.run(...,
+stop_after="distill")``), run once and cached in a temporary directory keyed by the resolved
+recipe, so every search of every seed starts from identical weights (delete the cache directory,
+or pass ``--cache-dir``, to retrain).
+
+Run (defaults: 3 seeds x 12 evaluations per method, BO = 4 Sobol + 8 LogEI proposals, trial
+fine-tune of 1 epoch; ~10 minutes on 2 shared cores):
+    .venv/bin/python benchmarks/bench_search_detector.py --write-results
+    .venv/bin/python benchmarks/bench_search_detector.py --seeds 1 --evaluations 6   # quick
+    .venv/bin/python benchmarks/bench_search_detector.py --set search.trial.subset=0.5  # recipe overrides
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import compresskit.search as search_module  # noqa: E402
+from compresskit import pipeline  # noqa: E402
+from compresskit.recipe import load_recipe, recipe_to_dict  # noqa: E402
+
+RECIPE = ROOT / "recipes" / "featherface_nano_b.yaml"
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+PLOT = ROOT / "benchmarks" / "bench_search_detector.png"
+SECTION = "## Rate search on the detector objective"
+
+
+class _Captured(Exception):
+    """Raised by the patched search to stop ``phase_search`` once its objective is captured."""
+
+    def __init__(self, objective: Any, bounds: Any, predict_params: Any, budget: Any) -> None:
+        super().__init__("captured")
+        self.objective, self.bounds, self.predict_params, self.budget = objective, bounds, predict_params, budget
+
+
+def _capture(objective, bounds, predict_params, budget, **_: Any):
+    raise _Captured(objective, dict(bounds), predict_params, tuple(budget))
+
+
+def pipeline_objective(recipe, cache_dir: Path, log=print) -> tuple[Any, dict, Any, tuple[int, int], Path]:
+    """The pipeline's search objective (+ bounds, predictor, budget) on a cached distilled student."""
+    # Keyed by what determines the student (not the search settings), so changing the
+    # benchmark's trial settings reuses the same starting weights.
+    resolved = recipe_to_dict(recipe)
+    student_keys = {k: resolved.get(k) for k in ("seed", "deterministic", "threads", "task", "task_args",
+                                                 "teacher", "student", "distill")}
+    key = hashlib.sha256(json.dumps(student_keys, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    run_dir = cache_dir / f"{recipe.name}-{key}"
+    state_path = run_dir / "state.json"
+    started = time.perf_counter()
+    if state_path.exists() and "distill" in json.loads(state_path.read_text())["completed"]:
+        ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=pipeline.build_task(recipe), log=log)
+        how = "cached"
+    else:  # trained once (resumes an interrupted cache run of the same recipe)
+        ctx = pipeline.run(recipe, run_dir=run_dir, resume=(run_dir / "recipe.yaml").exists(),
+                           stop_after="distill", log=lambda message: log(f"  {message}"))
+        how = "trained"
+    log(f"starting student: {run_dir / 'student.pt'} ({how}, {time.perf_counter() - started:.0f} s)")
+    # What pipeline.run does before each phase, for the search phase (index 2).
+    pipeline.seed_everything(recipe.seed * 100 + list(pipeline.PHASES).index("search"))
+    with mock.patch.object(search_module, "search_rates", _capture), \
+            mock.patch.object(search_module, "random_search", _capture):
+        try:
+            pipeline.PHASES["search"](ctx)
+        except _Captured as captured:
+            return captured.objective, captured.bounds, captured.predict_params, captured.budget, run_dir
+    raise RuntimeError("phase_search finished without calling the search (search.enabled false?)")
+
+
+def best_so_far(values: list[float]) -> list[float]:
+    out, best = [], math.inf
+    for value in values:
+        best = min(best, value)
+        out.append(best)
+    return out
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = [f"search.trial.epochs={args.trial_epochs}", *args.set]
+    recipe = load_recipe(args.recipe, overrides=overrides, profile=args.profile)
+    if recipe.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tempfile.gettempdir()) / "compresskit_bench_search_detector"
+    objective, bounds, predictor, budget, run_dir = pipeline_objective(recipe, cache_dir)
+    threads = args.threads or recipe.threads  # after pipeline.run, which applies the recipe's
+    if threads:
+        torch.set_num_threads(threads)
+    reachable = pipeline.reachable_params(predictor, bounds)
+    print(f"budget {list(budget)} (recipe search.budget); reachable at the bounds {list(reachable)}; "
+          f"{len(bounds)} layer groups; {args.evaluations} evaluations per method; seeds 0..{args.seeds - 1}")
+    import botorch  # noqa: F401  (imported once here so no trial's overhead includes the import)
+
+    initial = args.initial_points
+    iterations = args.evaluations - initial
+    if iterations < 1:
+        raise SystemExit(f"--evaluations ({args.evaluations}) must exceed --initial-points ({initial})")
+    runs: list[dict[str, Any]] = []
+    for seed in range(args.seeds):
+        for method, search in (("bo", search_module.search_rates), ("random", search_module.random_search)):
+            started = time.perf_counter()
+            result = search(objective, bounds, predictor, budget, iterations=iterations,
+                            initial_points=initial, seed=seed, progress=False)
+            seconds = time.perf_counter() - started
+            values = [t.objective for t in result.trials]
+            assert len(values) == args.evaluations
+            assert all(budget[0] <= t.predicted_params <= budget[1] for t in result.trials)
+            runs.append({
+                "seed": seed, "method": method, "best": result.best_objective,
+                "best_rates": result.best_rates,
+                "best_params": min(result.trials, key=lambda t: t.objective).predicted_params,
+                "curve": best_so_far(values), "values": values,
+                "kinds": [t.kind for t in result.trials],
+                "params": [t.predicted_params for t in result.trials],
+                "objective_seconds": [t.seconds for t in result.trials],
+                "overhead_seconds": [t.overhead_seconds for t in result.trials],
+                "seconds": seconds,
+            })
+            bo_overheads = [t.overhead_seconds for t in result.trials if t.kind == "bo"]
+            print(f"seed {seed} {method:>6}: best {result.best_objective:.4f} "
+                  f"({runs[-1]['best_params']:,} params) in {seconds:.0f} s"
+                  + (f"; BO overhead/iter median {statistics.median(bo_overheads):.2f} s" if bo_overheads else ""),
+                  flush=True)
+    return {
+        "command": "benchmarks/bench_search_detector.py " + " ".join(args.argv),
+        "recipe": str(Path(args.recipe).resolve().relative_to(ROOT)) if Path(args.recipe).resolve().is_relative_to(ROOT) else str(args.recipe),
+        "overrides": overrides, "profile": args.profile,
+        "budget": list(budget), "reachable": list(reachable), "bounds": {k: list(v) for k, v in bounds.items()},
+        "seeds": args.seeds, "evaluations": args.evaluations, "initial_points": initial,
+        "threads": torch.get_num_threads(),
+        "trial": {k: getattr(recipe.search.trial, k) for k in ("epochs", "subset", "lr", "batch_size",
+                                                               "max_val_batches")},
+        "task_args": dict(recipe.task_args), "distill_epochs": recipe.distill.epochs,
+        "teacher_epochs": recipe.teacher.train.epochs if recipe.teacher and recipe.teacher.checkpoint is None else None,
+        "student_cache": str(run_dir), "runs": runs,
+        "git": _git_head(),
+    }
+
+
+def _git_head() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def summarise(data: dict[str, Any]) -> dict[str, Any]:
+    by = {m: [r for r in data["runs"] if r["method"] == m] for m in ("bo", "random")}
+    n = data["evaluations"]
+    bo_overheads = [o for r in by["bo"] for o, k in zip(r["overhead_seconds"], r["kinds"]) if k == "bo"]
+    all_objective_seconds = [s for r in data["runs"] for s in r["objective_seconds"]]
+    return {
+        "median_best": {m: statistics.median(r["best"] for r in runs) for m, runs in by.items()},
+        "bo_wins": sum(b["best"] <= r["best"] for b, r in zip(by["bo"], by["random"])),
+        "mean_curve": {m: [statistics.fmean(r["curve"][i] for r in runs) for i in range(n)]
+                       for m, runs in by.items()},
+        "seconds": {m: statistics.fmean(r["seconds"] for r in runs) for m, runs in by.items()},
+        "bo_overhead_median": statistics.median(bo_overheads) if bo_overheads else float("nan"),
+        "bo_overhead_max": max(bo_overheads) if bo_overheads else float("nan"),
+        "random_overhead_median": statistics.median(o for r in by["random"] for o in r["overhead_seconds"]),
+        "objective_seconds_median": statistics.median(all_objective_seconds),
+        "by": by,
+    }
+
+
+def plot(data: dict[str, Any], summary: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5, 3.4), constrained_layout=True)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    steps = list(range(1, data["evaluations"] + 1))
+    for method, label, colour in (("bo", "BO (LogEI)", "tab:blue"), ("random", "random", "tab:orange")):
+        for run in summary["by"][method]:
+            axes.step(steps, run["curve"], where="post", color=colour, alpha=0.25, linewidth=0.8)
+        axes.step(steps, summary["mean_curve"][method], where="post", color=colour, linewidth=2,
+                  label=f"{label}, mean of {data['seeds']} seeds")
+    axes.axvline(data["initial_points"] + 0.5, color="grey", linestyle=":", linewidth=1)
+    axes.set_xlabel(f"evaluations (BO: {data['initial_points']} Sobol, then LogEI)")
+    axes.set_ylabel("best validation loss so far")
+    axes.set_title("Nano-B rate search, detector objective", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.savefig(path, dpi=80)
+
+
+def markdown(data: dict[str, Any], summary: dict[str, Any], plot_name: str | None) -> str:
+    t = data["trial"]
+    by = summary["by"]
+    lines = [
+        SECTION, "",
+        f"`.venv/bin/python {data['command'].strip()}` (commit {data['git']} + working tree; "
+        f"{data['threads']} torch thread(s) on the shared 2-core box).", "",
+        f"Settings: recipe `{data['recipe']}` with `{' '.join('--set ' + o for o in data['overrides'])}`"
+        + (f", profile `{data['profile']}`" if data["profile"] else "")
+        + f"; parameter budget **{data['budget'][0]:,}-{data['budget'][1]:,}** (`search.budget` read from the recipe; "
+        f"the 6 layer groups' bounds reach {data['reachable'][0]:,}-{data['reachable'][1]:,}). "
+        f"Objective = the pipeline's trial objective: one-shot FPGM prune of the starting student at the candidate "
+        f"rates, {t['epochs']} epoch(s) of AdamW (lr {t['lr']}) on {t['subset']:.0%} of "
+        f"{data['task_args'].get('train_size')} synthetic {data['task_args'].get('image_size')}px training faces "
+        f"(batch {t['batch_size']}), then mean MultiBox validation loss over "
+        f"{'all' if t['max_val_batches'] is None else 'at most ' + str(t['max_val_batches'])} val batch(es) of "
+        f"{data['task_args'].get('val_size')} images. Starting student: the recipe's teacher "
+        f"({data['teacher_epochs']} epochs) + weighted-distillation ({data['distill_epochs']} epochs) phases, "
+        f"trained once and cached, identical for every search. {data['seeds']} seeds x {data['evaluations']} "
+        f"evaluations per method; BO = {data['initial_points']} scrambled-Sobol points + "
+        f"{data['evaluations'] - data['initial_points']} LogEI proposals, random = {data['evaluations']} uniform "
+        f"feasible points; same seed for both.", "",
+        "| seed | BO best val loss | random best val loss | BO <= random |", "|---|---|---|---|",
+    ]
+    for bo, rs in zip(by["bo"], by["random"]):
+        lines.append(f"| {bo['seed']} | {bo['best']:.4f} ({bo['best_params']:,} params) | "
+                     f"{rs['best']:.4f} ({rs['best_params']:,} params) | {'yes' if bo['best'] <= rs['best'] else 'no'} |")
+    med = summary["median_best"]
+    lines += [
+        f"| **median** | **{med['bo']:.4f}** | **{med['random']:.4f}** | "
+        f"**{summary['bo_wins']}/{data['seeds']}** |", "",
+        "Mean best-so-far over seeds, by number of evaluations:", "",
+        "| evaluations | " + " | ".join(str(i + 1) for i in range(data["evaluations"])) + " |",
+        "|---|" + "---|" * data["evaluations"],
+        "| BO | " + " | ".join(f"{v:.3f}" for v in summary["mean_curve"]["bo"]) + " |",
+        "| random | " + " | ".join(f"{v:.3f}" for v in summary["mean_curve"]["random"]) + " |", "",
+        f"Time: {summary['seconds']['bo']:.0f} s per BO run, {summary['seconds']['random']:.0f} s per random run "
+        f"(mean over seeds); one objective evaluation {summary['objective_seconds_median']:.1f} s (median). "
+        f"Search overhead per iteration (`Trial.overhead_seconds`, excluding the objective): BO proposals "
+        f"median {summary['bo_overhead_median']:.2f} s, max {summary['bo_overhead_max']:.2f} s; random "
+        f"{summary['random_overhead_median'] * 1000:.1f} ms.", "",
+    ]
+    if plot_name:
+        lines += [f"![mean best-so-far vs evaluations]({plot_name})", ""]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, text: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others untouched."""
+    content = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = text.rstrip("\n") + "\n\n"
+    if pattern.search(content):
+        content = pattern.sub(lambda _: block, content, count=1)
+    else:
+        content = content.rstrip("\n") + "\n\n" + block
+    path.write_text(content.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(RECIPE))
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override (after --trial-epochs), as `compresskit run --set`")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--evaluations", type=int, default=12, help="objective evaluations per method and seed")
+    parser.add_argument("--initial-points", type=int, default=4, help="BO's Sobol design (part of --evaluations)")
+    parser.add_argument("--trial-epochs", type=int, default=1,
+                        help="search.trial.epochs (the recipe's CPU default, 0, scores right after pruning)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the recipe's)")
+    parser.add_argument("--cache-dir", default=None, help="where the starting student is cached")
+    parser.add_argument("--json", default=None, help="also write every trial to this JSON file")
+    parser.add_argument("--plot", default=str(PLOT))
+    parser.add_argument("--write-results", action="store_true", help=f"write the section into {RESULTS.name}")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    started = time.perf_counter()
+    data = run_benchmark(args)
+    data["total_seconds"] = time.perf_counter() - started
+    summary = summarise(data)
+    plot_name = None
+    if args.plot:
+        plot(data, summary, Path(args.plot))
+        plot_name = Path(args.plot).name
+    text = markdown(data, summary, plot_name)
+    text += f"Total benchmark wall time {data['total_seconds'] / 60:.1f} min (starting student included).\n"
+    print("\n" + text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    if args.write_results:
+        write_section(RESULTS, text)
+        print(f"wrote section {SECTION!r} of {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
