@@ -3,6 +3,7 @@
 Commands::
 
     compresskit run RECIPE [--set key.path=value ...] [--profile NAME] [--resume RUN_DIR] [--dry-run]
+    torchrun --standalone --nproc_per_node=N -m compresskit run RECIPE ...   (data-parallel training phases)
     compresskit prune MODEL_SPEC --rate 0.3 [--group NAME=GLOB[,GLOB]:RATE ...] --input-shape 1,3,32,32 --out pruned.pt
     compresskit export CHECKPOINT --input-shape 1,3,32,32 --out model.onnx
     compresskit inspect MODEL_OR_CHECKPOINT [--input-shape 1,3,32,32]
@@ -161,6 +162,10 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
         return
     ctx = pipeline.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
                        log=click.echo, stop_after=stop_after)
+    from compresskit import distributed
+
+    if not distributed.is_main():  # under torchrun rank 0 speaks for the run
+        return
     click.echo(f"run directory: {ctx.run_dir}")
     if (ctx.run_dir / "report.md").exists():
         click.echo(f"report: {ctx.run_dir / 'report.md'}")

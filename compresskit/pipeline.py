@@ -56,6 +56,7 @@ import torch
 import yaml
 from torch import nn
 
+from compresskit import distributed
 from compresskit.recipe import TASKS, Recipe, RecipeError, TrainConfig, recipe_to_dict, resolve_object
 from compresskit.task import Task, check_task
 from compresskit.train import Callback, TrainState, fit, load_checkpoint, save_checkpoint
@@ -80,12 +81,16 @@ class RunDirError(RuntimeError):
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    if not distributed.is_main():  # under torchrun only rank 0 writes
+        return
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    if not distributed.is_main():
+        return
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -154,6 +159,8 @@ class RunContext:
         return self.run_dir / name
 
     def append_metrics(self, record: Mapping[str, Any]) -> None:
+        if not distributed.is_main():
+            return
         with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as handle:
             handle.write(json.dumps(dict(record)) + "\n")
 
@@ -211,10 +218,13 @@ class _LogEpochs(Callback):
         self.ctx, self.phase, self.evaluate = ctx, phase, evaluate
 
     def on_epoch_end(self, state: TrainState) -> None:
+        if not distributed.is_main():
+            return
         record: dict[str, Any] = {"phase": self.phase, "epoch": state.epoch,
                                   **{k: float(v) for k, v in state.metrics.items()}}
         if self.evaluate is not None:
-            record.update({f"val/{k}": v for k, v in self.evaluate().items()})
+            with distributed.on_cpu(state.model, distributed.device()):
+                record.update({f"val/{k}": v for k, v in self.evaluate().items()})
         self.ctx.append_metrics(record)
         self.ctx.log(f"[{self.phase}] epoch {state.epoch}: " + ", ".join(
             f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and "/" not in k[:3]))
@@ -236,6 +246,10 @@ def _train(
     make_optimizer = _make_optimizer(config, no_decay)
     make_scheduler = _make_scheduler(config)
     loader = loader if loader is not None else ctx.task.train_loader(config.batch_size)
+    if distributed.world_size() > 1:  # torchrun: this rank's shard, same shuffle seed on every rank
+        loader = distributed.shard_loader(loader, seed=ctx.recipe.seed * 1000 + zlib.crc32(phase.encode()) % 1000)
+        shards = distributed.shard_summary(loader)
+        ctx.log(f"[{phase}] data-parallel: {json.dumps(shards)}")
     checkpoint_path = ctx.path(f"{phase}.last.pt")
     state = None
     if resumable and checkpoint_path.exists():
@@ -249,7 +263,9 @@ def _train(
         callbacks=[*callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
         progress=ctx.progress,
         checkpoint=(lambda s: save_checkpoint(checkpoint_path, s)) if resumable else None,
+        device=distributed.device(),
     )
+    model.to("cpu")  # phases and tasks work on CPU models
     return state
 
 
@@ -396,6 +412,9 @@ class _DistillModule(nn.Module):
         self.student = student
         self.distill = distill
 
+    def forward(self, *inputs: Any) -> Any:  # the student, called through the DDP wrapper under torchrun
+        return self.student(*inputs)
+
 
 def phase_distill(ctx: RunContext) -> dict[str, Any]:
     """Train the student with weighted distillation from the teacher -> ``student.pt``."""
@@ -408,7 +427,7 @@ def phase_distill(ctx: RunContext) -> dict[str, Any]:
     if ctx.recipe.teacher is not None:
         teacher = ctx.build("teacher")
         teacher.load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
-        teacher.eval().requires_grad_(False)
+        teacher.eval().requires_grad_(False).to(distributed.device())
     distill = None
     if teacher is not None:
         distill = WeightedDistillation(
@@ -418,13 +437,14 @@ def phase_distill(ctx: RunContext) -> dict[str, Any]:
 
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         inputs = task.inputs(batch)
-        outputs = model.student(*inputs)
+        outputs = model(*inputs)
         task_loss, logs = task.task_loss(outputs, batch)
         if teacher is None:
             return task_loss, logs
         with torch.no_grad():
             teacher_outputs = teacher(*inputs)
-        return model.distill(outputs, teacher_outputs, task_loss, mask=task.distill_mask(outputs, batch))
+        distill_term = getattr(model, "module", model).distill  # unwrap DDP
+        return distill_term(outputs, teacher_outputs, task_loss, mask=task.distill_mask(outputs, batch))
 
     _train(ctx, "distill", wrapper, loss_fn, config,
            no_decay=lambda m: list(m.distill.weight_parameters()) if m.distill is not None else [],
@@ -481,7 +501,8 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
         if trial.epochs:
             fit(candidate, _task_loss_fn(task),
                 task.train_loader(trial.batch_size, subset=trial.subset, seed=recipe.seed),
-                trial.epochs, _make_optimizer(trial_config), progress=False)
+                trial.epochs, _make_optimizer(trial_config), progress=False,
+                distributed=False)  # under torchrun the search runs on rank 0 alone
         return validation_loss(task, candidate, trial.batch_size, trial.max_val_batches)
 
     bounds = {spec.name: tuple(spec.bounds) for spec in specs}
@@ -624,7 +645,8 @@ def phase_finetune(ctx: RunContext) -> dict[str, Any]:
     _train(ctx, "finetune", model, _task_loss_fn(ctx.task), ctx.recipe.finetune,
            evaluate=lambda: ctx.task.evaluate(model))
     builder, kwargs = ctx.builder()
-    save_pruned(ctx.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
+    if distributed.is_main():
+        save_pruned(ctx.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
     return {"params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
 
 
@@ -696,6 +718,9 @@ PHASES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
 
 # --- the driver ----------------------------------------------------------------------------
 
+#: Phases every rank runs under torchrun (data-parallel); the others run on rank 0 alone.
+TRAINING_PHASES = ("teacher", "distill", "soft_prune", "finetune")
+
 
 def _configure_determinism(recipe: Recipe) -> None:
     if recipe.deterministic:
@@ -741,6 +766,7 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
     elif resume and not directory.exists():
         raise RunDirError(f"cannot resume {directory}: no such run directory")
     task = build_task(recipe)
+    distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
     directory.mkdir(parents=True, exist_ok=True)
     if not stored_path.exists():
         _atomic_write_text(stored_path, yaml.safe_dump(resolved, sort_keys=False))
@@ -778,6 +804,9 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     """
     if stop_after is not None and stop_after not in PHASES:
         raise ValueError(f"unknown phase {stop_after!r}; valid: {list(PHASES)}")
+    distributed.init()  # torchrun: process group from its env (see compresskit.distributed); else no-op
+    if not distributed.is_main():
+        log, progress = (lambda message: None), False
     ctx = prepare(recipe, run_dir, resume, progress, log)
     _configure_determinism(recipe)
     for index, (name, phase) in enumerate(PHASES.items()):
@@ -787,12 +816,15 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
             log(f"[{name}] started")
             seed_everything(recipe.seed * 100 + index)
             start = time.perf_counter()
-            summary = phase(ctx)
+            summary = phase(ctx) if name in TRAINING_PHASES or distributed.is_main() else {}
             summary["seconds"] = round(time.perf_counter() - start, 3)
+            distributed.barrier()  # rank 0's files are written before any rank reads them
+            summary = distributed.broadcast(summary)
             ctx.state["phases"][name] = summary
             ctx.state["completed"].append(name)
             _write_json(ctx.path("state.json"), ctx.state)
-            ctx.path(f"{name}.last.pt").unlink(missing_ok=True)  # epoch checkpoint no longer needed
+            if distributed.is_main():
+                ctx.path(f"{name}.last.pt").unlink(missing_ok=True)  # epoch checkpoint no longer needed
             log(f"[{name}] done in {summary['seconds']:.1f}s")
         if name == stop_after:
             break

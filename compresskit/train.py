@@ -169,9 +169,9 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _wrap_ddp(model: nn.Module, device: str) -> nn.Module:
+def _wrap_ddp(model: nn.Module, device: str, distributed: bool = True) -> nn.Module:
     """DDP wrapper when a process group with more than one rank exists, else the model."""
-    _, world_size = _world()
+    _, world_size = _world() if distributed else (0, 1)
     if world_size == 1:
         return model
     device_ids = [torch.device(device).index] if device.startswith("cuda") else None
@@ -254,6 +254,7 @@ def fit(
     grad_clip: float | None = None,
     progress: bool = True,
     checkpoint: Callable[[TrainState], None] | None = None,
+    distributed: bool = True,
 ) -> TrainState:
     """Train ``model`` until ``epochs`` epochs are completed.
 
@@ -300,6 +301,9 @@ def fit(
         progress: Show a tqdm bar per epoch (with ETA) on rank 0.
         checkpoint: Called with the state after each epoch's callbacks on rank 0,
             e.g. ``lambda s: save_checkpoint(path, s)``.
+        distributed: ``False`` trains in this process alone even when a process group
+            exists (no DDP, no collectives; e.g. rank 0 scoring search trials while
+            the other ranks wait).
 
     Returns:
         The final :class:`TrainState`.
@@ -327,7 +331,7 @@ def fit(
         model = model.module
     device = torch.device(device)
     model.to(device)
-    rank, _ = _world()
+    rank, world_size = _world() if distributed else (0, 1)
     is_main = rank == 0
 
     if state is None:
@@ -339,7 +343,7 @@ def fit(
     if state.optimizer is None:
         state.optimizer = make_optimizer(model)
         state.scheduler = make_scheduler(state.optimizer) if make_scheduler else None
-    wrapped = _wrap_ddp(model, str(device))
+    wrapped = _wrap_ddp(model, str(device), distributed)
     signature = _parameter_signature(model)
 
     def refresh_after_callbacks() -> None:
@@ -347,7 +351,7 @@ def fit(
         new_signature = _parameter_signature(model)
         if new_signature != signature:
             _rebuild_optimization(state, make_optimizer, make_scheduler)
-            wrapped = _wrap_ddp(model, str(device))
+            wrapped = _wrap_ddp(model, str(device), distributed)
             signature = new_signature
 
     state.stop = False
@@ -374,7 +378,7 @@ def fit(
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise ValueError(f"loss_fn must return a scalar tensor, got {loss!r}")
             finite = torch.isfinite(loss.detach()).reshape(1).float()
-            if _world()[1] > 1:  # every rank must raise together, or the others hang
+            if world_size > 1:  # every rank must raise together, or the others hang
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1.0:
                 raise NonFiniteLossError(
