@@ -53,13 +53,15 @@ def _user_errors(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from compresskit.pipeline import RunDirError
+        from compresskit.pipeline import PhaseError, RunDirError
         from compresskit.recipe import RecipeError
 
         try:
             return function(*args, **kwargs)
         except (RecipeError, RunDirError) as error:
             raise UserError(str(error)) from None
+        except PhaseError as error:  # not the user's input: exit 1, still one line
+            raise click.ClickException(str(error)) from None
         except FileNotFoundError as error:
             raise UserError(f"file not found: {error.filename or error}") from None
 

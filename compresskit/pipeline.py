@@ -9,7 +9,7 @@ carries the validated recipe, the run directory and the task; it reads the
 files earlier phases wrote and writes its own outputs atomically (temporary file
 + ``os.replace``). Its small JSON summary is recorded in ``state.json`` when it
 completes, so a resumed run (``--resume``) skips finished phases. Training phases
-also checkpoint every epoch (``<phase>/last.pt``, RNG state included) and resume
+also checkpoint every epoch (``<phase>.last.pt``, RNG state included) and resume
 mid-phase; every phase seeds the RNGs from ``recipe.seed`` and its position, so in
 deterministic CPU mode an interrupted and resumed run ends with the same weights as
 an uninterrupted one.
@@ -59,11 +59,12 @@ from torch import nn
 from compresskit import distributed
 from compresskit.recipe import TASKS, Recipe, RecipeError, TrainConfig, recipe_to_dict, resolve_object
 from compresskit.task import Task, check_task
-from compresskit.train import Callback, TrainState, fit, load_checkpoint, save_checkpoint
+from compresskit.train import Callback, NonFiniteLossError, TrainState, fit, load_checkpoint, save_checkpoint
 
 __all__ = [
     "PHASES",
     "RunContext",
+    "PhaseError",
     "RunDirError",
     "build_task",
     "count_parameters",
@@ -75,6 +76,10 @@ __all__ = [
 
 class RunDirError(RuntimeError):
     """The run directory cannot be used (exists without --resume, or another recipe)."""
+
+
+class PhaseError(RuntimeError):
+    """A phase stopped (e.g. a non-finite loss); completed phases and checkpoints are kept."""
 
 
 # --- small I/O helpers ----------------------------------------------------------------
@@ -816,7 +821,14 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
             log(f"[{name}] started")
             seed_everything(recipe.seed * 100 + index)
             start = time.perf_counter()
-            summary = phase(ctx) if name in TRAINING_PHASES or distributed.is_main() else {}
+            try:
+                summary = phase(ctx) if name in TRAINING_PHASES or distributed.is_main() else {}
+            except NonFiniteLossError as error:
+                checkpoint = ctx.path(f"{name}.last.pt")
+                kept = f"the last good epoch checkpoint {checkpoint.name}" if checkpoint.exists() else "no epoch of it"
+                raise PhaseError(f"[{name}] stopped: {error}; kept in {ctx.run_dir}: earlier phases and {kept} "
+                                 f"(lower the learning rate or check the data, then start a new run or "
+                                 f"--resume {ctx.run_dir})") from error
             summary["seconds"] = round(time.perf_counter() - start, 3)
             distributed.barrier()  # rank 0's files are written before any rank reads them
             summary = distributed.broadcast(summary)
