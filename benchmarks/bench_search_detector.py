@@ -82,7 +82,7 @@ def conclusion(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         f"~{overhead:.1f} s per iteration)."
     )
     return (
-        f"**Conclusion.** With equal evaluations and seeds, BO's best objective was <= random search's on "
+        "**Conclusion.** With equal evaluations and seeds, BO's best objective was <= random search's on "
         + "; ".join(parts) + ". " + verdict + " Read it for what it is: at this CPU smoke scale the starting "
         f"student is barely trained ({first['task_args'].get('train_size')} synthetic images, teacher "
         f"{first['teacher_epochs']} + distillation {first['distill_epochs']} epochs), so the objective largely "

@@ -13,14 +13,6 @@ import compresskit as ck
 from zoo import ZOO, ZOO_PROTECT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_count_params_counts_shared_parameters_once() -> None:
     conv = nn.Conv2d(3, 8, 3, bias=True)
     assert ck.count_params(conv) == 8 * 3 * 9 + 8

@@ -14,14 +14,6 @@ from compresskit._surgery import flatten_outputs
 from zoo import ZOO, ZOO_PROTECT, conv_bn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _find(name: str, **kwargs) -> tuple[nn.Module, Tensor, ck.ChannelGroups]:
     model, example = ZOO[name]()
     kwargs.setdefault("protect", ZOO_PROTECT[name])

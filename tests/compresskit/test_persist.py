@@ -14,14 +14,6 @@ import compresskit as ck
 from zoo import ZOO, ZOO_PROTECT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def build(name: str) -> nn.Module:
     """Builder used by the checkpoints below (``test_persist:build``)."""
     return ZOO[name]()[0]

@@ -21,15 +21,6 @@ from zoo import ZOO, ZOO_PROTECT
 RATES = (0.3, 0.6)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~100x faster."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _groups(name: str) -> tuple[nn.Module, Tensor, ck.ChannelGroups]:
     model, example = ZOO[name]()
     with warnings.catch_warnings():

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import sys
 import tempfile
 
 import numpy as np
@@ -264,7 +263,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     from torch.utils.data.distributed import DistributedSampler
 
-    from compresskit.train import save_checkpoint as save, setup_distributed
+    from compresskit.train import setup_distributed
 
     info = setup_distributed()
     torch.manual_seed(100 + rank)  # different init per rank: DDP must broadcast rank 0's

@@ -21,9 +21,6 @@ from reference.featherface.models import (
 )
 from reference.featherface.priors import num_priors
 
-torch.set_num_threads(1)
-
-
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
