@@ -69,6 +69,7 @@ __all__ = [
     "build_task",
     "count_parameters",
     "layer_channels",
+    "peak_rss_mb",
     "prepare",
     "run",
 ]
@@ -212,9 +213,45 @@ def _make_optimizer(config: TrainConfig, extra_no_decay: Callable[[nn.Module], l
     return make
 
 
-def _make_scheduler(config: TrainConfig) -> Callable[[torch.optim.Optimizer], Any] | None:
+class _OneCycle:
+    """``OneCycleLR`` advanced once per optimizer step by :class:`_StepScheduler`.
+
+    ``fit`` steps its scheduler once per epoch; here that call is a no-op, so the
+    one-cycle shape follows optimizer steps. ``state_dict`` / ``load_state_dict``
+    forward to the wrapped scheduler (checkpoints and resume work unchanged).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int) -> None:
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=max(2, total_steps), pct_start=0.15)
+
+    def step(self) -> None:  # the per-epoch call of fit
+        pass
+
+    def step_batch(self) -> None:
+        if self.scheduler.last_epoch < self.scheduler.total_steps - 1:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state_dict)
+
+
+class _StepScheduler(Callback):
+    """Advance a per-step scheduler (``_OneCycle``) after every optimizer step."""
+
+    def on_step_end(self, state: TrainState) -> None:
+        if isinstance(state.scheduler, _OneCycle):
+            state.scheduler.step_batch()
+
+
+def _make_scheduler(config: TrainConfig, steps_per_epoch: int = 1) -> Callable[[torch.optim.Optimizer], Any] | None:
     if config.scheduler == "none" or config.epochs == 0:
         return None
+    if config.scheduler == "onecycle":
+        return lambda optimizer: _OneCycle(optimizer, config.lr, config.epochs * steps_per_epoch)
     return lambda optimizer: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
 
 
@@ -249,12 +286,12 @@ def _train(
 ) -> TrainState:
     """``fit`` with the recipe's optimizer, per-epoch logging and (optional) checkpoints."""
     make_optimizer = _make_optimizer(config, no_decay)
-    make_scheduler = _make_scheduler(config)
     loader = loader if loader is not None else ctx.task.train_loader(config.batch_size)
     if distributed.world_size() > 1:  # torchrun: this rank's shard, same shuffle seed on every rank
         loader = distributed.shard_loader(loader, seed=ctx.recipe.seed * 1000 + zlib.crc32(phase.encode()) % 1000)
         shards = distributed.shard_summary(loader)
         ctx.log(f"[{phase}] data-parallel: {json.dumps(shards)}")
+    make_scheduler = _make_scheduler(config, len(loader))  # type: ignore[arg-type]
     checkpoint_path = ctx.path(f"{phase}.last.pt")
     state = None
     if resumable and checkpoint_path.exists():
@@ -265,7 +302,7 @@ def _train(
         ctx.log(f"[{phase}] resuming after epoch {state.epoch}")
     state = fit(
         model, loss_fn, loader, config.epochs, make_optimizer, make_scheduler,
-        callbacks=[*callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
+        callbacks=[_StepScheduler(), *callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
         progress=ctx.progress,
         checkpoint=(lambda s: save_checkpoint(checkpoint_path, s)) if resumable else None,
         device=distributed.device(),
@@ -297,6 +334,22 @@ def validation_loss(task: Task, model: nn.Module, batch_size: int, max_batches: 
 
 
 # --- measurements -------------------------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``VmHWM``; ``ru_maxrss`` elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -830,6 +883,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
                                  f"(lower the learning rate or check the data, then start a new run or "
                                  f"--resume {ctx.run_dir})") from error
             summary["seconds"] = round(time.perf_counter() - start, 3)
+            summary["peak_rss_mb"] = peak_rss_mb()
             distributed.barrier()  # rank 0's files are written before any rank reads them
             summary = distributed.broadcast(summary)
             ctx.state["phases"][name] = summary

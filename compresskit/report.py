@@ -250,7 +250,11 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
                   f"largest |ONNX Runtime - PyTorch| difference {export['max_abs_difference']:.2e}.", ""]
     if phases:
         lines += ["## Phases", ""]
-        lines += _table(["phase", "seconds"], [[n, p.get("seconds", "")] for n, p in phases.items()])
+        rows = [[n, p.get("seconds", ""), p.get("peak_rss_mb", "n/a")] for n, p in phases.items()]
+        total = sum(float(p.get("seconds", 0.0)) for p in phases.values())
+        peaks = [float(p["peak_rss_mb"]) for p in phases.values() if "peak_rss_mb" in p]
+        rows.append(["**total**", f"{total:.1f}", f"{max(peaks):.1f}" if peaks else "n/a"])
+        lines += _table(["phase", "seconds", "peak RSS MiB (process, so far)"], rows)
         lines.append("")
 
     path = run_dir / "report.md"
