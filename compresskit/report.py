@@ -214,6 +214,10 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         if "student" in evaluation and "pruned" in evaluation:
             ratio = evaluation["pruned"]["params"] / max(1, evaluation["student"]["params"])
             lines += ["", f"The pruned student keeps {ratio:.1%} of the student's parameters."]
+        removed = (phases.get("remove") or {}).get("metrics")
+        if removed:
+            lines += ["", "Right after physical removal, before fine-tuning: "
+                      + ", ".join(f"{k} {float(v):.4f}" for k, v in removed.items()) + "."]
         lines += ["", "![comparison](plots/comparison.png)", ""]
 
     if rates:
