@@ -5,13 +5,10 @@ number of objective evaluations over Nano-B's 6 layer groups (bounds from the ta
 ``NANO_B_LAYER_GROUPS``), under ``search.budget`` of ``recipes/featherface_nano_b.yaml`` (read at
 run time, so the benchmark follows the recipe).
 
-The objective is the pipeline's own: ``compresskit.pipeline.phase_search`` builds it as a closure
-(one-shot FPGM pruning of a copy of the distilled student at the candidate rates, ``search.trial.epochs``
+The objective is the pipeline's own, from ``compresskit.pipeline.search_problem`` (one-shot FPGM pruning of a copy of the distilled student at the candidate rates, ``search.trial.epochs``
 of fine-tuning on a ``search.trial.subset`` of the synthetic training faces, then the mean MultiBox
 loss on the validation batches; seeded by the candidate itself, so a candidate scores the same
-whichever method proposes it). It is not importable on its own, so this script runs
-``phase_search`` with ``search_rates`` / ``random_search`` patched to capture the objective,
-``predict_params`` (the exact ``ParamPredictor``), bounds and budget, and aborts the phase there.
+whichever method proposes it), with the exact ``ParamPredictor``, the bounds and the budget.
 
 Starting student: the recipe's own teacher + distill phases (``compresskit.pipeline.run(...,
 stop_after="distill")``), run once and cached in a temporary directory keyed by the resolved
@@ -39,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import torch
 
@@ -57,8 +53,8 @@ PLOT = ROOT / "benchmarks" / "bench_search_detector.png"
 SECTION = "## Rate search on the detector objective"
 INTRO = (
     "BoTorch `search_rates` (LogEI) vs `random_search` over Nano-B's 6 layer groups, same number of objective "
-    "evaluations and same seeds, on the objective `compresskit run` uses in its search phase (captured from "
-    "`compresskit.pipeline.phase_search`, not re-implemented). A candidate's score depends only on its rates "
+    "evaluations and same seeds, on the objective `compresskit run` uses in its search phase (`compresskit."
+    "pipeline.search_problem`, not re-implemented). A candidate's score depends only on its rates "
     "(the objective seeds itself from them), so the comparison has no evaluation noise; the seeds only change "
     "which points each method proposes."
 )
@@ -94,18 +90,6 @@ def conclusion(results: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     )
 
 
-class _Captured(Exception):
-    """Raised by the patched search to stop ``phase_search`` once its objective is captured."""
-
-    def __init__(self, objective: Any, bounds: Any, predict_params: Any, budget: Any) -> None:
-        super().__init__("captured")
-        self.objective, self.bounds, self.predict_params, self.budget = objective, bounds, predict_params, budget
-
-
-def _capture(objective, bounds, predict_params, budget, **_: Any):
-    raise _Captured(objective, dict(bounds), predict_params, tuple(budget))
-
-
 def pipeline_objective(recipe, cache_dir: Path, log=print) -> tuple[Any, dict, Any, tuple[int, int], Path]:
     """The pipeline's search objective (+ bounds, predictor, budget) on a cached distilled student."""
     # Keyed by what determines the student (not the search settings), so changing the
@@ -127,13 +111,8 @@ def pipeline_objective(recipe, cache_dir: Path, log=print) -> tuple[Any, dict, A
     log(f"starting student: {run_dir / 'student.pt'} ({how}, {time.perf_counter() - started:.0f} s)")
     # What pipeline.run does before each phase, for the search phase (index 2).
     pipeline.seed_everything(recipe.seed * 100 + list(pipeline.PHASES).index("search"))
-    with mock.patch.object(search_module, "search_rates", _capture), \
-            mock.patch.object(search_module, "random_search", _capture):
-        try:
-            pipeline.PHASES["search"](ctx)
-        except _Captured as captured:
-            return captured.objective, captured.bounds, captured.predict_params, captured.budget, run_dir
-    raise RuntimeError("phase_search finished without calling the search (search.enabled false?)")
+    problem = pipeline.search_problem(ctx)
+    return problem.objective, problem.bounds, problem.predict_params, problem.budget, run_dir
 
 
 def best_so_far(values: list[float]) -> list[float]:

@@ -66,12 +66,14 @@ __all__ = [
     "RunContext",
     "PhaseError",
     "RunDirError",
+    "SearchProblem",
     "build_task",
     "count_parameters",
     "layer_channels",
     "peak_rss_mb",
     "prepare",
     "run",
+    "search_problem",
 ]
 
 
@@ -520,30 +522,39 @@ def _load_student(ctx: RunContext) -> nn.Module:
     return student
 
 
-def phase_search(ctx: RunContext) -> dict[str, Any]:
-    """Search per-layer-group rates under the budget -> ``search.json``, ``rates.json``."""
-    recipe = ctx.recipe
-    specs = layer_group_specs(ctx)
-    names = [spec.name for spec in specs]
-    if not recipe.search.enabled:
-        rates = dict(recipe.prune.rates or {})
-        unknown = sorted(set(rates) - set(names))
-        if unknown:
-            raise RecipeError(f"{recipe.source}: prune.rates.{unknown[0]} is not a layer group; "
-                              f"groups: {names}")
-        rates = {name: float(rates.get(name, 0.0)) for name in names}
-        _write_json(ctx.path("rates.json"), {"rates": rates, "source": "recipe"})
-        return {"rates": rates, "source": "recipe"}
+@dataclass(frozen=True)
+class SearchProblem:
+    """What the search phase optimises: ``objective(rates)`` (minimised) under the budget.
 
+    Attributes:
+        objective: Validation loss of the distilled student after a one-shot FPGM prune at
+            ``rates`` and ``search.trial.epochs`` of fine-tuning on ``search.trial.subset``.
+        bounds: Rate bounds per layer group.
+        predict_params: Exact parameter count of the pruned student for given rates.
+        budget: ``(min_params, max_params)``.
+    """
+
+    objective: Callable[[dict[str, float]], float]
+    bounds: dict[str, tuple[float, float]]
+    predict_params: Callable[[dict[str, float]], int]
+    budget: tuple[int, int]
+
+
+def search_problem(ctx: RunContext) -> SearchProblem:
+    """Build the search phase's objective, bounds, predictor and budget (after ``distill``).
+
+    Raises:
+        RecipeError: no rates inside the bounds meet ``search.budget``.
+    """
     from compresskit.budget import ParamPredictor
     from compresskit.prune import prune
-    from compresskit.search import random_search, search_rates
 
+    recipe, task = ctx.recipe, ctx.task
+    specs = layer_group_specs(ctx)
     student = _load_student(ctx)
     groups = _find_groups(ctx, student)
     predictor = ParamPredictor(student, groups)
     trial = recipe.search.trial
-    task = ctx.task
     trial_config = TrainConfig(epochs=trial.epochs, lr=trial.lr, batch_size=trial.batch_size,
                                weight_decay=recipe.distill.weight_decay, scheduler="none")
 
@@ -564,14 +575,36 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
         return validation_loss(task, candidate, trial.batch_size, trial.max_val_batches)
 
     bounds = {spec.name: tuple(spec.bounds) for spec in specs}
-    budget = (recipe.search.budget.min_params, recipe.search.budget.max_params)
     check_budget(recipe, predictor, bounds)
+    return SearchProblem(objective=objective, bounds=bounds,
+                         predict_params=lambda rates: int(predictor(rates)),
+                         budget=(recipe.search.budget.min_params, recipe.search.budget.max_params))
+
+
+def phase_search(ctx: RunContext) -> dict[str, Any]:
+    """Search per-layer-group rates under the budget -> ``search.json``, ``rates.json``."""
+    recipe = ctx.recipe
+    specs = layer_group_specs(ctx)
+    names = [spec.name for spec in specs]
+    if not recipe.search.enabled:
+        rates = dict(recipe.prune.rates or {})
+        unknown = sorted(set(rates) - set(names))
+        if unknown:
+            raise RecipeError(f"{recipe.source}: prune.rates.{unknown[0]} is not a layer group; "
+                              f"groups: {names}")
+        rates = {name: float(rates.get(name, 0.0)) for name in names}
+        _write_json(ctx.path("rates.json"), {"rates": rates, "source": "recipe"})
+        return {"rates": rates, "source": "recipe"}
+
+    from compresskit.search import random_search, search_rates
+
+    problem = search_problem(ctx)
     search = search_rates if recipe.search.method == "bo" else random_search
-    result = search(objective, bounds, lambda rates: int(predictor(rates)), budget,
+    result = search(problem.objective, problem.bounds, problem.predict_params, problem.budget,
                     iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
                     seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress)
     rates = {name: float(result.best_rates[name]) for name in names}
-    predicted = int(predictor(rates))
+    predicted = problem.predict_params(rates)
     summary = {"rates": rates, "source": f"search ({recipe.search.method})",
                "predicted_params": predicted, "objective": float(result.best_objective),
                "trials": len(result.trials)}
