@@ -130,10 +130,11 @@ def cli() -> None:
               help="Write the run here instead of the recipe's run_dir.")
 @click.option("--dry-run", is_flag=True, help="Validate, build the task and models, print the plan; train nothing.")
 @click.option("--stop-after", default=None, help="Stop after this phase.")
-@click.option("--progress/--no-progress", default=False, help="Show per-epoch progress bars.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars with ETA (epochs, search trials); default: on when stderr is a terminal.")
 @_user_errors
 def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | None, resume_dir: Path | None,
-                run_dir: Path | None, dry_run: bool, stop_after: str | None, progress: bool) -> None:
+                run_dir: Path | None, dry_run: bool, stop_after: str | None, progress: bool | None) -> None:
     """Run the compression pipeline of RECIPE (a YAML file).
 
     Phases: teacher, distill, search, soft_prune, remove, finetune, evaluate,
@@ -162,6 +163,8 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
     if dry_run:
         _print_plan(loaded, target)
         return
+    if progress is None:
+        progress = sys.stderr.isatty()
     ctx = pipeline.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
                        log=click.echo, stop_after=stop_after)
     from compresskit import distributed
