@@ -14,14 +14,6 @@ from compresskit._surgery import ChannelOp, remove_channels
 from compresskit.export import check_onnx, export_onnx
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class GatedNet(nn.Module):
     """conv -> CBAM-style spatial gate over ``ChannelPool`` -> 1x1 conv (the protected output)."""
 
