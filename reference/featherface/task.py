@@ -171,6 +171,9 @@ class FeatherFaceTask:
         seed: Synthetic data seed (validation uses ``seed + 1``).
         train_labels: WIDER FACE RetinaFace ``label.txt`` for training (``data: widerface``).
         val_labels: Same for validation.
+        train_images: Folder the training ``# path`` lines are relative to (default: ``images/`` beside
+            ``train_labels``).
+        val_images: Same for validation.
         gt_dir: Folder with the official ``wider_*_val.mat`` files (WIDER FACE subsets).
         eval_size: Evaluation input side (``None``: ``image_size``).
 
@@ -184,7 +187,8 @@ class FeatherFaceTask:
 
     def __init__(self, data: str = "synthetic", image_size: int = 320, train_size: int | None = 2000,
                  val_size: int | None = 200, seed: int = 0, train_labels: str | None = None,
-                 val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | None = None) -> None:
+                 val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | None = None,
+                 train_images: str | None = None, val_images: str | None = None) -> None:
         if data not in ("synthetic", "widerface"):
             raise ValueError(f"data must be 'synthetic' or 'widerface', got {data!r}")
         if image_size < 32 or image_size % 32:
@@ -199,8 +203,9 @@ class FeatherFaceTask:
         else:
             if train_labels is None or val_labels is None:
                 raise ValueError("data: widerface needs train_labels and val_labels (RetinaFace label.txt)")
-            train = WiderFaceDataset(self._first(parse_retinaface_labels(train_labels).records, train_size))
-            val = WiderFaceDataset(self._first(parse_retinaface_labels(val_labels).records, val_size))
+            train = WiderFaceDataset(self._first(parse_retinaface_labels(train_labels, train_images).records,
+                                                 train_size))
+            val = WiderFaceDataset(self._first(parse_retinaface_labels(val_labels, val_images).records, val_size))
         self._train, self._val = _Raw(train), _Raw(val)
         self._val_items = _SquareItems(self._val, self.eval_size)
         self._gt_dir = gt_dir
