@@ -195,6 +195,20 @@ def load_model(spec: str) -> nn.Module:
     return model.eval()
 
 
+class InputError(click.ClickException):
+    """Bad user input (unreadable image, bad checkpoint, unknown model): one line, exit status 2."""
+
+    exit_code = 2
+
+
+def _load_model_or_exit(spec: str) -> nn.Module:
+    try:
+        return load_model(spec)
+    except (ValueError, OSError) as error:  # unknown name, bad or missing checkpoint
+        message = str(error)
+        raise InputError(message if spec.rpartition(":")[2] in message else f"{spec}: {message}") from None
+
+
 def _iter_images(target: Path) -> Iterable[Path]:
     if target.is_file():
         return [target]
@@ -222,13 +236,13 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
                    nms_threshold: float, draw_threshold: float, threads: int) -> None:
     """Detect faces; writes detections.json and annotated images to --out."""
     torch.set_num_threads(threads)
-    model = load_model(model_spec)
+    model = _load_model_or_exit(model_spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for path in tqdm(_iter_images(target), desc="detect"):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
-            raise click.ClickException(f"{path}: cannot read image")
+            raise InputError(f"{path}: cannot read image (corrupt or not an image); remove or replace it")
         faces = detect_image(model, image, resize, conf_threshold, nms_threshold)
         results[str(path)] = faces
         cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), draw_detections(image, faces, draw_threshold))
@@ -249,7 +263,7 @@ def evaluate_command(model_spec: str, images_root: Path, gt_dir: Path, pred_dir:
                      threads: int) -> None:
     """WIDERFace AP table (easy / medium / hard) of a model on a folder of val images."""
     start = time.perf_counter()
-    model = load_model(model_spec)
+    model = _load_model_or_exit(model_spec)
     ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
     click.echo("subset   AP")
     for subset, value in ap.items():

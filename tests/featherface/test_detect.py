@@ -55,3 +55,21 @@ def test_cli_detect_and_evaluate(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "easy" in result.output and "hard" in result.output
     assert len(list((tmp_path / "pred" / "19--Couple").glob("*.txt"))) == 2
+
+
+def test_cli_detect_user_errors_exit_2_with_one_line(tmp_path):
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"not a jpeg")
+    checkpoint = tmp_path / "broken.pt"
+    checkpoint.write_bytes(b"not a checkpoint")
+    runner = CliRunner()
+    cases = [
+        (["detect", "nano_b", str(corrupt), "--out", str(tmp_path / "out")], "broken.jpg: cannot read image"),
+        (["detect", "nano_x", str(corrupt), "--out", str(tmp_path / "out")], "unknown model 'nano_x'"),
+        (["detect", str(checkpoint), str(corrupt), "--out", str(tmp_path / "out")], "broken.pt"),
+    ]
+    for args, fragment in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert fragment in result.output
+        assert "Traceback" not in result.output
