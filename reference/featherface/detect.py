@@ -28,7 +28,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reference.featherface.evaluation import evaluate, image_key, load_mat_ground_truth, write_predictions
+from reference.featherface.evaluation import (
+    evaluate,
+    evaluate_folder,
+    image_key,
+    load_mat_ground_truth,
+    write_predictions,
+)
 from reference.featherface.postprocess import (
     CONF_THRESHOLD, KEEP_TOP_K, NMS_THRESHOLD, TOP_K, Detections, postprocess,
 )
@@ -251,20 +257,33 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
 
 
 @cli.command("evaluate")
-@click.argument("model_spec", metavar="MODEL_OR_CHECKPOINT")
-@click.option("--images", "images_root", required=True, type=click.Path(exists=True, path_type=Path),
-              help="WIDER_val/images (event sub-folders)")
+@click.argument("model_spec", metavar="[MODEL_OR_CHECKPOINT]", required=False)
+@click.option("--images", "images_root", type=click.Path(exists=True, path_type=Path),
+              help="WIDER_val/images (event sub-folders); needed with a model")
 @click.option("--gt", "gt_dir", required=True, type=click.Path(exists=True, path_type=Path),
               help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
+@click.option("--predictions", "predictions_dir", type=click.Path(exists=True, path_type=Path), default=None,
+              help="score this official txt prediction folder (written by any tool) instead of running a model")
 @click.option("--pred-dir", type=click.Path(path_type=Path), default=None, help="also write official txt files")
 @click.option("--resize", default=1.0, show_default=True)
 @click.option("--threads", default=2, show_default=True)
-def evaluate_command(model_spec: str, images_root: Path, gt_dir: Path, pred_dir: Path | None, resize: float,
-                     threads: int) -> None:
-    """WIDERFace AP table (easy / medium / hard) of a model on a folder of val images."""
+def evaluate_command(model_spec: str | None, images_root: Path | None, gt_dir: Path,
+                     predictions_dir: Path | None, pred_dir: Path | None, resize: float, threads: int) -> None:
+    """WIDERFace AP table (easy / medium / hard) of a model on a folder of val images, or of a
+    prediction folder (``--predictions``)."""
     start = time.perf_counter()
-    model = _load_model_or_exit(model_spec)
-    ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
+    if predictions_dir is not None:
+        if model_spec is not None:
+            raise click.UsageError("give either MODEL_OR_CHECKPOINT or --predictions, not both")
+        try:
+            ap = evaluate_folder(predictions_dir, gt_dir)
+        except (ValueError, OSError) as error:  # malformed prediction file, unreadable .mat
+            raise InputError(str(error)) from None
+    else:
+        if model_spec is None or images_root is None:
+            raise click.UsageError("give MODEL_OR_CHECKPOINT with --images, or --predictions DIR")
+        model = _load_model_or_exit(model_spec)
+        ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
     click.echo("subset   AP")
     for subset, value in ap.items():
         click.echo(f"{subset:<8} {100 * value:.2f}")

@@ -55,6 +55,13 @@ def test_cli_detect_and_evaluate(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "easy" in result.output and "hard" in result.output
     assert len(list((tmp_path / "pred" / "19--Couple").glob("*.txt"))) == 2
+    # the same folder, scored as if another tool had written it: the same AP table
+    scored = runner.invoke(cli, ["evaluate", "--predictions", str(tmp_path / "pred"),
+                                 "--gt", str(shared_data / "widerface" / "ground_truth")])
+    assert scored.exit_code == 0, scored.output
+    ap_lines = lambda output: [line for line in output.splitlines() if line.split()[:1] in (["easy"], ["medium"], ["hard"])]  # noqa: E731
+    assert len(ap_lines(scored.output)) == 3
+    assert ap_lines(scored.output) == ap_lines(result.output)
 
 
 def test_cli_detect_user_errors_exit_2_with_one_line(tmp_path):
