@@ -33,9 +33,9 @@ Run directory layout::
     report.md          the report, with plots under plots/
 
 Caveats:
-    Mid-phase resume covers the plain training phases (teacher, distill, finetune);
-    the soft-pruning phase restarts from its beginning (deterministically) when
-    interrupted, and the search resumes from its trial history.
+    Mid-phase resume covers every training phase (the soft-pruning checkpoint also holds
+    the pruner's last zeroed channels, so nothing is re-ranked on resume); the search
+    resumes from its trial history; the other phases are short and rerun.
 """
 
 from __future__ import annotations
@@ -285,8 +285,12 @@ def _train(
     evaluate: Callable[[], dict[str, float]] | None = None,
     resumable: bool = True,
     loader: Iterable[Any] | None = None,
+    extra_state: tuple[Callable[[], dict[str, Any]], Callable[[Mapping[str, Any]], None]] | None = None,
 ) -> TrainState:
-    """``fit`` with the recipe's optimizer, per-epoch logging and (optional) checkpoints."""
+    """``fit`` with the recipe's optimizer, per-epoch logging and (optional) checkpoints.
+
+    ``extra_state`` is ``(get, set)`` for callback state that must survive a resume (stored in the
+    epoch checkpoint's ``extra``)."""
     make_optimizer = _make_optimizer(config, no_decay)
     loader = loader if loader is not None else ctx.task.train_loader(config.batch_size)
     if distributed.world_size() > 1:  # torchrun: this rank's shard, same shuffle seed on every rank
@@ -300,13 +304,16 @@ def _train(
         optimizer = make_optimizer(model)
         state = TrainState(model=model, optimizer=optimizer,
                            scheduler=make_scheduler(optimizer) if make_scheduler else None)
-        load_checkpoint(checkpoint_path, state)
+        raw = load_checkpoint(checkpoint_path, state)
+        if extra_state is not None:
+            extra_state[1](raw["extra"])
         ctx.log(f"[{phase}] resuming after epoch {state.epoch}")
     state = fit(
         model, loss_fn, loader, config.epochs, make_optimizer, make_scheduler,
         callbacks=[_StepScheduler(), *callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
         progress=ctx.progress,
-        checkpoint=(lambda s: save_checkpoint(checkpoint_path, s)) if resumable else None,
+        checkpoint=(lambda s: save_checkpoint(checkpoint_path, s, extra_state[0]() if extra_state else None))
+        if resumable else None,
         device=distributed.device(),
     )
     model.to("cpu")  # phases and tasks work on CPU models
@@ -693,7 +700,9 @@ def phase_soft_prune(ctx: RunContext) -> dict[str, Any]:
     pruner = SoftFPGM(groups, _schedules(ctx, rates), importance=ctx.recipe.prune.importance)
     callback = _EveryNEpochs(pruner, config.step_every, config.epochs)
     _train(ctx, "soft_prune", student, _task_loss_fn(ctx.task), config, callbacks=[callback],
-           evaluate=lambda: ctx.task.evaluate(student), resumable=False)
+           evaluate=lambda: ctx.task.evaluate(student),
+           extra_state=(lambda: {"pruner": pruner.state_dict()},
+                        lambda extra: pruner.load_state_dict(extra["pruner"])))
     if pruner.zeroed is None:  # zero epochs: one step at the final rates
         pruner.step(config.epochs)
     zeroed = pruner.zeroed_indices()

@@ -242,8 +242,26 @@ class SoftFPGM:
             for group, removed in zip(self.groups, self.zeroed):
                 group.zero_(removed)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the channels zeroed at the last step and its rates (plain data)."""
+        return {"zeroed": self.zeroed, "rates": dict(self.rates)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (e.g. from a training checkpoint) and re-zero those channels."""
+        zeroed = state["zeroed"]
+        if zeroed is not None and len(zeroed) != len(self.groups):
+            raise ValueError(f"pruner state has {len(zeroed)} groups, this pruner {len(self.groups)}")
+        self.zeroed = None if zeroed is None else [[int(i) for i in removed] for removed in zeroed]
+        self.rates = {str(k): float(v) for k, v in state["rates"].items()}
+        self.rezero()
+
     def on_train_start(self, state: Any) -> None:
-        self.step(state.epoch)
+        # A pruner restored with load_state_dict continues: re-ranking already-zeroed filters could
+        # pick other channels than the uninterrupted run did.
+        if self.zeroed is None:
+            self.step(state.epoch)
+        else:
+            self.rezero()
 
     def on_step_end(self, state: Any) -> None:
         if self.zero_every_step:

@@ -139,8 +139,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 @needs_core
 def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    """Kill a real run (SIGKILL) mid-distill and again mid-soft-prune; the resumed run
-    ends with exactly the weights, rates and ONNX of an uninterrupted one."""
+    """Kill a real run (SIGKILL) mid-distill and again mid-soft-prune (after an epoch checkpoint);
+    the resumed run ends with exactly the weights, rates and ONNX of an uninterrupted one."""
     monkeypatch.chdir(REPO)
     recipe_path = tmp_path / "toy.yaml"
     recipe_path.write_text(yaml.safe_dump({
@@ -163,13 +163,14 @@ def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(tmp_path, monkey
 
     process = subprocess.Popen([*command, "--resume", str(interrupted)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(process, lambda: any(r["phase"] == "soft_prune" for r in _metrics(interrupted)))
+    _kill_when(process, lambda: (interrupted / "soft_prune.last.pt").exists())
     assert not (interrupted / "soft_pruned.pt").exists()
 
     result = subprocess.run([*command, "--resume", str(interrupted)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "[distill] already completed, skipped" in result.stdout
     assert "[soft_prune] started" in result.stdout
+    assert "[soft_prune] resuming after epoch" in result.stdout  # from its epoch checkpoint
 
     for name in ("teacher.pt", "student.pt"):
         assert state_dicts_equal(torch.load(reference / name, weights_only=True),

@@ -190,3 +190,17 @@ def test_prune_one_shot_validates_input() -> None:
         ck.prune(copy.deepcopy(model), example, 0.2, protect=["fc2"], importance="l7")
     pruned = ck.prune(model, example, 0.5, protect=["fc2"], importance="magnitude", verify=True)
     assert pruned is model and model.conv.out_channels == 4 and model.fc1.in_features == 4 * 64
+
+
+def test_soft_pruner_state_round_trip_continues_without_re_ranking() -> None:
+    model, example = ZOO["resnet_downsample"]()
+    groups = ck.find_groups(model, example, protect=ZOO_PROTECT["resnet_downsample"])
+    pruner = ck.SoftFPGM(groups, ck.constant(0.5))
+    pruner.step(1)
+    saved = pruner.state_dict()
+    restored = ck.SoftFPGM(groups, ck.constant(0.5))
+    restored.load_state_dict(saved)
+    restored.on_train_start(type("State", (), {"epoch": 1, "model": model})())
+    assert restored.zeroed == pruner.zeroed and restored.rates == pruner.rates
+    with pytest.raises(ValueError, match="groups"):
+        restored.load_state_dict({"zeroed": [[0]], "rates": {}})
