@@ -14,19 +14,12 @@ from compresskit.cli import cli
 from compresskit.pipeline import PhaseError, run
 from compresskit.recipe import load_recipe
 from compresskit.train import load_checkpoint
+from test_pipeline import TOY as PIPELINE_TOY
 
 REPO = Path(__file__).resolve().parents[2]
-BATCHES_PER_EPOCH = 3  # 96 training images, batch 32
+BATCHES_PER_EPOCH = 3  # the toy recipe: 96 training images, batch 32
 
-TOY = {
-    "extends": str(REPO / "recipes" / "shapes_classifier.yaml"),
-    "name": "nan_toy",
-    "task_args": {"image_size": 12, "train_size": 96, "val_size": 48},
-    "teacher": {"model": "resnet_student", "train": {"epochs": 1, "batch_size": 32}},
-    "student": {"model": "resnet_tiny"},
-    "distill": {"epochs": 3, "batch_size": 32},
-    "profiles": {},
-}
+TOY = {**PIPELINE_TOY, "name": "nan_toy", "distill": {"epochs": 3, "batch_size": 32}}
 
 
 @pytest.fixture
