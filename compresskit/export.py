@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,8 @@ import numpy as np
 import onnx
 import torch
 from torch import Tensor, nn
+
+from ._atomic import atomic_path
 
 __all__ = ["check_onnx", "export_onnx"]
 
@@ -152,28 +153,22 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        with warnings.catch_warnings():
+        with atomic_path(path) as temporary, warnings.catch_warnings():
             # The legacy exporter announces its own deprecation on every call.
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", message=".*feature will be removed.*")
             torch.onnx.export(
                 model,
                 inputs,
-                tmp_name,
+                temporary,
                 input_names=input_names,
                 output_names=output_names,
                 dynamic_axes=None if dynamic_axes is None else dict(dynamic_axes),
                 opset_version=opset,
                 dynamo=False,
             )
-        onnx.checker.check_model(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+            onnx.checker.check_model(str(temporary))
     finally:
         model.train(was_training)
     return path

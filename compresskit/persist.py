@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from ._atomic import atomic_torch_save
 
 from ._surgery import ChannelOp, remove_channels
 from .prune import HISTORY_ATTRIBUTE
@@ -107,16 +108,7 @@ def save_pruned(
         "history": _normalise_history(history),
         "state_dict": model.state_dict(),
     }
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:

@@ -57,6 +57,7 @@ import yaml
 from torch import nn
 
 from compresskit import distributed
+from compresskit._atomic import atomic_torch_save, atomic_write_text
 from compresskit.recipe import TASKS, Recipe, RecipeError, TrainConfig, recipe_to_dict, resolve_object
 from compresskit.task import Task, check_task
 from compresskit.train import Callback, NonFiniteLossError, TrainState, fit, load_checkpoint, save_checkpoint
@@ -89,19 +90,13 @@ class PhaseError(RuntimeError):
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    if not distributed.is_main():  # under torchrun only rank 0 writes
-        return
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    if distributed.is_main():  # under torchrun only rank 0 writes
+        atomic_write_text(path, text)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    if not distributed.is_main():
-        return
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    if distributed.is_main():
+        atomic_torch_save(obj, path)
 
 
 def _write_json(path: Path, data: Any) -> None:

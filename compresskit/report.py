@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._atomic import atomic_path, atomic_write_text
+
 __all__ = ["write_report"]
 
 MODEL_ORDER = ("teacher", "student", "pruned")
@@ -56,9 +58,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _save(figure: Any, path: Path) -> None:
-    tmp = path.with_name(f"{path.stem}.tmp.{os.getpid()}{path.suffix}")
-    figure.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format=path.suffix.lstrip(".") or "png")
 
 
 def plot_comparison(evaluation: Mapping[str, Mapping[str, Any]], path: Path) -> None:
@@ -262,7 +263,5 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         lines.append("")
 
     path = run_dir / "report.md"
-    tmp = path.with_name(f"report.md.tmp.{os.getpid()}")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines))
     return path

@@ -57,6 +57,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from ._atomic import atomic_write_text
 from tqdm.auto import tqdm
 
 __all__ = ["SearchResult", "Trial", "plot_search", "random_search", "search_rates"]
@@ -355,12 +357,8 @@ def _load_history(path: str, header: dict[str, Any]) -> list[Trial]:
 
 
 def _write_history(path: str, header: dict[str, Any], trials: list[Trial]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as handle:
-        json.dump({**header, "trials": [asdict(t) for t in trials]}, handle, indent=1)
-    os.replace(tmp_path, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write_text(path, json.dumps({**header, "trials": [asdict(t) for t in trials]}, indent=1))
 
 
 # --------------------------------------------------------------------------- drivers

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ._atomic import atomic_torch_save
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -492,16 +494,8 @@ def save_checkpoint(
         "rng": _rng_state(),
         "extra": dict(extra) if extra is not None else {},
     }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    try:
-        torch.save(payload, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint(
