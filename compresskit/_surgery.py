@@ -13,6 +13,7 @@ pruner keeps the wrong columns when ``1 < groups < in_channels`` and the other t
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -255,6 +256,22 @@ def max_relative_difference(reference: Any, other: Any) -> float:
             return float("inf")
         worst = max(worst, diff / scale)
     return worst
+
+
+def removal_difference(model: nn.Module, example_inputs: Any, ops: Sequence[ChannelOp]) -> float:
+    """Soft-zero ``ops`` on an eval-mode copy of ``model``, then remove them; compare the outputs.
+
+    Returns:
+        :func:`max_relative_difference` of the soft-zeroed and the physically pruned
+        outputs (``model`` itself is not touched). Surgery errors propagate.
+    """
+    replica = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        zero_channels(replica, ops)
+        soft = run_model(replica, example_inputs)
+        remove_channels(replica, ops)
+        hard = run_model(replica, example_inputs)
+    return max_relative_difference(soft, hard)
 
 
 def cast_inputs(example_inputs: Any, dtype: torch.dtype) -> Any:

@@ -28,7 +28,6 @@ Caveats:
 
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 import warnings
@@ -40,14 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _graph
-from ._surgery import (
-    IN,
-    ChannelOp,
-    max_relative_difference,
-    remove_channels,
-    run_model,
-    zero_channels,
-)
+from ._surgery import IN, ChannelOp, removal_difference, zero_channels
 
 __all__ = [
     "ChannelGroup",
@@ -317,20 +309,13 @@ def _probe_selection(group: ChannelGroup, seed: int) -> list[int]:
 
 def _probe(model: nn.Module, example_inputs: Any, groups: Sequence[tuple[int, ChannelGroup]]) -> str | None:
     """Soft-zero vs removal on a copy for all ``groups`` at once; ``None`` when exact."""
-    replica = copy.deepcopy(model).eval()
-    inputs = example_inputs
     ops = []
     for seed, group in groups:
         ops += group.ops(_probe_selection(group, seed))
     try:
-        with torch.no_grad():
-            zero_channels(replica, ops)
-            soft = run_model(replica, inputs)
-            remove_channels(replica, ops)
-            hard = run_model(replica, inputs)
+        difference = removal_difference(model, example_inputs, ops)
     except Exception as error:  # noqa: BLE001 - any failure means "not exact"
         return f"removal breaks the model: {type(error).__name__}: {error}"
-    difference = max_relative_difference(soft, hard)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     if difference > _PROBE_TOLERANCE.get(dtype, 1e-2):
         return f"soft-zeroed and removed outputs differ (relative {difference:.2e})"

@@ -26,15 +26,13 @@ Caveats:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
-from ._surgery import ChannelOp, max_relative_difference, remove_channels, run_model, zero_channels
+from ._surgery import ChannelOp, removal_difference, remove_channels
 from .budget import LayerChange, _rates_by_layer_group, channel_counts, channel_summary, count_params
 from .groups import ChannelGroup, SkippedCoupling, find_groups
 from .importance import Importance, fpgm, resolve_importance
@@ -143,13 +141,7 @@ def remove_zeroed(
 def _verify(model: nn.Module, example_inputs: Any, ops: list[ChannelOp]) -> None:
     if example_inputs is None:
         raise ValueError("verify=True needs the groups returned by find_groups (they carry example_inputs)")
-    replica = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        zero_channels(replica, ops)
-        soft = run_model(replica, example_inputs)
-        remove_channels(replica, ops)
-        hard = run_model(replica, example_inputs)
-    difference = max_relative_difference(soft, hard)
+    difference = removal_difference(model, example_inputs, ops)
     if difference > _VERIFY_TOLERANCE:
         raise ValueError(
             f"pruned model differs from the soft-zeroed model (relative {difference:.2e}); "
