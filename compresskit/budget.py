@@ -202,25 +202,22 @@ class ParamPredictor:
         index_of: dict[str, int] = {}
         # per group: its layer group, and per cell (size, [(layer index, axis, multiplicity)])
         self._groups: list[tuple[str, list[tuple[int, list[tuple[int, int, int]]]]]] = []
+        axis_codes = {OUT: 0, IN: 1, BOTH: 2}
         for group in groups:
+            items = []  # (layer index, axis code, item.index) of the items that hold parameters
+            for item in group.items:
+                layer = _describe(modules[item.module]) if item.module in modules else None
+                if layer is None:
+                    continue
+                if item.module not in index_of:
+                    index_of[item.module] = len(self._layers)
+                    self._layers.append(layer)
+                    self._base.append(layer.params(0, 0))
+                items.append((index_of[item.module], axis_codes[item.axis], item.index))
             cells = []
             for cell in group.cells:
-                terms = []
-                for item in group.items:
-                    if item.module not in modules:
-                        continue
-                    layer = _describe(modules[item.module])
-                    if layer is None:
-                        continue
-                    if item.module not in index_of:
-                        index_of[item.module] = len(self._layers)
-                        self._layers.append(layer)
-                        self._base.append(layer.params(0, 0))
-                    multiplicity = len(item.index.get(cell[0], ()))
-                    axis = {OUT: 0, IN: 1, BOTH: 2}[item.axis]
-                    if multiplicity:
-                        terms.append((index_of[item.module], axis, multiplicity))
-                cells.append((len(cell), terms))
+                multiplicities = [(layer, axis, len(index.get(cell[0], ()))) for layer, axis, index in items]
+                cells.append((len(cell), [term for term in multiplicities if term[2]]))
             self._groups.append((group.layer_group, cells))
 
     def __call__(self, rates: float | Mapping[str, float]) -> int:
