@@ -108,16 +108,24 @@ class RawGroup:
     cells: list[list[int]] = field(default_factory=list)
 
 
-class _ShufflePruner(tp.BasePruningFunc):
-    """Torch-Pruning hook for ChannelShuffle; surgery itself lives in ``_surgery``."""
+class _CustomLayerPruner(tp.BasePruningFunc):
+    """Torch-Pruning hooks for our own layers; surgery itself lives in ``_surgery``.
 
-    TARGET_MODULES = ChannelShuffle
+    ``prune_in_channels`` and ``prune_out_channels`` are distinct functions, so
+    Torch-Pruning adds no dependency between a layer's input and output channels:
+    a ChannelShuffle gets its permutation from :func:`_add_shuffle_dependencies`,
+    a ChannelPool needs none (its inputs are consumed, its outputs are new maps).
+    """
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         return layer
 
     def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         return layer
+
+
+class _ShufflePruner(_CustomLayerPruner):
+    TARGET_MODULES = ChannelShuffle
 
     def get_out_channels(self, layer: nn.Module) -> int | None:
         return layer.traced_channels
@@ -126,20 +134,8 @@ class _ShufflePruner(tp.BasePruningFunc):
         return layer.traced_channels
 
 
-class _PoolPruner(tp.BasePruningFunc):
-    """Torch-Pruning hook for ChannelPool: input channels are consumed, outputs are new maps.
-
-    ``prune_in_channels`` and ``prune_out_channels`` are distinct functions, so
-    Torch-Pruning adds no dependency between the two sides; surgery lives in ``_surgery``.
-    """
-
+class _PoolPruner(_CustomLayerPruner):
     TARGET_MODULES = ChannelPool
-
-    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        return layer
-
-    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
-        return layer
 
     def get_out_channels(self, layer: nn.Module) -> int | None:
         return len(layer.reductions)
