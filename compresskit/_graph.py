@@ -567,7 +567,6 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
         combined: dict[tuple[str, str, str], Item] = {}
         offset = 0
         reason = None
-        protected = False
         for g in members:
             group = groups[g]
             if group.reason or group.protected:
@@ -582,7 +581,7 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
                 else:
                     combined[key] = Item(item.module, item.kind, item.axis, item.size, shifted, item.groups)
             offset += group.num_channels
-        merged.append(RawGroup(first.root, offset, list(combined.values()), reason, protected))
+        merged.append(RawGroup(first.root, offset, list(combined.values()), reason))
     return merged
 
 
