@@ -35,25 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from compresskit import ChannelPool
-
-try:  # the library's shuffle, once it lands, so that its handler is exercised
-    from compresskit import ChannelShuffle  # type: ignore[attr-defined]
-except ImportError:
-
-    class ChannelShuffle(nn.Module):  # type: ignore[no-redef]
-        """Interleave channels across ``groups`` (ShuffleNet)."""
-
-        def __init__(self, groups: int) -> None:
-            super().__init__()
-            self.groups = groups
-
-        def forward(self, x: Tensor) -> Tensor:
-            batch, channels, height, width = x.shape
-            # (N, C, H, W) -> (N, g, C/g, H, W) -> (N, C/g, g, H, W) -> (N, C, H, W)
-            x = x.view(batch, self.groups, channels // self.groups, height, width)
-            return x.transpose(1, 2).reshape(batch, channels, height, width)
-
+from compresskit import ChannelPool, ChannelShuffle
 
 SEED = 0
 
