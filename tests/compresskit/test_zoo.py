@@ -4,17 +4,10 @@ import fnmatch
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from compresskit._surgery import flatten_outputs
 from zoo import ZOO, ZOO_PROTECT
-
-
-def flatten_outputs(output: Tensor | tuple | list | dict) -> list[Tensor]:
-    if isinstance(output, Tensor):
-        return [output]
-    if isinstance(output, dict):
-        return [t for key in sorted(output) for t in flatten_outputs(output[key])]
-    return [t for item in output for t in flatten_outputs(item)]
 
 
 def test_zoo_and_protect_have_the_same_entries():
