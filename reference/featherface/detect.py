@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from reference.featherface.data.widerface import image_to_tensor
 from reference.featherface.evaluation import (
     evaluate,
     evaluate_folder,
@@ -40,7 +41,6 @@ from reference.featherface.postprocess import (
 )
 from reference.featherface.priors import prior_boxes
 
-BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
 
@@ -52,8 +52,7 @@ def preprocess(image_bgr: np.ndarray, resize: float = 1.0) -> torch.Tensor:
     image = np.float32(image_bgr)
     if resize != 1.0:
         image = cv2.resize(image, None, None, fx=resize, fy=resize, interpolation=cv2.INTER_LINEAR)
-    image -= BGR_MEAN
-    return torch.from_numpy(image.transpose(2, 0, 1).copy()).unsqueeze(0)  # (H, W, 3) -> (1, 3, H, W)
+    return image_to_tensor(image).unsqueeze(0)  # (3, H, W) -> (1, 3, H, W)
 
 
 class PriorCache:

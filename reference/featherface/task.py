@@ -36,9 +36,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from reference.featherface import models
-from reference.featherface.data.augment import BGR_MEAN, TrainTransform, pad_to_square
+from reference.featherface.data.augment import TrainTransform, pad_to_square
 from reference.featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
 from reference.featherface.data.widerface import (
+    BGR_MEAN,
     WiderFaceDataset,
     detection_collate,
     parse_retinaface_labels,
@@ -151,12 +152,7 @@ class _SquareItems(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image, targets, _ = self.scaled(index)
-        return _to_float_tensors(image, targets)
-
-
-def _to_float_tensors(image: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
-    tensor, normalised = to_tensor(image, targets)
-    return tensor.float(), normalised.float()  # the mean subtraction may promote to float64
+        return to_tensor(image, targets)
 
 
 class FeatherFaceTask:
@@ -304,7 +300,7 @@ class FeatherFaceTask:
         size = (self.eval_size, self.eval_size)
         for index in range(len(self._val)):
             image, targets, scale = self._val_items.scaled(index)
-            tensor, normalised = _to_float_tensors(image, targets)
+            tensor, normalised = to_tensor(image, targets)
             outputs = model(tensor[None])
             losses.append(float(self.criterion(outputs, [normalised], self.priors(*size))[0]))
             bbox_deltas, cls_logits, landmark_deltas = (o[0] for o in outputs)

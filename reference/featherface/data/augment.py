@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-BGR_MEAN: tuple[float, float, float] = (104.0, 117.0, 123.0)
+from reference.featherface.data.widerface import BGR_MEAN, image_to_tensor
+
 CROP_SCALES: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
 CROP_TRIES = 250
 MIRROR_ORDER = (1, 0, 2, 4, 3)  # left eye <-> right eye, nose, left mouth <-> right mouth
@@ -139,11 +140,10 @@ class TrainTransform:
         height, width = image.shape[:2]
         interpolation = INTERPOLATIONS[int(self.rng.integers(len(INTERPOLATIONS)))]
         image = cv2.resize(image, (self.image_size, self.image_size), interpolation=interpolation)
-        image = image.astype(np.float32) - np.asarray(self.mean, dtype=np.float32)
         targets = targets.copy()
         targets[:, 0:4:2] /= width
         targets[:, 1:4:2] /= height
         has_landmarks = targets[:, 14] > 0
         targets[has_landmarks, 4:14:2] /= width
         targets[has_landmarks, 5:14:2] /= height
-        return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(targets)  # HWC -> CHW
+        return image_to_tensor(image, self.mean), torch.from_numpy(targets)

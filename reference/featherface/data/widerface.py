@@ -223,11 +223,16 @@ def parse_wider_split(gt_path: str | Path, images_root: str | Path, drop_invalid
     return result
 
 
+def image_to_tensor(image_bgr: np.ndarray, mean: tuple[float, float, float] = BGR_MEAN) -> Tensor:
+    """The network input of the RetinaFace family: BGR[H, W, 3] (any dtype) -> FloatTensor[3, H, W] minus ``mean``."""
+    image = image_bgr.astype(np.float32) - np.asarray(mean, dtype=np.float32)
+    return torch.from_numpy(image.transpose(2, 0, 1).copy())  # (H, W, 3) -> (3, H, W)
+
+
 def to_tensor(image_bgr: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
     """The evaluation transform: mean-subtracted CHW float image, targets normalised by width/height."""
     height, width = image_bgr.shape[:2]
-    image = image_bgr.astype(np.float32) - np.asarray(BGR_MEAN, dtype=np.float32)
-    image = torch.from_numpy(image.transpose(2, 0, 1).copy())  # (H, W, 3) -> (3, H, W)
+    image = image_to_tensor(image_bgr)
     normalised = targets.astype(np.float32).copy()
     scale = np.array([width, height] * 7, dtype=np.float32)
     with_landmarks = normalised[:, 14] > 0
