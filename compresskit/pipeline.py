@@ -58,6 +58,7 @@ from torch import nn
 
 from compresskit import distributed
 from compresskit._atomic import atomic_torch_save, atomic_write_text
+from compresskit.budget import count_macs, count_params
 from compresskit.recipe import TASKS, Recipe, RecipeError, TrainConfig, recipe_to_dict, resolve_object
 from compresskit.task import Task, check_task
 from compresskit.train import Callback, NonFiniteLossError, TrainState, fit, load_checkpoint, save_checkpoint
@@ -69,7 +70,6 @@ __all__ = [
     "RunDirError",
     "SearchProblem",
     "build_task",
-    "count_parameters",
     "layer_channels",
     "peak_rss_mb",
     "prepare",
@@ -356,23 +356,6 @@ def peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (``compresskit.budget.count_params`` when available)."""
-    try:
-        from compresskit.budget import count_params
-    except ImportError:  # core module not there yet
-        return sum(p.numel() for p in model.parameters())
-    return int(count_params(model))
-
-
-def _count_macs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> int | None:
-    try:
-        from compresskit.budget import count_macs
-    except ImportError:
-        return None
-    return int(count_macs(model, example_inputs))
-
-
 @torch.no_grad()
 def measure_latency(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], repeats: int = 20) -> float:
     """Fastest of ``repeats`` CPU forward passes, in milliseconds (batch of the example inputs).
@@ -406,8 +389,8 @@ def layer_channels(model: nn.Module) -> dict[str, int]:
 def _profile(ctx: RunContext, model: nn.Module) -> dict[str, Any]:
     inputs = ctx.task.example_inputs()
     return {
-        "params": count_parameters(model),
-        "macs": _count_macs(model, inputs),
+        "params": count_params(model),
+        "macs": count_macs(model, inputs),
         "latency_ms": measure_latency(model, inputs),
         "metrics": ctx.task.evaluate(model),
     }
@@ -463,7 +446,7 @@ def phase_teacher(ctx: RunContext) -> dict[str, Any]:
                evaluate=lambda: ctx.task.evaluate(model))
         source = "trained"
     _atomic_save(model.state_dict(), ctx.path("teacher.pt"))
-    return {"source": source, "params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
+    return {"source": source, "params": count_params(model), "metrics": ctx.task.evaluate(model)}
 
 
 class _DistillModule(nn.Module):
@@ -512,7 +495,7 @@ def phase_distill(ctx: RunContext) -> dict[str, Any]:
            no_decay=lambda m: list(m.distill.weight_parameters()) if m.distill is not None else [],
            evaluate=lambda: task.evaluate(student))
     _atomic_save(student.state_dict(), ctx.path("student.pt"))
-    summary: dict[str, Any] = {"params": count_parameters(student), "metrics": task.evaluate(student)}
+    summary: dict[str, Any] = {"params": count_params(student), "metrics": task.evaluate(student)}
     if distill is not None:
         summary["log_variances"] = [float(v) for v in distill.log_variances().detach()]
     return summary
@@ -703,7 +686,7 @@ def phase_soft_prune(ctx: RunContext) -> dict[str, Any]:
     zeroed = pruner.zeroed_indices()
     _atomic_save({"state_dict": student.state_dict(), "zeroed": zeroed}, ctx.path("soft_pruned.pt"))
     return {"rates": pruner.rates, "zeroed_channels": sum(len(v) for v in zeroed.values()),
-            "params_unpruned": count_parameters(student), "metrics": ctx.task.evaluate(student)}
+            "params_unpruned": count_params(student), "metrics": ctx.task.evaluate(student)}
 
 
 def phase_remove(ctx: RunContext) -> dict[str, Any]:
@@ -742,7 +725,7 @@ def phase_finetune(ctx: RunContext) -> dict[str, Any]:
     builder, kwargs = ctx.builder()
     if distributed.is_main():
         save_pruned(ctx.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
-    return {"params": count_parameters(model), "metrics": ctx.task.evaluate(model)}
+    return {"params": count_params(model), "metrics": ctx.task.evaluate(model)}
 
 
 def phase_evaluate(ctx: RunContext) -> dict[str, Any]:

@@ -198,7 +198,11 @@ def test_soft_pruner_state_round_trip_continues_without_re_ranking() -> None:
     pruner = ck.SoftFPGM(groups, ck.constant(0.5))
     pruner.step(1)
     saved = pruner.state_dict()
-    restored = ck.SoftFPGM(groups, ck.constant(0.5))
+
+    def must_not_rank(group: ck.ChannelGroup) -> Tensor:
+        raise AssertionError(f"re-ranked {group.name} after restoring the pruner state")
+
+    restored = ck.SoftFPGM(groups, ck.constant(0.5), importance=must_not_rank)
     restored.load_state_dict(saved)
     restored.on_train_start(type("State", (), {"epoch": 1, "model": model})())
     assert restored.zeroed == pruner.zeroed and restored.rates == pruner.rates
