@@ -39,7 +39,7 @@ from reference.featherface.evaluation import (
 from reference.featherface.postprocess import (
     CONF_THRESHOLD, KEEP_TOP_K, NMS_THRESHOLD, TOP_K, Detections, postprocess,
 )
-from reference.featherface.priors import prior_boxes
+from reference.featherface.priors import PriorCache
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
@@ -53,18 +53,6 @@ def preprocess(image_bgr: np.ndarray, resize: float = 1.0) -> torch.Tensor:
     if resize != 1.0:
         image = cv2.resize(image, None, None, fx=resize, fy=resize, interpolation=cv2.INTER_LINEAR)
     return image_to_tensor(image).unsqueeze(0)  # (3, H, W) -> (1, 3, H, W)
-
-
-class PriorCache:
-    """Priors per input size (image sizes repeat within a dataset)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[tuple[int, int], torch.Tensor] = {}
-
-    def __call__(self, size: tuple[int, int]) -> torch.Tensor:
-        if size not in self._cache:
-            self._cache[size] = prior_boxes(size)
-        return self._cache[size]
 
 
 _PRIORS = PriorCache()

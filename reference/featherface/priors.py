@@ -80,3 +80,21 @@ def num_priors(image_size: tuple[int, int], min_sizes: Sequence[Sequence[int]] =
                steps: Sequence[int] = DEFAULT_STEPS) -> int:
     """Number of priors for ``image_size`` without building them."""
     return sum(r * c * len(s) for (r, c), s in zip(feature_map_sizes(image_size, steps), min_sizes))
+
+
+class PriorCache:
+    """``cache((H, W))``: :func:`prior_boxes` with the default layout, built once per input size.
+
+    Input sizes repeat (a fixed training size; WIDER FACE images share a few shapes), so detection,
+    losses and evaluation look priors up here instead of rebuilding them per image. Unbounded: one
+    entry per distinct size seen.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], Tensor] = {}
+
+    def __call__(self, image_size: tuple[int, int]) -> Tensor:
+        key = (int(image_size[0]), int(image_size[1]))
+        if key not in self._cache:
+            self._cache[key] = prior_boxes(key)
+        return self._cache[key]

@@ -54,7 +54,7 @@ from reference.featherface.evaluation import (
 )
 from reference.featherface.loss import MultiBoxLoss
 from reference.featherface.postprocess import postprocess
-from reference.featherface.priors import prior_boxes
+from reference.featherface.priors import PriorCache
 
 __all__ = ["FeatherFaceTask"]
 
@@ -206,7 +206,7 @@ class FeatherFaceTask:
         self._gt_dir = gt_dir
         self._ground_truth: dict[str, ImageGroundTruth] | None = None
         self.criterion = MultiBoxLoss()
-        self._priors: dict[tuple[int, int], Tensor] = {}
+        self._priors = PriorCache()
 
     @staticmethod
     def _first(records: list[Any], count: int | None) -> list[Any]:
@@ -257,9 +257,7 @@ class FeatherFaceTask:
 
     # -- losses --
     def priors(self, height: int, width: int) -> Tensor:
-        if (height, width) not in self._priors:
-            self._priors[(height, width)] = prior_boxes((height, width))
-        return self._priors[(height, width)]
+        return self._priors((height, width))
 
     def task_loss(self, outputs: Any, batch: Any) -> tuple[Tensor, dict[str, float]]:
         images, targets = batch

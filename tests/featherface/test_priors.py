@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from reference.featherface.priors import num_priors, prior_boxes
+from reference.featherface.priors import PriorCache, num_priors, prior_boxes
 
 
 def test_hand_computed_2x2_grid():
@@ -49,3 +49,11 @@ def test_any_size_via_ceil(size):
 def test_bad_size_raises():
     with pytest.raises(ValueError, match="image_size"):
         prior_boxes((0, 10))
+
+
+def test_prior_cache_builds_each_size_once():
+    cache = PriorCache()
+    first = cache((64, 96))
+    assert torch.equal(first, prior_boxes((64, 96)))
+    assert cache((64, 96)) is first  # not rebuilt
+    assert cache((96, 64)).shape[0] == num_priors((96, 64)) and not torch.equal(cache((96, 64)), first)
