@@ -178,6 +178,7 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
 
 def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     from compresskit import pipeline
+    from compresskit.budget import ParamPredictor, count_params
 
     task = pipeline.build_task(recipe)
     ctx = pipeline.RunContext(recipe=recipe, run_dir=Path(run_dir or recipe.resolved_run_dir), task=task,
@@ -187,29 +188,24 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     click.echo(f"task: {recipe.task}")
     if recipe.teacher is not None:
         teacher = ctx.build("teacher")
-        click.echo(f"teacher: {recipe.teacher.model}, {pipeline.count_parameters(teacher):,} params, "
+        click.echo(f"teacher: {recipe.teacher.model}, {count_params(teacher):,} params, "
                    + (f"checkpoint {recipe.teacher.checkpoint}" if recipe.teacher.checkpoint
                       else f"trained {recipe.teacher.train.epochs} epochs"))
     student = ctx.build("student")
-    click.echo(f"student: {recipe.student.model}, {pipeline.count_parameters(student):,} params")
-    try:
-        specs = pipeline.layer_group_specs(ctx)
-    except ImportError:
-        specs = []
-        click.echo("layer groups: (compresskit.groups not available)")
+    click.echo(f"student: {recipe.student.model}, {count_params(student):,} params")
+    specs = pipeline.layer_group_specs(ctx)
     for spec in specs:
         click.echo(f"  layer group {spec.name}: patterns {list(spec.patterns)} types {list(spec.types)} "
                    f"bounds {list(spec.bounds)}")
     if specs:
-        from compresskit.budget import ParamPredictor
-
         groups = pipeline._find_groups(ctx, student)
         bounds = {spec.name: tuple(spec.bounds) for spec in specs}
-        fewest, most = pipeline.reachable_params(ParamPredictor(student, groups), bounds)
+        predictor = ParamPredictor(student, groups)
+        fewest, most = pipeline.reachable_params(predictor, bounds)
         click.echo(f"  {len(groups)} channel groups; rates within the bounds give {fewest:,} to {most:,} params"
                    + (f" ({len(groups.skipped)} couplings left unpruned)" if getattr(groups, "skipped", None) else ""))
         if recipe.search.enabled:
-            pipeline.check_budget(recipe, ParamPredictor(student, groups), bounds)
+            pipeline.check_budget(recipe, predictor, bounds)
     search = recipe.search
     click.echo(f"search: {search.method if search.enabled else 'off'}"
                + (f", {search.initial_points or 'default'} initial + {search.iterations} iterations, "
@@ -300,6 +296,7 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
     """
     import torch
 
+    from compresskit.budget import count_params
     from compresskit.groups import LayerGroupSpec, find_groups
     from compresskit.persist import save_pruned
     from compresskit.prune import prune
@@ -332,7 +329,7 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
         if not 0.0 <= value < 1.0:
             raise UserError(f"{name} must be in [0, 1), got {value}")
     example = torch.zeros(_parse_shape(input_shape))
-    before = sum(p.numel() for p in model.parameters())
+    before = count_params(model)
     try:
         groups_found = find_groups(model, (example,), specs or None, protect=tuple(protect))
         pruned = prune(model, (example,), rate if rate is not None else rates, groups=groups_found,
@@ -341,7 +338,7 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
         raise UserError(str(error)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     save_pruned(out, pruned, model_spec, kwargs)  # the removal history travels with the model
-    after = sum(p.numel() for p in pruned.parameters())
+    after = count_params(pruned)
     click.echo(f"{before:,} -> {after:,} parameters ({after / before:.1%}); saved {out}")
 
 
@@ -381,19 +378,15 @@ def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequen
     """Parameters, MACs and per-layer channels of a checkpoint or a 'module:builder'."""
     import torch
 
-    from compresskit.pipeline import count_parameters, layer_channels
+    from compresskit.budget import count_macs, count_params
+    from compresskit.pipeline import layer_channels
 
     model, kind = _load_model(model_spec, _parse_kwargs(model_args))
     click.echo(f"{model_spec} ({kind}): {type(model).__name__}")
-    click.echo(f"parameters: {count_parameters(model):,}")
+    click.echo(f"parameters: {count_params(model):,}")
     if input_shape is not None:
-        try:
-            from compresskit.budget import count_macs
-        except ImportError:
-            click.echo("MACs: n/a (compresskit.budget not available)")
-        else:
-            macs = count_macs(model.eval(), (torch.zeros(_parse_shape(input_shape)),))
-            click.echo(f"MACs @ {input_shape}: {int(macs):,}")
+        macs = count_macs(model.eval(), (torch.zeros(_parse_shape(input_shape)),))
+        click.echo(f"MACs @ {input_shape}: {macs:,}")
     click.echo("layer                                    out channels")
     for name, channels in layer_channels(model).items():
         click.echo(f"{name:<40} {channels}")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -18,12 +17,6 @@ from compresskit.recipe import load_recipe
 from compresskit.report import write_report
 
 REPO = Path(__file__).resolve().parents[2]
-CORE = ("compresskit.groups", "compresskit.prune", "compresskit.budget", "compresskit.persist",
-        "compresskit.importance")
-needs_core = pytest.mark.skipif(
-    any(importlib.util.find_spec(name) is None for name in CORE),
-    reason="core pruning modules (groups/prune/budget/persist/importance) not landed yet",
-)
 
 TOY = {
     "extends": str(REPO / "recipes" / "shapes_classifier.yaml"),
@@ -137,7 +130,6 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@needs_core
 def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     """Kill a real run (SIGKILL) mid-distill and again mid-soft-prune (after an epoch checkpoint);
     the resumed run ends with exactly the weights, rates and ONNX of an uninterrupted one."""
@@ -214,11 +206,10 @@ def test_report_from_a_hand_made_run_dir(tmp_path):
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 1000
 
 
-# --- the whole pipeline (needs the core pruning modules) ---------------------------------
+# --- the whole pipeline ------------------------------------------------------------------
 
 
 @pytest.mark.slow
-@needs_core
 def test_toy_pipeline_end_to_end(toy_recipe, tmp_path):
     recipe = load_recipe(toy_recipe)
     run_dir = tmp_path / "run"
