@@ -278,16 +278,14 @@ def _train(
     callbacks: Iterable[Callback] = (),
     no_decay: Callable[[nn.Module], list[nn.Parameter]] | None = None,
     evaluate: Callable[[], dict[str, float]] | None = None,
-    resumable: bool = True,
-    loader: Iterable[Any] | None = None,
     extra_state: tuple[Callable[[], dict[str, Any]], Callable[[Mapping[str, Any]], None]] | None = None,
 ) -> TrainState:
-    """``fit`` with the recipe's optimizer, per-epoch logging and (optional) checkpoints.
+    """``fit`` with the recipe's optimizer, per-epoch logging and epoch checkpoints (resumed from).
 
     ``extra_state`` is ``(get, set)`` for callback state that must survive a resume (stored in the
     epoch checkpoint's ``extra``)."""
     make_optimizer = _make_optimizer(config, no_decay)
-    loader = loader if loader is not None else ctx.task.train_loader(config.batch_size)
+    loader = ctx.task.train_loader(config.batch_size)
     if distributed.world_size() > 1:  # torchrun: this rank's shard, same shuffle seed on every rank
         loader = distributed.shard_loader(loader, seed=ctx.recipe.seed * 1000 + zlib.crc32(phase.encode()) % 1000)
         shards = distributed.shard_summary(loader)
@@ -295,7 +293,7 @@ def _train(
     make_scheduler = _make_scheduler(config, len(loader))  # type: ignore[arg-type]
     checkpoint_path = ctx.path(f"{phase}.last.pt")
     state = None
-    if resumable and checkpoint_path.exists():
+    if checkpoint_path.exists():
         optimizer = make_optimizer(model)
         state = TrainState(model=model, optimizer=optimizer,
                            scheduler=make_scheduler(optimizer) if make_scheduler else None)
@@ -307,8 +305,7 @@ def _train(
         model, loss_fn, loader, config.epochs, make_optimizer, make_scheduler,
         callbacks=[_StepScheduler(), *callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
         progress=ctx.progress,
-        checkpoint=(lambda s: save_checkpoint(checkpoint_path, s, extra_state[0]() if extra_state else None))
-        if resumable else None,
+        checkpoint=lambda s: save_checkpoint(checkpoint_path, s, extra_state[0]() if extra_state else None),
         device=distributed.device(),
     )
     model.to("cpu")  # phases and tasks work on CPU models
