@@ -194,12 +194,9 @@ def _make_optimizer(config: TrainConfig, extra_no_decay: Callable[[nn.Module], l
                     | None = None) -> Callable[[nn.Module], torch.optim.Optimizer]:
     def make(model: nn.Module) -> torch.optim.Optimizer:
         no_decay_ids = {id(p) for p in (extra_no_decay(model) if extra_no_decay else [])}
-        decay = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay_ids
-                 and p.ndim > 1]
-        plain = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay_ids
-                 and p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": config.weight_decay},
-                  {"params": plain, "weight_decay": 0.0}]
+        trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in no_decay_ids]
+        groups = [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
+                  {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]  # biases, norms
         if no_decay_ids:
             groups.append({"params": [p for p in model.parameters() if id(p) in no_decay_ids],
                            "weight_decay": 0.0})
