@@ -10,7 +10,7 @@ Plots use matplotlib's object API on the Agg canvas (no global backend change):
 * ``plots/comparison.png`` -- params, MACs, latency and the headline metric of
   teacher, student and pruned student;
 * ``plots/channels.png`` -- output channels per conv/linear layer, before vs after;
-* ``plots/search.png`` -- the rate-search trace (objective and predicted size);
+* ``plots/search_trace.png`` -- the rate-search trace (objective and predicted size);
 * ``plots/schedule.png`` -- the soft-pruning rate of each layer group per epoch;
 * ``plots/training.png`` -- the training loss per epoch of every phase.
 
