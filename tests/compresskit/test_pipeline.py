@@ -34,12 +34,17 @@ TOY = {
 }
 
 
+def write_recipe(directory: Path, recipe: dict, monkeypatch) -> Path:
+    """``recipe`` as ``<name>.yaml`` in ``directory``, with the repository as working directory."""
+    monkeypatch.chdir(REPO)
+    path = directory / f"{recipe['name']}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
 @pytest.fixture
 def toy_recipe(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
-    path = tmp_path / "toy.yaml"
-    path.write_text(yaml.safe_dump(TOY))
-    return path
+    return write_recipe(tmp_path, TOY, monkeypatch)
 
 
 def quiet(message: str) -> None:
@@ -133,13 +138,11 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_sigkill_twice_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     """Kill a real run (SIGKILL) mid-distill and again mid-soft-prune (after an epoch checkpoint);
     the resumed run ends with exactly the weights, rates and ONNX of an uninterrupted one."""
-    monkeypatch.chdir(REPO)
-    recipe_path = tmp_path / "toy.yaml"
-    recipe_path.write_text(yaml.safe_dump({
+    recipe_path = write_recipe(tmp_path, {
         **TOY, "task_args": {"image_size": 12, "train_size": 256, "val_size": 48},
         "distill": {"epochs": 4, "batch_size": 32},
         "prune": {"schedule": {"epochs": 4, "batch_size": 32}},
-    }))
+    }, monkeypatch)
     command = [sys.executable, "-m", "compresskit.cli", "run", str(recipe_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 

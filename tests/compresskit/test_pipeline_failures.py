@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-import yaml
 from click.testing import CliRunner
 
 import compresskit.distill
@@ -14,9 +11,8 @@ from compresskit.cli import cli
 from compresskit.pipeline import PhaseError, run
 from compresskit.recipe import load_recipe
 from compresskit.train import load_checkpoint
-from test_pipeline import TOY as PIPELINE_TOY
+from test_pipeline import TOY as PIPELINE_TOY, write_recipe
 
-REPO = Path(__file__).resolve().parents[2]
 BATCHES_PER_EPOCH = 3  # the toy recipe: 96 training images, batch 32
 
 TOY = {**PIPELINE_TOY, "name": "nan_toy", "distill": {"epochs": 3, "batch_size": 32}}
@@ -41,10 +37,7 @@ def nan_in_second_distill_epoch(monkeypatch):
 
 @pytest.fixture
 def recipe_path(tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
-    path = tmp_path / "nan_toy.yaml"
-    path.write_text(yaml.safe_dump(TOY))
-    return path
+    return write_recipe(tmp_path, TOY, monkeypatch)
 
 
 def test_nan_loss_stops_the_phase_and_keeps_the_last_good_checkpoint(recipe_path, tmp_path,
