@@ -34,7 +34,7 @@ from torch_pruning import ops as tp_ops
 from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency.dependency import Dependency
 
-from ._surgery import BOTH, IN, OUT, flatten_outputs, is_depthwise, run_model
+from ._surgery import BOTH, IN, OUT, axis_size, flatten_outputs, is_depthwise, run_model
 from ._tracing import tracing
 from .pool import ChannelPool
 from .shuffle import ChannelShuffle
@@ -344,14 +344,13 @@ def _convert(
                 continue
             index.setdefault(int(root_idx), []).append(int(idx))
         frozen = {k: tuple(v) for k, v in index.items()}
-        kind, groups, size = "op", 1, 0
+        kind, groups = "op", 1
         if node.type == tp_ops.OPTYPE.OUTPUT or (axis == OUT and node.grad_fn in output_nodes):
             is_protected = True
             continue
         if isinstance(module, nn.Parameter):
             continue
         if isinstance(module, nn.modules.conv._ConvNd):
-            size = module.in_channels if axis == IN else module.out_channels
             if module.transposed:
                 kind = "conv_transpose"
                 if module.groups > 1:
@@ -359,7 +358,7 @@ def _convert(
             else:
                 kind = "conv"
                 if is_depthwise(module):
-                    axis, size = BOTH, module.out_channels
+                    axis = BOTH
                 elif module.groups > 1:
                     if module.groups in (module.in_channels, module.out_channels):
                         reason = reason or (
@@ -368,17 +367,17 @@ def _convert(
                         )
                     groups = module.groups
         elif isinstance(module, nn.Linear):
-            kind, size = "linear", module.in_features if axis == IN else module.out_features
+            kind = "linear"
         elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            kind, axis, size = "bn", OUT, module.num_features
+            kind, axis = "bn", OUT
             if not module.affine:
                 reason = reason or f"BatchNorm {name} without affine parameters cannot be soft-zeroed"
         elif isinstance(module, nn.PReLU):
-            kind, axis, size = "prelu", OUT, module.num_parameters
+            kind, axis = "prelu", OUT
         elif isinstance(module, ChannelShuffle):
-            kind, size = "shuffle", module.traced_channels or 0
+            kind = "shuffle"
         elif isinstance(module, ChannelPool):
-            kind, size = "pool", module.num_channels or 0
+            kind = "pool"
             if axis != IN:
                 reason = reason or f"the output maps of ChannelPool {name} cannot be pruned"
         elif isinstance(module, _GRAPH_OPS):
@@ -390,6 +389,7 @@ def _convert(
             reason = reason or f"unsupported layer {name} ({type(module).__name__})"
         if axis in (OUT, BOTH) and name in protected:
             is_protected = True
+        size = axis_size(module, axis) or 0  # graph ops have no size of their own
         items.append(Item(name, kind, axis, size, frozen, groups))
     return RawGroup(root, num_channels, items, reason, is_protected)
 
