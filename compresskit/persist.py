@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_torch_save
-
 from ._surgery import ChannelOp, remove_channels
 from .prune import HISTORY_ATTRIBUTE
 
