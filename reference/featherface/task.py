@@ -27,7 +27,7 @@ Caveats:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -56,13 +56,31 @@ from reference.featherface.loss import MultiBoxLoss
 from reference.featherface.postprocess import postprocess
 from reference.featherface.priors import PriorCache
 
-__all__ = ["FeatherFaceTask"]
+if TYPE_CHECKING:
+    from compresskit.groups import LayerGroupSpec
+
+__all__ = ["FeatherFaceTask", "layer_group_specs"]
 
 _LAYER_GROUPS = {
     "nano_b": (models.NANO_B_LAYER_GROUPS, models.NANO_B_PROTECT_PATTERNS),
     "featherface_v1": (models.FEATHERFACE_V1_LAYER_GROUPS, models.FEATHERFACE_V1_PROTECT_PATTERNS),
 }
 _CACHE_LIMIT_BYTES = 512 * 2**20  # synthetic scenes are rendered once and kept when this small
+
+
+def layer_group_specs(model_name: str) -> list[LayerGroupSpec]:
+    """The pruning layer groups of ``model_name`` (``models.*_LAYER_GROUPS``) as ``compresskit.LayerGroupSpec``s.
+
+    Raises:
+        ValueError: no table for ``model_name`` (only ``nano_b`` and ``featherface_v1`` have one).
+    """
+    from compresskit.groups import LayerGroupSpec
+
+    if model_name not in _LAYER_GROUPS:
+        raise ValueError(f"no layer groups for {model_name!r}; known: {sorted(_LAYER_GROUPS)} "
+                         f"(name prune.groups in the recipe)")
+    return [LayerGroupSpec(g["name"], patterns=tuple(g["patterns"]), bounds=tuple(g["bounds"]))
+            for g in _LAYER_GROUPS[model_name][0]]
 
 
 class _Raw:
@@ -225,13 +243,7 @@ class FeatherFaceTask:
         return (torch.randn(1, 3, self.image_size, self.image_size, generator=generator) * 50,)
 
     def layer_groups(self, model_name: str) -> list[Any]:
-        from compresskit.groups import LayerGroupSpec
-
-        if model_name not in _LAYER_GROUPS:
-            raise ValueError(f"no layer groups for {model_name!r}; known: {sorted(_LAYER_GROUPS)} "
-                             f"(name prune.groups in the recipe)")
-        return [LayerGroupSpec(g["name"], patterns=tuple(g["patterns"]), bounds=tuple(g["bounds"]))
-                for g in _LAYER_GROUPS[model_name][0]]
+        return layer_group_specs(model_name)
 
     def protect(self, model_name: str) -> Sequence[str]:
         if model_name in _LAYER_GROUPS:
