@@ -12,7 +12,7 @@ Models (one run, measured interleaved):
 
 What is measured, and how:
 
-* **params (torch)**: ``sum(p.numel() for p in model.parameters())`` — the real count, deformable
+* **params (torch)**: ``compresskit.count_params`` (every ``model.parameters()`` element) — the real count, deformable
   conv weights and BiFPN fusion weights included (unlike ``thop``).
 * **ONNX weights**: for every model, the ONNX file that is timed (our models: exported with
   ``compresskit.export.export_onnx`` at the benchmark size, TorchScript exporter, opset 17, constant
@@ -23,8 +23,8 @@ What is measured, and how:
   Exported graphs have BatchNorm folded into the preceding conv, so this is lower than the torch
   count; for YuNet it is the only count available (the README's training-time 75,856 / 54,608
   include BN gamma/beta that fold into the conv bias: 2 per BN channel).
-* **MACs** at ``--size`` (default 640x640), batch 1: ``compresskit.budget.count_macs`` when
-  importable (``FlopCounterMode`` FLOPs / 2 otherwise, same thing): multiply-accumulates of conv,
+* **MACs** at ``--size`` (default 640x640), batch 1: ``compresskit.budget.count_macs``
+  (``FlopCounterMode`` FLOPs / 2): multiply-accumulates of conv,
   linear and matmul ops; BN, activations, pooling, element-wise ops, resize and ``grid_sample``
   are not counted. FeatherFace V1's deformable convs are counted as the 3x3 conv they apply to the
   sampled patches plus their offset / modulator convs; the bilinear sampling is not. YuNet (ONNX
@@ -69,7 +69,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,15 +81,19 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from compresskit.export import export_onnx
+from compresskit.budget import count_macs, count_params
+from compresskit.export import check_onnx, export_onnx
+from compresskit.persist import load_pruned
+from reference.featherface.data.widerface import BGR_MEAN
+from reference.featherface.models import build_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION_TITLE = "Model latency"
+MAC_METHOD = "compresskit.budget.count_macs (FlopCounterMode FLOPs/2: conv, linear, matmul)"
 DEFAULT_WEIGHTS_DIR = Path("/work/shared/data/weights")
 YUNET_N = "YuNet-n"
 V1 = "FeatherFace V1"
-MEAN_BGR = (104.0, 117.0, 123.0)
 # ops whose non-data inputs are learned weights (weight, bias, BN statistics)
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization"}
 
@@ -136,23 +140,6 @@ class BenchModel:
 
 # --------------------------------------------------------------------------------------------
 # counting
-
-
-def _count_macs_fallback(model: nn.Module, example_inputs: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(example_inputs)
-    return counter.get_total_flops() // 2
-
-
-def _mac_counter() -> tuple[Callable[[nn.Module, torch.Tensor], int], str]:
-    try:
-        from compresskit.budget import count_macs
-    except ImportError:
-        return _count_macs_fallback, "FlopCounterMode FLOPs/2 (compresskit.budget.count_macs unavailable)"
-    return count_macs, "compresskit.budget.count_macs (FlopCounterMode FLOPs/2: conv, linear, matmul)"
 
 
 def onnx_weight_counts(path: Path) -> dict[str, int]:
@@ -224,8 +211,6 @@ def _require(path: Path, allow_missing: bool, notes: list[str], label: str) -> b
 
 
 def collect_models(args: argparse.Namespace, notes: list[str]) -> list[BenchModel]:
-    from reference.featherface.models import build_model
-
     weights = Path(args.weights_dir)
     models: list[BenchModel] = []
     for label, name, file in (
@@ -249,10 +234,6 @@ def collect_models(args: argparse.Namespace, notes: list[str]) -> list[BenchMode
                 sys.exit(f"bench_models: missing pruned checkpoint {path}")
             notes.append(f"pruned {path} skipped: missing")
             continue
-        try:
-            from compresskit.persist import load_pruned
-        except ImportError as error:
-            sys.exit(f"bench_models: --pruned needs compresskit.persist.load_pruned ({error})")
         models.append(BenchModel(f"pruned:{path.stem}", str(path), load_pruned(path).eval()))
     return models
 
@@ -264,15 +245,12 @@ def _check_yunet_size(model: BenchModel, size: int) -> None:
         raise SystemExit(f"bench_models: {model.onnx_path} has a fixed input {dims}, not {size}x{size}")
 
 
-def prepare(models: Sequence[BenchModel], size: int, tmp_dir: Path) -> str:
+def prepare(models: Sequence[BenchModel], size: int, tmp_dir: Path) -> None:
     """Count params / MACs, export torch models to ONNX in ``tmp_dir``, check parity."""
-    from compresskit.export import check_onnx
-
-    count_macs, mac_method = _mac_counter()
     example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 50
     for model in models:
         if model.torch_model is not None:
-            model.stats["params_torch"] = sum(p.numel() for p in model.torch_model.parameters())
+            model.stats["params_torch"] = count_params(model.torch_model)
             model.stats["macs"] = int(count_macs(model.torch_model, example))
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)
             start = time.perf_counter()
@@ -285,7 +263,6 @@ def prepare(models: Sequence[BenchModel], size: int, tmp_dir: Path) -> str:
         model.stats["onnx_macs"] = onnx_macs(model.onnx_path)
         model.stats.setdefault("macs", model.stats["onnx_macs"])
         print(f"prepared {model.name}: {model.stats}", file=sys.stderr, flush=True)
-    return mac_method
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,7 +282,7 @@ def _input(size: int, yunet: bool) -> np.ndarray:
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, size=(1, 3, size, size)).astype(np.float32)  # BGR 0..255
     if not yunet:  # RetinaFace-family preprocessing: mean subtraction
-        image -= np.array(MEAN_BGR, dtype=np.float32).reshape(1, 3, 1, 1)
+        image -= np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
     return image
 
 
@@ -554,7 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models:
         sys.exit("bench_models: no model to benchmark")
     with tempfile.TemporaryDirectory(prefix="bench_models_") as tmp:
-        mac_method = prepare(models, args.size, Path(tmp))
+        prepare(models, args.size, Path(tmp))
         loads: dict[str, list[float]] = {}
         times = measure_latency(models, args.size, args.threads, args.warmup, args.repeats, loads)
         memory = None
@@ -595,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "threads": args.threads,
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "mac_method": mac_method,
+        "mac_method": MAC_METHOD,
         "machine": machine_notes(),
         "load_before": load_before,
         "load_after": load_after,
