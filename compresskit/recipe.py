@@ -173,8 +173,8 @@ class TeacherConfig:
     Attributes:
         model: A model name known to the task, or ``module:callable``.
         model_args: Keyword arguments for the model builder.
-        checkpoint: A state_dict file (``weights_only``); relative paths are
-            against the recipe file. ``null`` trains the teacher with ``train``.
+        checkpoint: A state_dict file (``weights_only``); a relative path is taken from the
+            working directory, else from the recipe's folder. ``null`` trains the teacher with ``train``.
         train: The teacher's training loop.
     """
 

@@ -216,9 +216,7 @@ def test_report_from_a_hand_made_run_dir(tmp_path):
 def test_toy_pipeline_end_to_end(toy_recipe, tmp_path):
     recipe = load_recipe(toy_recipe)
     run_dir = tmp_path / "run"
-    start = time.perf_counter()
-    ctx = run(recipe, run_dir=run_dir, log=quiet)
-    assert time.perf_counter() - start < 60
+    ctx = run(recipe, run_dir=run_dir, log=quiet)  # speed lives in benchmarks/, not in timed tests
     assert ctx.state["completed"] == list(PHASES)
     for name in ("recipe.yaml", "metrics.jsonl", "search.json", "rates.json", "pruned.pt", "final.pt",
                  "evaluation.json", "model.onnx", "report.md", "plots/comparison.png"):
