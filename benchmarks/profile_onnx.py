@@ -1,8 +1,8 @@
 """Where ONNX Runtime spends its time: per-operator and per-top-level-module shares of kernel time.
 
-Exports a compresskit pruned checkpoint (``compresskit.load_pruned``) or a reference model name at a
-square input size, runs it with ONNX Runtime's profiler (CPU, 1 intra-op thread by default) and prints
-two tables. Used to explain latency results in ``benchmarks/RESULTS.md``.
+Exports a model, read by ``reference.featherface.detect.load_model`` (a pruned checkpoint ``*.pt``,
+``name:weights`` or a bare reference model name), at a square input size, runs it with ONNX Runtime's
+profiler (CPU, 1 intra-op thread by default) and prints two tables. Used to explain latency results in ``benchmarks/RESULTS.md``.
 
     .venv/bin/python benchmarks/profile_onnx.py runs/featherface_nano_b/final.pt --size 640
 """
@@ -18,15 +18,8 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from compresskit import export_onnx, load_pruned
-
-
-def load(spec: str) -> torch.nn.Module:
-    if Path(spec).is_file():
-        return load_pruned(spec).eval()
-    from reference.featherface.models import build_model
-
-    return build_model(spec).eval()
+from compresskit import export_onnx
+from reference.featherface.detect import load_model
 
 
 def profile(model: torch.nn.Module, size: int, runs: int, threads: int) -> tuple[float, dict, dict]:
@@ -60,13 +53,13 @@ def profile(model: torch.nn.Module, size: int, runs: int, threads: int) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="pruned checkpoint path or reference model name (e.g. nano_b)")
+    parser.add_argument("model", help="pruned checkpoint (.pt), name:weights or reference model name (e.g. nano_b)")
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=10)
     args = parser.parse_args()
-    milliseconds, by_op, by_module = profile(load(args.model), args.size, args.runs, args.threads)
+    milliseconds, by_op, by_module = profile(load_model(args.model), args.size, args.runs, args.threads)
     print(f"{args.model} @{args.size}: {milliseconds:.1f} ms kernel time per run ({args.threads} thread(s))\n")
     for title, shares in (("operator", by_op), ("module", by_module)):
         print(f"| {title} | share |\n|---|---:|")
