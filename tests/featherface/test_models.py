@@ -102,6 +102,8 @@ def test_retinaface_official_weights_load_strictly(shared_data):
     state = torch.load(shared_data / "weights" / "retinaface_mnet025_official.pth",
                        map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)  # direct: same module names as biubug6
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in state.items())
 
 
 def test_featherface_v1_thirdparty_weights_load_strictly(shared_data):

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from reference.featherface.data.widerface import (
-    AnnotationError, WiderFaceDataset, detection_collate, parse_retinaface_labels, parse_wider_split,
+    BGR_MEAN, AnnotationError, WiderFaceDataset, detection_collate, image_to_tensor, parse_retinaface_labels,
+    parse_wider_split,
 )
 
 
@@ -114,3 +115,12 @@ def test_real_shared_annotations(shared_data):
     assert len(val.records) == 194 and sum(len(r.targets) for r in val.records) + val.dropped_faces == 4259
     image, targets = WiderFaceDataset(retina)[0]
     assert image.shape[0] == 3 and targets.shape[1] == 15 and (targets[:, 2] > targets[:, 0]).all()
+
+
+def test_image_to_tensor_subtracts_the_bgr_mean_per_channel():
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[0, 1] = (110, 120, 130)  # B, G, R at row 0, column 1
+    tensor = image_to_tensor(image)
+    assert tensor.shape == (3, 2, 3) and tensor.dtype == torch.float32  # (H, W, 3) -> (3, H, W)
+    assert tensor[:, 0, 1].tolist() == [6.0, 3.0, 7.0]
+    assert tensor[:, 1, 2].tolist() == [-m for m in BGR_MEAN]
