@@ -25,7 +25,7 @@ from .groups import (
     find_groups,
 )
 from .importance import IMPORTANCES, fpgm, magnitude
-from .persist import load_pruned, save_pruned
+from .persist import UntrustedBuilderError, load_pruned, save_pruned, trust_builder
 from .prune import PruneSummary, SoftFPGM, prune, remove_zeroed
 from .schedules import SCHEDULES, constant, join, linear, polynomial
 from .pool import ChannelPool
@@ -44,6 +44,7 @@ __all__ = [
     "SkippedCoupling",
     "SoftFPGM",
     "UnprunableWarning",
+    "UntrustedBuilderError",
     "channel_summary",
     "channels_to_remove",
     "check_onnx",
@@ -62,4 +63,5 @@ __all__ = [
     "prune",
     "remove_zeroed",
     "save_pruned",
+    "trust_builder",
 ]

@@ -11,7 +11,13 @@ Commands::
 
 User errors (a malformed recipe, a missing file, an unreadable checkpoint, a run
 directory that cannot be used) print one line ``Error: ...`` and exit with
-status 2, without a traceback.
+status 2, without a traceback. The boundary is the command group's ``invoke``
+(:func:`_boundary`), so it covers every command, plugins included: ``ValueError``,
+``TypeError``, YAML and unpickling errors and file-system errors (missing file,
+permission denied, read-only or full disk) are user errors; anything else prints
+one line with the path of a log file holding the traceback and exits with status 1.
+Checkpoints name the builder that rebuilds them; commands that load one take
+``--trust MODULE`` (see :mod:`compresskit.persist`).
 
 ``detect`` and ``evaluate`` are plugins: :data:`PLUGINS` maps a command name to a
 ``module:attr`` click command, imported only when that command runs (the library
@@ -20,9 +26,14 @@ never imports ``reference`` at import time, and nothing registers itself).
 
 from __future__ import annotations
 
+import datetime
+import errno
 import functools
+import os
 import pickle
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,8 +79,79 @@ def _user_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: File-system errors that are the user's to fix (exit 2), not bugs.
+_USER_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG, errno.ENOTEMPTY}
+_MESSAGE_LIMIT = 500
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())  # one line, however the error was formatted
+    return line if len(line) <= _MESSAGE_LIMIT else f"{line[:_MESSAGE_LIMIT]}... ({len(line):,} chars)"
+
+
+def _write_log(error: BaseException) -> Path | None:
+    """Write the traceback of ``error`` to a fresh log file; ``None`` when none can be written.
+
+    The folder is ``$COMPRESSKIT_LOG_DIR``, else ``~/.cache/compresskit/logs``, else the temp folder.
+    """
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folders = [os.environ.get("COMPRESSKIT_LOG_DIR"), Path.home() / ".cache" / "compresskit" / "logs",
+               tempfile.gettempdir()]
+    text = f"compresskit {' '.join(sys.argv[1:])}\n" + "".join(
+        traceback.format_exception(type(error), error, error.__traceback__))
+    for folder in filter(None, folders):
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            path = Path(folder) / f"compresskit-error-{stamp}-{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _boundary(error: Exception) -> click.ClickException:
+    """The one-line CLI error for an exception escaping a command.
+
+    User errors (exit 2): the library's ``ValueError``/``TypeError`` (``RecipeError`` and
+    ``UntrustedBuilderError`` among them), ``RunDirError``, YAML and unpickling errors, and
+    file-system errors such as a missing file, permission denied, a read-only or full disk.
+    A stopped phase (``PhaseError``) exits 1 in one line. Anything else exits 1 with one line
+    naming a log file that holds the traceback.
+    """
+    import yaml
+
+    from compresskit.pipeline import PhaseError, RunDirError
+
+    if isinstance(error, PhaseError):
+        return click.ClickException(_one_line(str(error)))
+    if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
+        where = error.filename if error.filename is not None else ""
+        reason = error.strerror or str(error)
+        if error.errno == errno.ENOENT:
+            return UserError(_one_line(f"file not found: {where or error}"))
+        return UserError(_one_line(f"{where}: {reason}" if where else reason))
+    if isinstance(error, (ValueError, TypeError, RunDirError, yaml.YAMLError, pickle.UnpicklingError, EOFError)):
+        text = str(error) or type(error).__name__
+        if isinstance(error, (pickle.UnpicklingError, EOFError)):
+            text = f"unreadable file ({type(error).__name__}: {text})"
+        return UserError(_one_line(text))
+    log = _write_log(error)
+    where = f"; traceback in {log}" if log is not None else " (no log file could be written)"
+    return click.ClickException(_one_line(f"unexpected {type(error).__name__}: {error}") + where)
+
+
 class _Group(click.Group):
-    """A click group that also lists and lazily imports :data:`PLUGINS`."""
+    """A click group that also lists and lazily imports :data:`PLUGINS`, and maps errors to one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:  # noqa: BLE001 - the CLI's one error boundary
+            raise _boundary(error) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *PLUGINS})
@@ -192,7 +274,13 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
                    + (f"checkpoint {recipe.teacher.checkpoint}" if recipe.teacher.checkpoint
                       else f"trained {recipe.teacher.train.epochs} epochs"))
     student = ctx.build("student")
-    click.echo(f"student: {recipe.student.model}, {count_params(student):,} params")
+    click.echo(f"student: {recipe.student.model}, {count_params(student):,} params"
+               + (f", checkpoint {recipe.student.checkpoint}" if recipe.student.checkpoint else "")
+               + (f", initialised from the {recipe.student.init_from}" if recipe.student.init_from else ""))
+    from compresskit.checkpoints import check_checkpoints
+
+    for key, path in check_checkpoints(recipe, task, ctx.build).items():
+        click.echo(f"{key} {path}: loads strictly")
     specs = pipeline.layer_group_specs(ctx)
     for spec in specs:
         click.echo(f"  layer group {spec.name}: patterns {list(spec.patterns)} types {list(spec.types)} "
@@ -219,6 +307,9 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
 
 # --- prune / export / inspect -----------------------------------------------------------
 
+_TRUST_HELP = ("Import the checkpoint's builder from this module (it runs code). Repeatable. Builders "
+               "declared in the 'compresskit.builders' entry points are trusted already.")
+
 
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
@@ -242,19 +333,23 @@ def _parse_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def _load_model(spec: str, model_args: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """A model from a compresskit checkpoint path or a ``module:callable`` builder."""
+def _load_model(spec: str, model_args: dict[str, Any] | None = None,
+                trust: Sequence[str] = ()) -> tuple[Any, str]:
+    """A model from a compresskit checkpoint path (its builder trusted, see ``--trust``) or a
+    ``module:callable`` builder."""
     from compresskit.recipe import RecipeError, resolve_object
 
     path = Path(spec)
     if path.exists():
-        from compresskit.persist import load_pruned
+        from compresskit.persist import UntrustedBuilderError, load_pruned
         from compresskit.recipe import ensure_cwd_importable
 
         ensure_cwd_importable()  # the checkpoint's builder may be the user's module
 
         try:
-            return load_pruned(path), "checkpoint"
+            return load_pruned(path, trust=trust), "checkpoint"
+        except UntrustedBuilderError as error:
+            raise UserError(str(error)) from None
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError,
                 pickle.UnpicklingError) as error:
             first_line = (str(error).splitlines() or [""])[0]
@@ -344,44 +439,60 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
 
 @cli.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .onnx file.")
-@click.option("--input-shape", required=True, help="Input shape, e.g. 1,3,320,320.")
-@click.option("--atol", default=1e-4, show_default=True, help="ONNX Runtime vs PyTorch tolerance.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The .onnx (or TorchScript .pt) file.")
+@click.option("--input-shape", required=True, help="Example input shape, e.g. 1,3,320,320.")
+@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript"]), default="onnx",
+              show_default=True, help="ONNX (checked in ONNX Runtime) or a TorchScript trace (checked after loading).")
+@click.option("--dynamic", is_flag=True,
+              help="Free batch and height/width axes where the model allows; checked at two input shapes.")
+@click.option("--atol", default=1e-4, show_default=True, help="Exported vs PyTorch tolerance.")
 @click.option("--opset", default=17, show_default=True)
+@click.option("--trust", multiple=True, metavar="MODULE", help=_TRUST_HELP)
 @_user_errors
-def export_command(checkpoint: Path, out: Path, input_shape: str, atol: float, opset: int) -> None:
-    """Export a compresskit CHECKPOINT (pruned model) to ONNX and check it with ONNX Runtime."""
+def export_command(checkpoint: Path, out: Path, input_shape: str, export_format: str, dynamic: bool,
+                   atol: float, opset: int, trust: Sequence[str]) -> None:
+    """Export a compresskit CHECKPOINT (pruned model) to ONNX or TorchScript and check it against PyTorch.
+
+    The file carries the model's preprocessing (channel order, mean, scale, nominal input size) in its
+    metadata where the model's builder declares it, so 'quantize', 'detect' and web/ need no flags.
+    """
     import torch
 
-    from compresskit.export import check_onnx, export_onnx
+    from compresskit.export import export_model
 
     if not checkpoint.exists():
         raise UserError(f"file not found: {checkpoint}")
-    model, _ = _load_model(str(checkpoint))
+    model, _ = _load_model(str(checkpoint), trust=trust)
     model.eval()
     example = (torch.randn(_parse_shape(input_shape), generator=torch.Generator().manual_seed(0)),)
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = export_onnx(model, example, out, opset=opset)
     try:
-        difference = check_onnx(path, model, example, atol=atol)
+        result = export_model(model, example, out, format=export_format, dynamic=dynamic, atol=atol, opset=opset)
     except ValueError as error:
-        raise UserError(f"ONNX parity check failed: {error}") from None
-    click.echo(f"wrote {path} ({path.stat().st_size:,} bytes); max |ORT - torch| = {difference:.2e}")
+        raise UserError(f"export check failed: {error}") from None
+    checks = "; ".join(f"{'x'.join(map(str, shapes[0]))}: {difference:.2e}" for shapes, difference in result.checks)
+    axes = result.dynamic_axes.get("input", {})
+    click.echo(f"wrote {result.path} ({result.path.stat().st_size:,} bytes, {export_format}, "
+               f"dynamic axes {sorted(axes) or 'none'}); "
+               f"max |{'ORT' if export_format == 'onnx' else 'TorchScript'} - torch| at {checks}")
 
 
 @cli.command("inspect")
 @click.argument("model_spec", metavar="MODEL_OR_CHECKPOINT")
 @click.option("--input-shape", default=None, help="Input shape for MACs, e.g. 1,3,32,32.")
 @click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Builder keyword argument.")
+@click.option("--trust", multiple=True, metavar="MODULE", help=_TRUST_HELP)
 @_user_errors
-def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequence[str]) -> None:
+def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequence[str],
+                    trust: Sequence[str]) -> None:
     """Parameters, MACs and per-layer channels of a checkpoint or a 'module:builder'."""
     import torch
 
     from compresskit.budget import count_macs, count_params
     from compresskit.pipeline import layer_channels
 
-    model, kind = _load_model(model_spec, _parse_kwargs(model_args))
+    model, kind = _load_model(model_spec, _parse_kwargs(model_args), trust)
     click.echo(f"{model_spec} ({kind}): {type(model).__name__}")
     click.echo(f"parameters: {count_params(model):,}")
     if input_shape is not None:

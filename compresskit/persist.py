@@ -6,6 +6,18 @@ the pruning history (per removal step, ``[module, axis, indices, size]`` lists o
 plain ints) and the ``state_dict``. Loading rebuilds a fresh model, replays the
 removals with the same surgery code that pruned it, and loads the weights strictly.
 
+Trust: the builder named in a file is code, and the file may come from anyone. ``load_pruned``
+imports and calls it only when the user trusts it, *before* importing anything:
+
+* builders registered with :func:`trust_builder` (``TRUSTED_BUILDERS``), by the caller's own code;
+* builders an installed package declares in the ``compresskit.builders`` entry-point group
+  (``reference.featherface.models:build_model`` is declared in this project's ``pyproject.toml``);
+* modules (or ``module:callable``) the caller names: ``load_pruned(path, trust=["my_pkg.models"])``,
+  ``compresskit inspect final.pt --trust my_pkg.models`` -- like Hugging Face's ``trust_remote_code``.
+
+Anything else raises :class:`UntrustedBuilderError` naming the builder and how to trust it. Nothing
+registers itself when compresskit is imported.
+
 Caveats:
     * The builder must produce the same architecture as when the model was pruned
       (same module names); a mismatch raises ``ValueError`` naming the file.
@@ -17,7 +29,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +38,60 @@ import torch
 from torch import nn
 
 from ._atomic import atomic_torch_save
+from ._finite import non_finite_entries
 from ._surgery import ChannelOp, remove_channels
 from .prune import HISTORY_ATTRIBUTE
 
-__all__ = ["FORMAT", "load_pruned", "save_pruned"]
+__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "TRUSTED_BUILDERS", "UntrustedBuilderError", "is_trusted",
+           "load_pruned", "save_pruned", "trust_builder"]
 
 FORMAT = "compresskit.pruned/1"
 _KEYS = ("format", "builder", "builder_kwargs", "history", "state_dict")
+
+#: Entry-point group where installed packages declare trusted builders (value: ``module:callable``).
+BUILDER_ENTRY_POINTS = "compresskit.builders"
+
+#: Builders (``"module:callable"``) the running program trusts; add with :func:`trust_builder`.
+TRUSTED_BUILDERS: set[str] = set()
+
+
+class UntrustedBuilderError(ValueError):
+    """A checkpoint names a builder the user has not trusted; nothing was imported."""
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} chars)"
+
+
+def trust_builder(builder: str) -> None:
+    """Trust ``builder`` (``"module:callable"``) for :func:`load_pruned` in this process.
+
+    Example:
+        >>> trust_builder("my_pkg.models:build_model")
+    """
+    _check_builder(builder)
+    TRUSTED_BUILDERS.add(builder)
+
+
+def _declared_builders() -> set[str]:
+    """Builders declared by installed packages (read from metadata; nothing is imported)."""
+    return {entry.value.replace(" ", "") for entry in metadata.entry_points(group=BUILDER_ENTRY_POINTS)}
+
+
+def is_trusted(builder: str, trust: Iterable[str] = ()) -> bool:
+    """Whether :func:`load_pruned` may import and call ``builder``.
+
+    Args:
+        builder: ``"module:callable"`` as stored in a checkpoint.
+        trust: Module names (trusting every callable in them and their submodules) or exact
+            ``"module:callable"`` strings.
+    """
+    module_name = builder.partition(":")[0]
+    for item in trust:
+        if item == builder or ":" not in item and (module_name == item or module_name.startswith(item + ".")):
+            return True
+    return builder in TRUSTED_BUILDERS or builder in _declared_builders()
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -52,10 +112,10 @@ def _check_plain(value: Any, where: str) -> None:
 
 def _check_builder(builder: Any) -> tuple[str, str]:
     if not isinstance(builder, str) or builder.count(":") != 1:
-        raise ValueError(f"builder must be a 'package.module:callable' string, got {builder!r}")
+        raise ValueError(f"builder must be a 'package.module:callable' string, got {_short(builder)}")
     module_name, attribute = builder.split(":")
     if not module_name or not attribute:
-        raise ValueError(f"builder must be a 'package.module:callable' string, got {builder!r}")
+        raise ValueError(f"builder must be a 'package.module:callable' string, got {_short(builder)}")
     return module_name, attribute
 
 
@@ -107,24 +167,40 @@ def save_pruned(
         "history": _normalise_history(history),
         "state_dict": model.state_dict(),
     }
+    count, names = non_finite_entries(payload["state_dict"])
+    if count:
+        raise ValueError(f"{path}: refusing to save a model with non-finite weights "
+                         f"({count} tensors hold NaN/inf, e.g. {', '.join(names)})")
     atomic_torch_save(payload, path)
 
 
-def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> nn.Module:
+def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
+                trust: Iterable[str] = ()) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned`: build, replay removals, load weights.
+
+    The builder is imported only if trusted (see the module docstring); the check comes before
+    any import.
 
     Args:
         path: Checkpoint written by :func:`save_pruned`.
         map_location: Where tensors are loaded.
+        trust: Extra trusted modules or ``"module:callable"`` builders (besides
+            ``TRUSTED_BUILDERS`` and the ``compresskit.builders`` entry points).
 
     Returns:
         The pruned model (with ``compresskit_history`` set, so it can be saved again).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        UntrustedBuilderError: the builder is not trusted (a ``ValueError``).
         ValueError: the file is not a compresskit checkpoint, the builder cannot be
             imported, or the history / state_dict do not fit the built model.
+
+    Example:
+        >>> model = load_pruned("runs/shapes/final.pt", trust=["examples.shapes_classifier"])
     """
+    if isinstance(trust, str):
+        trust = [trust]
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
@@ -144,6 +220,11 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
             raise ValueError(f"builder_kwargs must be a dict, got {payload['builder_kwargs']!r}")
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
+    if not is_trusted(payload["builder"], trust):
+        raise UntrustedBuilderError(
+            f"{path}: builder {_short(payload['builder'])} is not trusted, so it was not imported; if you "
+            f"trust module {_short(module_name)}, pass --trust {module_name[:120]} (CLI) or load_pruned(..., trust="
+            f"[{_short(module_name)}]), or declare it in the {BUILDER_ENTRY_POINTS!r} entry points")
     try:
         builder: Any = importlib.import_module(module_name)
         for part in attribute.split("."):

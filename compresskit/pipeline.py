@@ -59,7 +59,9 @@ from torch import nn
 from compresskit import distributed
 from compresskit._atomic import atomic_torch_save, atomic_write_text
 from compresskit.budget import count_macs, count_params
-from compresskit.recipe import TASKS, Recipe, RecipeError, TrainConfig, recipe_to_dict, resolve_object
+from compresskit.recipe import (
+    TASKS, Recipe, RecipeError, TrainConfig, checkpoint_path, recipe_to_dict, resolve_object,
+)
 from compresskit.task import Task, check_task
 from compresskit.train import Callback, NonFiniteLossError, TrainState, fit, load_checkpoint, save_checkpoint
 
@@ -316,13 +318,18 @@ def _task_loss_fn(task: Task) -> Callable[[nn.Module, Any], tuple[torch.Tensor, 
     return loss_fn
 
 
-@torch.no_grad()
 def validation_loss(task: Task, model: nn.Module, batch_size: int, max_batches: int | None = None) -> float:
-    """Mean task loss over the validation loader (the search objective)."""
+    """Mean task loss over the validation loader (the default search objective)."""
+    return loader_loss(task, model, task.val_loader(batch_size), max_batches)
+
+
+@torch.no_grad()
+def loader_loss(task: Task, model: nn.Module, loader: Iterable[Any], max_batches: int | None = None) -> float:
+    """Mean task loss of ``model`` (in eval mode) over the first ``max_batches`` batches of ``loader``."""
     was_training = model.training
     model.eval()
     losses = []
-    for index, batch in enumerate(task.val_loader(batch_size)):
+    for index, batch in enumerate(loader):
         if max_batches is not None and index >= max_batches:
             break
         loss, _ = task.task_loss(model(*task.inputs(batch)), batch)
@@ -427,13 +434,10 @@ def phase_teacher(ctx: RunContext) -> dict[str, Any]:
         return {"skipped": "no teacher"}
     model = ctx.build("teacher")
     if teacher_config.checkpoint is not None:
-        checkpoint = Path(teacher_config.checkpoint)
-        if not checkpoint.is_absolute() and not checkpoint.exists():
-            checkpoint = Path(ctx.recipe.source).parent / checkpoint
-        state_dict = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state_dict, dict) and "state_dict" in state_dict:
-            state_dict = state_dict["state_dict"]
-        model.load_state_dict(state_dict)
+        from compresskit.checkpoints import load_checkpoint
+
+        checkpoint = checkpoint_path(teacher_config.checkpoint, ctx.recipe.source)
+        load_checkpoint(ctx.task, model, checkpoint)  # checked before any phase ran (check_checkpoints)
         source = str(checkpoint)
     else:
         _train(ctx, "teacher", model, _task_loss_fn(ctx.task), teacher_config.train,
@@ -466,6 +470,8 @@ def phase_distill(ctx: RunContext) -> dict[str, Any]:
     if ctx.recipe.teacher is not None:
         teacher = ctx.build("teacher")
         teacher.load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
+    start = _initialise_student(ctx, student, teacher)
+    if teacher is not None:
         teacher.eval().requires_grad_(False).to(distributed.device())
     distill = None
     if teacher is not None:
@@ -489,10 +495,28 @@ def phase_distill(ctx: RunContext) -> dict[str, Any]:
            no_decay=lambda m: list(m.distill.weight_parameters()) if m.distill is not None else [],
            evaluate=lambda: task.evaluate(student))
     _atomic_save(student.state_dict(), ctx.path("student.pt"))
-    summary: dict[str, Any] = {"params": count_params(student), "metrics": task.evaluate(student)}
+    summary: dict[str, Any] = {"params": count_params(student), "start": start, "metrics": task.evaluate(student)}
     if distill is not None:
         summary["log_variances"] = [float(v) for v in distill.log_variances().detach()]
     return summary
+
+
+def _initialise_student(ctx: RunContext, student: nn.Module, teacher: nn.Module | None) -> dict[str, Any]:
+    """Load ``student.checkpoint`` or inherit from the teacher (``student.init_from``); say which."""
+    from compresskit.checkpoints import inherit_matching, load_checkpoint
+
+    config = ctx.recipe.student
+    if config.checkpoint is not None:
+        path = checkpoint_path(config.checkpoint, ctx.recipe.source)
+        load_checkpoint(ctx.task, student, path)
+        ctx.log(f"[distill] student starts from {path}")
+        return {"source": str(path)}
+    if config.init_from == "teacher" and teacher is not None:
+        inherited = inherit_matching(student, teacher)
+        ctx.log(f"[distill] {inherited.describe()}")
+        return {"source": "teacher", "inherited_tensors": inherited.tensors,
+                "inherited_params": inherited.params, "shape_mismatches": len(inherited.skipped)}
+    return {"source": "initialised"}
 
 
 def _load_student(ctx: RunContext) -> nn.Module:
@@ -536,6 +560,7 @@ def search_problem(ctx: RunContext) -> SearchProblem:
     trial = recipe.search.trial
     trial_config = TrainConfig(epochs=trial.epochs, lr=trial.lr, batch_size=trial.batch_size,
                                weight_decay=recipe.distill.weight_decay, scheduler="none")
+    train_loader, score = _trial_data(ctx)
 
     def objective(rates: dict[str, float]) -> float:
         # Seeded by the candidate itself, so a resumed search scores it identically.
@@ -547,17 +572,42 @@ def search_problem(ctx: RunContext) -> SearchProblem:
         prune(candidate, task.example_inputs(), rates, groups=candidate_groups,
               importance=recipe.prune.importance)
         if trial.epochs:
-            fit(candidate, _task_loss_fn(task),
-                task.train_loader(trial.batch_size, subset=trial.subset, seed=recipe.seed),
-                trial.epochs, _make_optimizer(trial_config), progress=False,
-                distributed=False)  # under torchrun the search runs on rank 0 alone
-        return validation_loss(task, candidate, trial.batch_size, trial.max_val_batches)
+            fit(candidate, _task_loss_fn(task), train_loader(), trial.epochs, _make_optimizer(trial_config),
+                progress=False, distributed=False)  # under torchrun the search runs on rank 0 alone
+        return score(candidate)
 
     bounds = {spec.name: tuple(spec.bounds) for spec in specs}
     check_budget(recipe, predictor, bounds)
     return SearchProblem(objective=objective, bounds=bounds,
                          predict_params=lambda rates: int(predictor(rates)),
                          budget=(recipe.search.budget.min_params, recipe.search.budget.max_params))
+
+
+def _trial_data(ctx: RunContext) -> tuple[Callable[[], Iterable[Any]], Callable[[nn.Module], float]]:
+    """``(train_loader(), score(model))`` of one search trial.
+
+    Without ``search.trial.holdout``: the training subset and the validation loss. With it: the
+    training set minus a held-out fraction (fixed by ``recipe.seed``) and the task loss on that
+    held-out part -- the validation data is never touched.
+
+    Raises:
+        RecipeError: ``holdout`` is set but the task has no ``heldout_loader``.
+    """
+    recipe, task = ctx.recipe, ctx.task
+    trial = recipe.search.trial
+    if trial.holdout is None:
+        return (lambda: task.train_loader(trial.batch_size, subset=trial.subset, seed=recipe.seed),
+                lambda model: validation_loss(task, model, trial.batch_size, trial.max_val_batches))
+    heldout_loader = getattr(task, "heldout_loader", None)
+    if not callable(heldout_loader):
+        raise RecipeError(f"{recipe.source}: search.trial.holdout needs a task with "
+                          f"heldout_loader(batch_size, fraction, seed) and train_loader(..., holdout=fraction); "
+                          f"{type(task).__name__} has none")
+    fraction = trial.holdout
+    return (lambda: task.train_loader(trial.batch_size, subset=trial.subset, seed=recipe.seed,
+                                      holdout=fraction),  # type: ignore[call-arg]
+            lambda model: loader_loss(task, model, heldout_loader(trial.batch_size, fraction, recipe.seed),
+                                      trial.max_val_batches))
 
 
 def phase_search(ctx: RunContext) -> dict[str, Any]:
@@ -713,7 +763,7 @@ def phase_finetune(ctx: RunContext) -> dict[str, Any]:
     """Fine-tune the pruned model -> ``final.pt`` (persist format)."""
     from compresskit.persist import load_pruned, save_pruned
 
-    model = load_pruned(ctx.path("pruned.pt"))
+    model = load_pruned(ctx.path("pruned.pt"), trust=[ctx.builder()[0]])  # the recipe's own builder
     _train(ctx, "finetune", model, _task_loss_fn(ctx.task), ctx.recipe.finetune,
            evaluate=lambda: ctx.task.evaluate(model))
     builder, kwargs = ctx.builder()
@@ -731,7 +781,7 @@ def phase_evaluate(ctx: RunContext) -> dict[str, Any]:
         models["teacher"] = ctx.build("teacher")
         models["teacher"].load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
     models["student"] = _load_student(ctx)
-    models["pruned"] = load_pruned(ctx.path("final.pt"))
+    models["pruned"] = load_pruned(ctx.path("final.pt"), trust=[ctx.builder()[0]])
     evaluation = {name: _profile(ctx, model) for name, model in models.items()}
     _write_json(ctx.path("evaluation.json"), evaluation)
     return {name: {"params": v["params"], "metrics": v["metrics"]} for name, v in evaluation.items()}
@@ -758,7 +808,7 @@ def phase_export(ctx: RunContext) -> dict[str, Any]:
     from compresskit.export import check_onnx, export_onnx
     from compresskit.persist import load_pruned
 
-    model = load_pruned(ctx.path("final.pt")).eval()
+    model = load_pruned(ctx.path("final.pt"), trust=[ctx.builder()[0]]).eval()
     inputs = _export_inputs(ctx)
     path = export_onnx(model, inputs, ctx.path("model.onnx"), opset=ctx.recipe.export.opset)
     difference = check_onnx(path, model, inputs, atol=ctx.recipe.export.atol)
@@ -880,6 +930,10 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     if not distributed.is_main():
         log, progress = (lambda message: None), False
     ctx = prepare(recipe, run_dir, resume, progress, log)
+    if not {"teacher", "distill"} <= set(ctx.state["completed"]):  # weights still to be read
+        from compresskit.checkpoints import check_checkpoints
+
+        check_checkpoints(recipe, ctx.task, ctx.build)  # a wrong file fails here, before any training
     _configure_determinism(recipe)
     for index, (name, phase) in enumerate(PHASES.items()):
         if name in ctx.state["completed"]:

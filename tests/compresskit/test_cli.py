@@ -152,19 +152,21 @@ def test_prune_inspect_export_round_trip(runner, tmp_path):
     assert result.exit_code == 0, result.output
     from compresskit.persist import load_pruned
 
-    model = load_pruned(out)
+    model = load_pruned(out, trust=["examples.shapes_classifier"])
     params = sum(p.numel() for p in model.parameters())
     assert f"77,652 -> {params:,} parameters" in result.output and params < 77_652
     assert model.stage2[0].conv1.out_channels == 16  # 32 channels, half removed
     assert model.stage3[0].conv1.out_channels == 48  # 64 channels, a quarter removed
 
-    result = runner.invoke(cli, ["inspect", str(out), "--input-shape", "1,3,16,16"])
+    result = runner.invoke(cli, ["inspect", str(out), "--input-shape", "1,3,16,16",
+                                 "--trust", "examples.shapes_classifier"])
     assert result.exit_code == 0, result.output
     assert f"parameters: {params:,}" in result.output
     assert "MACs @ 1,3,16,16: " in result.output
 
     onnx_path = tmp_path / "model.onnx"
-    result = runner.invoke(cli, ["export", str(out), "--out", str(onnx_path), "--input-shape", "1,3,16,16"])
+    result = runner.invoke(cli, ["export", str(out), "--out", str(onnx_path), "--input-shape", "1,3,16,16",
+                                 "--trust", "examples.shapes_classifier"])
     assert result.exit_code == 0, result.output
     assert onnx_path.stat().st_size > 0 and "max |ORT - torch|" in result.output
 
