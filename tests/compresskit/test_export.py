@@ -121,3 +121,92 @@ def test_failed_check_keeps_previous_file_and_removes_temporary(tmp_path, monkey
         export_onnx(model, example_input, target)
     assert target.read_bytes() == b"previous"  # never half-overwritten
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+# --- export_model: dynamic axes, TorchScript, metadata (issue 9) ------------------------------
+
+from compresskit.export import (  # noqa: E402
+    Preprocessing,
+    check_torchscript,
+    export_model,
+    read_metadata,
+    second_shape,
+)
+
+
+def test_second_shape_grows_batch_and_keeps_stride_divisibility():
+    assert second_shape((1, 3, 640, 640)) == (2, 3, 704, 672)
+    assert second_shape((1, 3, 64, 64)) == (2, 3, 128, 96)
+    assert second_shape((4, 3, 12, 10)) == (5, 3, 20, 12)  # 12 -> g=4, 10 -> g=2
+    assert second_shape((2, 8)) == (3, 8)
+
+
+@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
+def test_dynamic_export_runs_at_two_shapes(tmp_path, export_format):
+    model, example_input = ZOO["detection_heads"]()
+    path = tmp_path / ("det.onnx" if export_format == "onnx" else "det.pt")
+    result = export_model(model, example_input, path, format=export_format, dynamic=True)
+    assert result.dynamic_axes["input"] == {0: "batch", 2: "input_2", 3: "input_3"}
+    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 32, 32], [2, 3, 96, 64]]
+    assert all(difference <= 1e-4 for _, difference in result.checks)
+    third = torch.randn(3, 3, 64, 128, generator=torch.Generator().manual_seed(2))  # a shape never checked
+    checker = check_onnx if export_format == "onnx" else check_torchscript
+    assert checker(path, model, third) <= 1e-4
+
+
+def test_fixed_export_rejects_another_shape(tmp_path):
+    model, example_input = ZOO["detection_heads"]()
+    result = export_model(model, example_input, tmp_path / "det.onnx")
+    assert result.dynamic_axes == {} and len(result.checks) == 1
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        check_onnx(result.path, model, torch.randn(2, 3, 32, 32))
+
+
+def test_flatten_linear_keeps_spatial_fixed_and_batch_dynamic(tmp_path):
+    model, example_input = ZOO["conv_flatten_linear"]()
+    with pytest.warns(UserWarning, match="height/width stay fixed"):
+        result = export_model(model, example_input, tmp_path / "m.onnx", dynamic=True)
+    assert result.dynamic_axes["input"] == {0: "batch"}
+    assert [shapes[0][0] for shapes, _ in result.checks] == [1, 2]
+
+
+def test_preprocessing_metadata_round_trips_in_onnx_and_torchscript(tmp_path):
+    model, example_input = ZOO["detection_heads"]()
+    preprocessing = Preprocessing("BGR", (104.0, 117.0, 123.0), 1.0, (640, 640))
+    model.onnx_metadata = {"detector.kind": "toy"}
+    for name, export_format in (("m.onnx", "onnx"), ("m.pt", "torchscript")):
+        export_model(model, example_input, tmp_path / name, format=export_format,
+                     metadata=preprocessing.to_metadata())
+        metadata = read_metadata(tmp_path / name)
+        assert metadata["detector.kind"] == "toy"
+        assert Preprocessing.from_metadata(metadata) == preprocessing
+
+
+def test_preprocessing_rejects_bad_values():
+    with pytest.raises(ValueError, match="channel_order must be 'BGR' or 'RGB', got 'BRG'"):
+        Preprocessing("BRG")
+    with pytest.raises(ValueError, match="scale must be a finite number > 0, got 0"):
+        Preprocessing("RGB", (0, 0, 0), 0)
+    with pytest.raises(ValueError, match=r"missing \['preprocessing.scale'\]"):
+        metadata = Preprocessing().to_metadata()
+        del metadata["preprocessing.scale"]
+        Preprocessing.from_metadata(metadata)
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_model(nn.Conv2d(3, 3, 1), torch.randn(1, 3, 4, 4), "x.tflite", format="tflite")
+
+
+@pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
+def test_pruned_nano_b_exports_dynamic(tmp_path, export_format):
+    """A pruned Nano-B at toy scale (64 px): both formats, checked at 64x64 and 2x128x96, metadata kept."""
+    import compresskit as ck
+    from reference.featherface.models import NANO_B_PROTECT_PATTERNS, build_model
+
+    torch.manual_seed(0)
+    model = build_model("nano_b").eval()
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 50
+    ck.prune(model, images, 0.5, protect=NANO_B_PROTECT_PATTERNS)
+    path = tmp_path / ("nano_b.onnx" if export_format == "onnx" else "nano_b.pt")
+    result = export_model(model, images, path, format=export_format, dynamic=True)
+    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 64, 64], [2, 3, 128, 96]]
+    assert max(difference for _, difference in result.checks) <= 1e-4
+    assert Preprocessing.from_metadata(read_metadata(path)).mean == (104.0, 117.0, 123.0)
