@@ -323,15 +323,62 @@ def _op_reason(grad_fn: Any) -> str | None:
     return None
 
 
+def _channel_units(num_channels: int, items: list[Item]) -> list[list[int]]:
+    """Partition the root channels into units that must be removed together.
+
+    Two roots belong to one unit when they reach the same index of the same module axis or
+    graph op: removing one without the other would either keep a channel the other one
+    zeroes or remove a channel the other one still needs. Derived from the traced index
+    relations (concat offsets, splits, slices, depthwise convs, residual adds), never assumed.
+    """
+    parent = list(range(num_channels))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for item in items:
+        owner: dict[int, int] = {}
+        for root, idxs in item.index.items():
+            for i in idxs:
+                if i in owner:
+                    parent[find(root)] = find(owner[i])
+                else:
+                    owner[i] = root
+    units: dict[int, list[int]] = {}
+    for root in range(num_channels):
+        units.setdefault(find(root), []).append(root)
+    return sorted(units.values())
+
+
+def _by_unit(items: list[Item], units: list[list[int]]) -> list[Item]:
+    """Items re-keyed from root channels to units (the union of their roots' indices)."""
+    out = []
+    for item in items:
+        index = {}
+        for u, roots in enumerate(units):
+            idxs = sorted({i for r in roots for i in item.index.get(r, ())})
+            if idxs:
+                index[u] = tuple(idxs)
+        out.append(Item(item.module, item.kind, item.axis, item.size, index, item.groups))
+    return out
+
+
 def _convert(
-    graph: tp.DependencyGraph, group: Any, protected: set[str], output_nodes: set[Any], root: str
+    graph: tp.DependencyGraph,
+    group: Any,
+    protected: set[str],
+    output_nodes: set[Any],
+    root: str,
+    num_channels: int,
 ) -> RawGroup:
-    """Torch-Pruning group -> :class:`RawGroup` (items keyed by root channel)."""
+    """Torch-Pruning group -> :class:`RawGroup` (items keyed by channel unit, see :func:`_channel_units`)."""
     names = graph._module2name
     items: list[Item] = []
     reason: str | None = None
     is_protected = False
-    num_channels = len(group[0].idxs)
     for entry in group.items:
         dep = entry.dep
         node, module = dep.target, dep.target.module
@@ -343,7 +390,7 @@ def _convert(
                 reason = reason or f"Torch-Pruning lost the channel mapping at {name}"
                 continue
             index.setdefault(int(root_idx), []).append(int(idx))
-        frozen = {k: tuple(v) for k, v in index.items()}
+        frozen = {k: tuple(sorted(set(v))) for k, v in index.items()}
         kind, groups = "op", 1
         if node.type == tp_ops.OPTYPE.OUTPUT or (axis == OUT and node.grad_fn in output_nodes):
             is_protected = True
@@ -390,8 +437,16 @@ def _convert(
         if axis in (OUT, BOTH) and name in protected:
             is_protected = True
         size = axis_size(module, axis) or 0  # graph ops have no size of their own
+        if size and any(not 0 <= i < size for idxs in frozen.values() for i in idxs):
+            reason = reason or (
+                f"Torch-Pruning's index mapping is inconsistent at {name} (indices beyond its {size} "
+                "channels; a split/chunk whose parts are concatenated again?)"
+            )
         items.append(Item(name, kind, axis, size, frozen, groups))
-    return RawGroup(root, num_channels, items, reason, is_protected)
+    units = _channel_units(num_channels, items)
+    if len(units) < num_channels:
+        items = _by_unit(items, units)
+    return RawGroup(root, len(units), items, reason, is_protected)
 
 
 class _Protected(Exception):
@@ -474,14 +529,23 @@ def _coupled_set(
                 raise _Diverged(new_dep.target)
             group.add_dep(new_dep, new_idxs)
             stack.append((new_dep, new_idxs))
-    merged = tp.Group()
+    # One item per (target, handler) with *every* (index, root) pair reached. Torch-Pruning's
+    # ``add_and_merge`` keeps one root per index; that loses the relation "root j and root k
+    # reach the same channel" (a ghost module's cat([x1, cheap(x1)]) into a residual add), which
+    # :func:`_channel_units` needs.
+    pairs: dict[tuple[Any, Any], tuple[Any, dict[tuple[int, Any], None]]] = {}
     for dep, idxs in group.items:
-        if not isinstance(dep.target.module, nn.Parameter):  # raw parameters are never pruned
-            merged.add_and_merge(dep, idxs)
-    for i, (dep, idxs) in enumerate(merged.items):
-        item = _helpers.GroupItem(dep, [k.idx for k in idxs])
-        item.root_idxs = [k.root_idx for k in idxs]
-        merged[i] = item
+        if isinstance(dep.target.module, nn.Parameter):  # raw parameters are never pruned
+            continue
+        _, seen = pairs.setdefault((dep.target, dep.handler), (dep, {}))
+        for k in idxs:
+            seen[(k.idx, k.root_idx)] = None
+    merged = tp.Group()
+    for dep, seen in pairs.values():
+        item = _helpers.GroupItem(dep, [idx for idx, _ in seen])
+        item.root_idxs = [root for _, root in seen]
+        merged.add_dep(dep, [])
+        merged[len(merged) - 1] = item
     return merged, unsafe
 
 
@@ -527,7 +591,7 @@ def trace_groups(
                 entry.dep.target.module, nn.Module
             ):
                 visited.add(entry.dep.target.module)
-        raw = _convert(graph, group, protected, output_nodes, name)
+        raw = _convert(graph, group, protected, output_nodes, name, num_channels)
         if unsafe is not None and not raw.protected:
             raw.reason = unsafe
         groups.append(raw)

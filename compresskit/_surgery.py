@@ -258,20 +258,97 @@ def max_relative_difference(reference: Any, other: Any) -> float:
     return worst
 
 
-def removal_difference(model: nn.Module, example_inputs: Any, ops: Sequence[ChannelOp]) -> float:
+#: Largest relative soft-zeroed vs removed difference accepted, by the dtype the check ran in.
+#: Exact removal leaves summation-order noise (~1e-15 in float64); a wrong channel mapping keeps
+#: its size whatever the dtype, so float64 separates the two by many orders of magnitude.
+EXACT_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
+
+
+def clone_module(module: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy of ``module`` that surgery may change freely, optionally cast to ``dtype``.
+
+    Much cheaper than ``copy.deepcopy`` (the probe of :func:`compresskit.find_groups` clones
+    the model several times): every module object is shallow-copied with its own parameter,
+    buffer and child dicts and its own tensors; other attributes are shared, which is safe
+    because surgery only rebinds them (``conv.out_channels = ...``), never mutates them in place.
+    Falls back to ``copy.deepcopy`` for modules that cannot be shallow-copied.
+    """
+    memo: dict[int, Any] = {}  # shared (tied) parameters and modules stay shared in the copy
+
+    def tensor(old: Tensor, parameter: bool) -> Tensor:
+        if id(old) not in memo:
+            new = _cast(old, dtype)
+            memo[id(old)] = nn.Parameter(new, requires_grad=old.requires_grad) if parameter else new
+        return memo[id(old)]
+
+    def clone(old: nn.Module) -> nn.Module:
+        if id(old) in memo:
+            return memo[id(old)]
+        new = memo[id(old)] = copy.copy(old)
+        new._parameters = {k: None if p is None else tensor(p, True) for k, p in old._parameters.items()}
+        new._buffers = {k: None if b is None else tensor(b, False) for k, b in old._buffers.items()}
+        new._modules = {k: None if m is None else clone(m) for k, m in old._modules.items()}
+        return new
+
+    try:
+        return clone(module)
+    except Exception:  # noqa: BLE001 - exotic modules: the slow, general path
+        replica = copy.deepcopy(module)
+        return replica if dtype is None else replica.to(dtype)
+
+
+def _cast(tensor: Tensor, dtype: torch.dtype | None) -> Tensor:
+    tensor = tensor.detach()
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        return tensor.to(dtype)
+    return tensor.clone()
+
+
+def removal_difference(
+    model: nn.Module, example_inputs: Any, ops: Sequence[ChannelOp], dtype: torch.dtype | None = torch.float64
+) -> float:
     """Soft-zero ``ops`` on an eval-mode copy of ``model``, then remove them; compare the outputs.
+
+    Args:
+        dtype: Run the copy (and the floating inputs) in this dtype; ``None`` keeps the model's.
 
     Returns:
         :func:`max_relative_difference` of the soft-zeroed and the physically pruned
         outputs (``model`` itself is not touched). Surgery errors propagate.
     """
-    replica = copy.deepcopy(model).eval()
+    replica = clone_module(model, dtype).eval()
+    if dtype is not None:
+        example_inputs = cast_inputs(example_inputs, dtype)
     with torch.no_grad():
         zero_channels(replica, ops)
         soft = run_model(replica, example_inputs)
         remove_channels(replica, ops)
         hard = run_model(replica, example_inputs)
     return max_relative_difference(soft, hard)
+
+
+def inexact_reason(model: nn.Module, example_inputs: Any, ops: Sequence[ChannelOp]) -> str | None:
+    """Why removing ``ops`` is not exact on ``example_inputs``; ``None`` when it is.
+
+    The check runs in float64 (relative tolerance ``EXACT_TOLERANCE[float64]``); only a model
+    that cannot run in float64 at all (a custom op without a float64 kernel) is checked in its
+    own dtype, at that dtype's tolerance.
+    """
+    native = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    dtype = torch.float64
+    try:
+        difference = removal_difference(model, example_inputs, ops, dtype)
+    except Exception as error:  # noqa: BLE001 - any failure means "not exact"
+        if native == torch.float64:
+            return f"removal breaks the model: {type(error).__name__}: {error}"
+        dtype = native
+        try:
+            difference = removal_difference(model, example_inputs, ops, None)
+        except Exception as error:  # noqa: BLE001
+            return f"removal breaks the model: {type(error).__name__}: {error}"
+    if difference > EXACT_TOLERANCE.get(dtype, 1e-2):
+        return f"soft-zeroed and removed outputs differ (relative {difference:.2e} in {str(dtype).replace('torch.', '')})"
+    return None
 
 
 def cast_inputs(example_inputs: Any, dtype: torch.dtype) -> Any:

@@ -6,10 +6,14 @@ producers of a residual add, consumers' input slices, concatenation offsets,
 depthwise convs, SE/CBAM gating convs, a Linear after a flatten, BiFPN fusion
 inputs, channel shuffles, channel pools). :func:`find_groups` builds them on Torch-Pruning's
 dependency graph (Fang et al., CVPR 2023) and then checks every group numerically:
-it zeroes a probe subset of each group's channels, removes the same channels from
-a copy of the model and requires the same outputs (relative 1e-5 in float32). A group that fails (or
-that contains an op we know we cannot keep exact) is left unpruned, listed in
-``groups.skipped`` and reported with :class:`UnprunableWarning`.
+for each of :data:`PROBE_SELECTIONS` random selections (rates 0.5, 0.25, 0.75) it zeroes
+those channels, removes the same channels from a float64 copy of the model and requires
+the same outputs (relative 1e-9: exact removal leaves ~1e-15, a wrong channel mapping keeps
+its size, so rounding cannot hide it). A group that fails (or that contains an op we know
+we cannot keep exact) is left unpruned, listed in ``groups.skipped`` and reported with
+:class:`UnprunableWarning`. Channels that reach one channel of the same layer through two
+paths (a ghost module's ``cat([x1, cheap(x1)])`` into a residual add couples ``j`` with
+``j + C/2``) form one unit: a group's "channel" is such a unit, removed as a whole.
 
 Caveats:
     * The check runs on the example inputs only; a model whose control flow depends
@@ -39,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _graph
-from ._surgery import IN, ChannelOp, removal_difference, zero_channels
+from ._surgery import IN, ChannelOp, inexact_reason, zero_channels
 
 __all__ = [
     "ChannelGroup",
@@ -54,8 +58,9 @@ __all__ = [
 DEFAULT_LAYER_GROUP = "default"
 _PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool")
 _FILTER_KINDS = ("conv", "conv_transpose", "linear")
-_PROBE_RATE = 0.5
-_PROBE_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-5}
+#: Random channel selections per coupled set checked by :func:`find_groups` (soft-zero == removal).
+PROBE_SELECTIONS = 3
+_PROBE_RATES = (0.5, 0.25, 0.75)
 
 
 class UnprunableWarning(UserWarning):
@@ -150,25 +155,27 @@ class ChannelGroup:
         return self.model.get_submodule(name)
 
     def producer_slices(self) -> list[tuple[Tensor, Tensor]]:
-        """``(weights [n, k], channels [n])`` per producing conv/linear.
+        """``(weights [n, m * k], channels [n])`` per producing conv/linear and multiplicity ``m``.
 
         ``channels`` are this group's channel indices that the producer computes
-        (all of them except in sets merged across a grouped conv).
+        (all of them except in sets merged across a grouped conv). A channel that stands
+        for ``m`` filters of one producer (a unit of coupled channels, e.g. ``j`` and
+        ``j + C/2`` behind a ghost module's concat) gets those ``m`` filters concatenated.
         """
         slices = []
         for item in self.items:
             if item.kind not in _FILTER_KINDS or item.axis == IN:
                 continue
             weight = self._module(item.module).weight.detach()
-            channels = sorted(r for r, idxs in item.index.items() if len(idxs) == 1)
-            if not channels:
-                continue
-            rows = torch.tensor([item.index[r][0] for r in channels], device=weight.device)
-            if item.kind == "conv_transpose":  # (in, out, *k) -> (out, in * k)
-                filters = weight.index_select(1, rows).transpose(0, 1)
-            else:
-                filters = weight.index_select(0, rows)
-            slices.append((filters.reshape(len(channels), -1), torch.tensor(channels)))
+            if item.kind == "conv_transpose":  # (in, out, *k) -> (out, in, *k)
+                weight = weight.transpose(0, 1)
+            by_multiplicity: dict[int, list[int]] = {}
+            for r, idxs in sorted(item.index.items()):
+                by_multiplicity.setdefault(len(idxs), []).append(r)
+            for multiplicity, channels in sorted(by_multiplicity.items()):
+                rows = torch.tensor([i for r in channels for i in item.index[r]], device=weight.device)
+                filters = weight.index_select(0, rows)  # (n * m, ...) in channel order
+                slices.append((filters.reshape(len(channels), -1), torch.tensor(channels)))
         return slices
 
     def producer_weights(self) -> list[Tensor]:
@@ -302,40 +309,56 @@ def _protected_names(model: nn.Module, protect: Sequence[str]) -> set[str]:
     return names
 
 
-def _probe_selection(group: ChannelGroup, seed: int) -> list[int]:
-    generator = torch.Generator().manual_seed(seed)
-    return group.select(torch.rand(group.num_channels, generator=generator, dtype=torch.float64), _PROBE_RATE)
+def _probe_selection(group: ChannelGroup, seed: int, selection: int) -> list[int]:
+    """Random channels of ``group`` for probe ``selection`` (rates 0.5, 0.25, 0.75, ...)."""
+    generator = torch.Generator().manual_seed(seed * PROBE_SELECTIONS + selection)
+    scores = torch.rand(group.num_channels, generator=generator, dtype=torch.float64)
+    return group.select(scores, _PROBE_RATES[selection % len(_PROBE_RATES)])
 
 
-def _probe(model: nn.Module, example_inputs: Any, groups: Sequence[tuple[int, ChannelGroup]]) -> str | None:
-    """Soft-zero vs removal on a copy for all ``groups`` at once; ``None`` when exact."""
+def _probe(
+    model: nn.Module, example_inputs: Any, groups: Sequence[tuple[int, ChannelGroup]], selection: int
+) -> str | None:
+    """Soft-zero vs removal on a float64 copy for all ``groups`` at once; ``None`` when exact."""
     ops = []
     for seed, group in groups:
-        ops += group.ops(_probe_selection(group, seed))
-    try:
-        difference = removal_difference(model, example_inputs, ops)
-    except Exception as error:  # noqa: BLE001 - any failure means "not exact"
-        return f"removal breaks the model: {type(error).__name__}: {error}"
-    dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    if difference > _PROBE_TOLERANCE.get(dtype, 1e-2):
-        return f"soft-zeroed and removed outputs differ (relative {difference:.2e})"
-    return None
+        ops += group.ops(_probe_selection(group, seed, selection))
+    return inexact_reason(model, example_inputs, ops)
 
 
 def _failing_groups(
-    model: nn.Module, example_inputs: Any, groups: list[tuple[int, ChannelGroup]]
+    model: nn.Module, example_inputs: Any, groups: list[tuple[int, ChannelGroup]], selection: int
 ) -> dict[int, str]:
     """Group testing: probe all, bisect on failure. Returns ``{seed: reason}``."""
-    reason = _probe(model, example_inputs, groups)
+    groups = [(seed, g) for seed, g in groups if _probe_selection(g, seed, selection)]
+    if not groups:
+        return {}
+    reason = _probe(model, example_inputs, groups, selection)
     if reason is None:
         return {}
     if len(groups) == 1:
         return {groups[0][0]: reason}
     half = len(groups) // 2
-    failing = _failing_groups(model, example_inputs, groups[:half])
-    failing.update(_failing_groups(model, example_inputs, groups[half:]))
+    failing = _failing_groups(model, example_inputs, groups[:half], selection)
+    failing.update(_failing_groups(model, example_inputs, groups[half:], selection))
     if not failing:  # each half is exact, together they are not
         return {seed: f"fails only together with other groups: {reason}" for seed, _ in groups}
+    return failing
+
+
+def _verify_candidates(
+    model: nn.Module, example_inputs: Any, candidates: list[ChannelGroup]
+) -> dict[int, str]:
+    """``{candidate number: reason}`` for every set that fails any of the probe selections.
+
+    Each selection removes random channels (rates 0.5, 0.25, 0.75) of all remaining sets at
+    once from a float64 copy and compares with the soft-zeroed copy; failing sets are found by
+    bisection and dropped before the next selection.
+    """
+    failing: dict[int, str] = {}
+    for selection in range(PROBE_SELECTIONS):
+        remaining = [(seed, g) for seed, g in enumerate(candidates) if seed not in failing]
+        failing.update(_failing_groups(model, example_inputs, remaining, selection))
     return failing
 
 
@@ -403,10 +426,7 @@ def find_groups(
             )
         )
 
-    probe_groups = [(seed, g) for seed, g in enumerate(candidates) if _probe_selection(g, seed)]
-    failing: dict[int, str] = {}
-    if probe_groups:
-        failing = _failing_groups(model, example_inputs, probe_groups)
+    failing = _verify_candidates(model, example_inputs, candidates)
     groups = []
     for seed, group in enumerate(candidates):
         if seed in failing:

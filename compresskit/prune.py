@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from ._surgery import ChannelOp, removal_difference, remove_channels
+from ._surgery import ChannelOp, inexact_reason, remove_channels
 from .budget import LayerChange, _rates_by_layer_group, channel_counts, channel_summary, count_params
 from .groups import ChannelGroup, SkippedCoupling, find_groups
 from .importance import Importance, fpgm, resolve_importance
@@ -44,8 +44,6 @@ Schedule = Callable[[int], float]
 #: Every physical removal appends its ops (plain lists) to ``model.<HISTORY_ATTRIBUTE>``;
 #: :func:`compresskit.save_pruned` stores it and :func:`compresskit.load_pruned` replays it.
 HISTORY_ATTRIBUTE = "compresskit_history"
-
-_VERIFY_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -97,21 +95,23 @@ def _model_of(groups: Sequence[ChannelGroup]) -> nn.Module | None:
 def remove_zeroed(
     groups: Sequence[ChannelGroup],
     removed: Sequence[Sequence[int]],
-    verify: bool = False,
+    verify: bool = True,
 ) -> PruneSummary:
     """Physically remove channels ``removed[i]`` of ``groups[i]`` from their model, in place.
 
     Args:
         groups: Channel groups of one model (from :func:`compresskit.find_groups`).
         removed: Per group, the channel indices to remove (e.g. those zeroed by SoftFPGM).
-        verify: Compare soft-zeroed and pruned outputs on the groups' example inputs
-            (needs groups from ``find_groups``) before touching the model.
+        verify: Before touching the model, remove exactly these channels from a float64 copy
+            and require its outputs on the groups' example inputs to equal the soft-zeroed
+            copy's (relative 1e-9); groups without example inputs are not checked.
 
     Returns:
         A :class:`PruneSummary`; the ops are also appended to ``model.compresskit_history``.
 
     Raises:
-        ValueError: lengths differ, or ``verify`` and the outputs differ.
+        ValueError: lengths differ, or ``verify`` and the outputs differ (the message names
+            the groups whose removal alone is not exact; the model is left unchanged).
     """
     if len(removed) != len(groups):
         raise ValueError(f"need one index list per group: {len(groups)} groups, {len(removed)} lists")
@@ -125,8 +125,9 @@ def remove_zeroed(
         if bad:
             raise ValueError(f"group {group.name!r} has {group.num_channels} channels, got indices {bad}")
         ops += group.ops(indices)
-    if verify:
-        _verify(model, getattr(groups, "example_inputs", None), ops)
+    example_inputs = getattr(groups, "example_inputs", None)
+    if verify and example_inputs is not None:
+        _verify(model, example_inputs, groups, removed, ops)
     before, params_before = channel_counts(model), count_params(model)
     remove_channels(model, ops)
     step = [op.to_list() for op in ops]
@@ -138,15 +139,25 @@ def remove_zeroed(
     return PruneSummary(channel_summary(before, model), skipped, params_before, count_params(model), step)
 
 
-def _verify(model: nn.Module, example_inputs: Any, ops: list[ChannelOp]) -> None:
-    if example_inputs is None:
-        raise ValueError("verify=True needs the groups returned by find_groups (they carry example_inputs)")
-    difference = removal_difference(model, example_inputs, ops)
-    if difference > _VERIFY_TOLERANCE:
-        raise ValueError(
-            f"pruned model differs from the soft-zeroed model (relative {difference:.2e}); "
-            "the model was not changed"
-        )
+def _verify(
+    model: nn.Module,
+    example_inputs: Any,
+    groups: Sequence[ChannelGroup],
+    removed: Sequence[Sequence[int]],
+    ops: list[ChannelOp],
+) -> None:
+    reason = inexact_reason(model, example_inputs, ops)
+    if reason is None:
+        return
+    culprits = [
+        group.name for group, indices in zip(groups, removed)
+        if indices and inexact_reason(model, example_inputs, group.ops(indices)) is not None
+    ]
+    where = f" (alone not exact: {', '.join(culprits)})" if culprits else " (only in combination)"
+    raise ValueError(
+        f"pruned model would differ from the soft-zeroed model: {reason}{where}; the model was not "
+        "changed: leave those groups out (protect=...) or report the architecture"
+    )
 
 
 class SoftFPGM:
@@ -265,11 +276,12 @@ class SoftFPGM:
     def on_train_end(self, state: Any) -> None:
         self.rezero()
 
-    def apply(self, verify: bool = False) -> PruneSummary:
+    def apply(self, verify: bool = True) -> PruneSummary:
         """Physically remove exactly the channels zeroed at the last step.
 
         Args:
-            verify: First check on a copy that soft-zeroed and pruned outputs agree.
+            verify: First check on a float64 copy that soft-zeroed and pruned outputs agree on
+                the groups' example inputs (see :func:`remove_zeroed`); raise if not.
 
         Raises:
             ValueError: no step was taken yet, or already applied, or verification failed.
@@ -290,7 +302,7 @@ def prune(
     groups: Sequence[ChannelGroup] | None = None,
     protect: Sequence[str] = (),
     importance: str | Importance = "fpgm",
-    verify: bool = False,
+    verify: bool = True,
 ) -> nn.Module:
     """One-shot structured pruning: rank, zero and remove in one call (in place).
 
@@ -301,7 +313,8 @@ def prune(
         groups: Groups from ``find_groups(model, ...)``; found here when omitted.
         protect: Module globs whose outputs are kept (only when ``groups`` is omitted).
         importance: A name in ``IMPORTANCES`` or a callable.
-        verify: Check soft-zeroed vs pruned outputs before changing the model.
+        verify: Check soft-zeroed vs pruned outputs (float64 copy) before changing the model;
+            raise ``ValueError`` rather than return a model that differs.
 
     Returns:
         ``model``, pruned.

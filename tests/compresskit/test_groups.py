@@ -282,3 +282,70 @@ def test_grid_sample_deformable_input_side_is_prunable() -> None:
     ck.prune(model, example, 0.5, groups=groups, verify=True)
     assert model[0][0].out_channels == 4 and model[1].regular.in_channels == 4
     assert model(example).shape == reference.shape
+
+
+class _IssueGhost(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.primary = nn.Conv2d(channels, channels // 2, 1)
+        self.cheap = nn.Conv2d(channels // 2, channels // 2, 3, padding=1, groups=channels // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = self.primary(x)
+        return torch.cat([x1, self.cheap(x1)], 1)
+
+
+class _IssueGhostNet(nn.Module):
+    """The reproduction of issue 11: a ghost module's concat feeding a residual add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pre = nn.Sequential(*[nn.Conv2d(3 if i == 0 else 4, 4, 1) for i in range(10)])
+        self.stem, self.ghost, self.head = nn.Conv2d(4, 8, 1), _IssueGhost(8), nn.Conv2d(8, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.stem(self.pre(x))
+        return self.head(self.ghost(s) + s)
+
+
+def _issue_ghost() -> tuple[nn.Module, Tensor]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _IssueGhostNet().eval(), torch.randn(1, 3, 8, 8)
+
+
+def test_ghost_concat_into_residual_couples_j_with_j_plus_half() -> None:
+    model, example = _issue_ghost()
+    groups = ck.find_groups(model, example)
+    assert groups.skipped == []
+    stem = next(g for g in groups if g.name == "stem")
+    assert stem.num_channels == 4  # units {j, j + 4} of the stem's 8 channels
+    assert _item(stem, "stem", "out").index == {j: (j, j + 4) for j in range(4)}
+    assert _item(stem, "ghost.primary", "out").index == {j: (j,) for j in range(4)}
+    assert _item(stem, "ghost.cheap", "both").index == {j: (j,) for j in range(4)}
+    # stem: rows j and j + 4 joined (2 x 4 inputs); primary: 8 inputs; cheap: a 3x3 depthwise filter
+    assert [tuple(w.shape) for w in stem.producer_weights()] == [(4, 8), (4, 8), (4, 9)]
+    pruner = ck.SoftFPGM(groups, ck.constant(0.5))
+    pruner.step(0)
+    with torch.no_grad():
+        soft = model(example)
+    pruner.apply()
+    with torch.no_grad():
+        hard = model(example)
+    assert float((soft - hard).abs().max()) <= 1e-6 * float(soft.abs().max())
+    assert model.stem.out_channels == 4 and model.ghost.primary.out_channels == 2
+
+
+def test_a_wrong_mapping_is_refused_at_apply_time() -> None:
+    model, example = _issue_ghost()
+    groups = ck.find_groups(model, example)
+    stem = next(g for g in groups if g.name == "stem")
+    # what the old mapping did: root j + 4 -> cheap channel j only, primary untouched
+    stem.items = tuple(i for i in stem.items if i.module != "ghost.primary")
+    pruner = ck.SoftFPGM(groups, ck.constant(0.5))
+    pruner.step(0)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"differ.*alone not exact: stem"):
+        pruner.apply()
+    assert model.stem.out_channels == 8
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())

@@ -62,6 +62,38 @@ def test_soft_zeroed_equals_removed(name: str, rate: float) -> None:
     assert all(torch.isfinite(o).all() for o in outputs)
 
 
+def _random_scores(seed: int):
+    def importance(group: ck.ChannelGroup) -> Tensor:
+        generator = torch.Generator().manual_seed(seed * 7919 + group.num_channels)
+        return torch.rand(group.num_channels, generator=generator)
+
+    return importance
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_exact_in_float64_for_three_random_selections(name: str) -> None:
+    model, example = ZOO[name]()
+    model, example = model.double(), example.double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ck.UnprunableWarning)
+        groups = ck.find_groups(model, example, protect=ZOO_PROTECT[name])
+    assert len(groups) > 0, f"{name}: nothing prunable"
+    for seed, rate in zip(range(3), (0.5, 0.3, 0.7)):
+        pruned, pruned_groups = copy.deepcopy((model, groups))
+        predicted = ck.ParamPredictor(pruned, pruned_groups)(rate)
+        pruner = ck.SoftFPGM(pruned_groups, ck.constant(rate), importance=_random_scores(seed))
+        pruner.step(0)
+        with torch.no_grad():
+            soft = flatten_outputs(pruned(example))
+        pruner.apply(verify=False)  # the check under test, not the built-in one
+        with torch.no_grad():
+            hard = flatten_outputs(pruned(example))
+        for before, after in zip(soft, hard, strict=True):
+            assert before.shape == after.shape
+            assert float((before - after).abs().max()) <= 1e-12 * float(before.abs().max()), (name, seed)
+        assert ck.count_params(pruned) == predicted < ck.count_params(model)
+
+
 @pytest.mark.parametrize("rate", RATES)
 def test_grouped_convs_and_shuffle_are_pruned(rate: float) -> None:
     model, example, groups = _groups("grouped_shuffle")

@@ -23,6 +23,12 @@ The zoo covers the channel couplings a structured pruner must get right:
 * ``conv_flatten_linear``: conv channels flattened into a Linear (one channel = many features).
 * ``bifpn_fusion``: EfficientDet fast normalised fusion with learnable weights, swish and
   depthwise-separable convs over 3 levels (Tan et al. 2020).
+* ``ghost_residual``: GhostNet ghost modules ``cat([x1, cheap(x1)])`` into residual adds, which
+  couple channel ``j`` with ``j + C/2`` (Han et al. 2020).
+* ``csp_split_concat``: CSP / C2f blocks: ``chunk`` into halves, convs on one, concat of all
+  intermediates, residual (Wang et al. 2020).
+* ``densenet_concat``: DenseNet's growing concatenation with pre-activation BN on the concat
+  (Huang et al. 2017).
 
 Usage from a test in this directory: ``from zoo import ZOO, ZOO_PROTECT``.
 """
@@ -438,6 +444,113 @@ class TinyBiFPN(nn.Module):
         )
 
 
+# --- ghost_residual -----------------------------------------------------------
+
+
+class GhostModule(nn.Module):
+    """GhostNet's ghost module (Han et al. 2020): ``cat([x1, cheap(x1)])``, ``x1 = primary(x)``.
+
+    Output channel ``j`` and ``j + C/2`` both depend on ``x1[j]``: fed into a residual add,
+    the producer's channels ``j`` and ``j + C/2`` are one unit for pruning.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = True) -> None:
+        super().__init__()
+        half = out_channels // 2
+        activation = nn.ReLU if relu else None
+        self.primary = conv_bn(in_channels, half, 1, activation=activation)
+        self.cheap = conv_bn(half, half, 3, groups=half, activation=activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = self.primary(x)
+        return torch.cat([x1, self.cheap(x1)], dim=1)  # (N, C/2, H, W) x 2 -> (N, C, H, W)
+
+
+class GhostBottleneck(nn.Module):
+    """Ghost (expand) -> ghost (project, no ReLU) + identity shortcut."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.expand = GhostModule(channels, hidden)
+        self.project = GhostModule(hidden, channels, relu=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.project(self.expand(x)) + x
+
+
+class GhostResidualNet(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2)
+        self.blocks = nn.Sequential(GhostBottleneck(16, 32), GhostBottleneck(16, 48))
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# --- csp_split_concat ---------------------------------------------------------
+
+
+class CSPBlock(nn.Module):
+    """CSPNet / YOLOv8 C2f-style block (Wang et al. 2020): split in two, convs on one half,
+    concat every intermediate, fuse with a 1x1 conv."""
+
+    def __init__(self, channels: int, num_convs: int = 2) -> None:
+        super().__init__()
+        self.reduce = conv_bn(channels, channels, 1)
+        self.convs = nn.ModuleList([conv_bn(channels // 2, channels // 2) for _ in range(num_convs)])
+        self.fuse = conv_bn(channels // 2 * (2 + num_convs), channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = list(self.reduce(x).chunk(2, dim=1))  # (N, C, H, W) -> 2 x (N, C/2, H, W)
+        for conv in self.convs:
+            parts.append(conv(parts[-1]))
+        return self.fuse(torch.cat(parts, dim=1)) + x
+
+
+class CSPNet(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2)
+        self.blocks = nn.Sequential(CSPBlock(16), conv_bn(16, 24, 3, 2), CSPBlock(24))
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# --- densenet_concat ----------------------------------------------------------
+
+
+class DenseLayer(nn.Module):
+    """DenseNet layer (Huang et al. 2017): BN-ReLU-conv1x1-BN-ReLU-conv3x3, output concatenated."""
+
+    def __init__(self, in_channels: int, growth: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.bottleneck = nn.Conv2d(in_channels, 2 * growth, 1, bias=False)
+        self.conv = nn.Sequential(nn.BatchNorm2d(2 * growth), nn.ReLU(), nn.Conv2d(2 * growth, growth, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, self.conv(self.bottleneck(F.relu(self.norm(x))))], dim=1)
+
+
+class DenseNet(nn.Module):
+    def __init__(self, num_classes: int = 10, growth: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 2, 1)
+        self.block = nn.Sequential(*[DenseLayer(16 + i * growth, growth) for i in range(3)])
+        self.transition = nn.Sequential(nn.BatchNorm2d(40), nn.ReLU(), nn.Conv2d(40, 24, 1))
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.transition(self.block(self.stem(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 # --- registry -----------------------------------------------------------------
 
 
@@ -450,6 +563,9 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, Tensor]]] = {
     "detection_heads": lambda: _build(TinyRetinaFace, (1, 3, 32, 32)),
     "conv_flatten_linear": lambda: _build(ConvFlattenLinear, (1, 3, 16, 16)),
     "bifpn_fusion": lambda: _build(TinyBiFPN, (1, 3, 32, 32)),
+    "ghost_residual": lambda: _build(GhostResidualNet, (1, 3, 16, 16)),
+    "csp_split_concat": lambda: _build(CSPNet, (1, 3, 16, 16)),
+    "densenet_concat": lambda: _build(DenseNet, (1, 3, 16, 16)),
 }
 
 ZOO_PROTECT: dict[str, list[str]] = {
@@ -461,4 +577,7 @@ ZOO_PROTECT: dict[str, list[str]] = {
     "detection_heads": ["class_head.*", "bbox_head.*", "landmark_head.*"],
     "conv_flatten_linear": ["fc2"],
     "bifpn_fusion": ["head.*"],
+    "ghost_residual": ["fc"],
+    "csp_split_concat": ["fc"],
+    "densenet_concat": ["fc"],
 }
