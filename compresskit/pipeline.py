@@ -72,6 +72,7 @@ __all__ = [
     "RunDirError",
     "SearchProblem",
     "build_task",
+    "finetune_model",
     "layer_channels",
     "peak_rss_mb",
     "prepare",
@@ -459,26 +460,29 @@ class _DistillModule(nn.Module):
         return self.student(*inputs)
 
 
-def phase_distill(ctx: RunContext) -> dict[str, Any]:
-    """Train the student with weighted distillation from the teacher -> ``student.pt``."""
+def _load_teacher(ctx: RunContext) -> nn.Module | None:
+    """The teacher from ``teacher.pt`` (train mode), or ``None`` without a teacher."""
+    if ctx.recipe.teacher is None:
+        return None
+    teacher = ctx.build("teacher")
+    teacher.load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
+    return teacher
+
+
+def _with_distillation(ctx: RunContext, student: nn.Module, teacher: nn.Module | None) -> tuple[
+        _DistillModule, Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+        Callable[[nn.Module], list[nn.Parameter]]]:
+    """``(module, loss_fn, no_decay)`` training ``student`` with weighted distillation from ``teacher``
+    (the task loss alone when ``teacher`` is ``None``); ``module`` holds the student and the loss weights."""
     from compresskit.distill import WeightedDistillation
 
-    config = ctx.recipe.distill
-    task = ctx.task
-    student = ctx.build("student")
-    teacher = None
-    if ctx.recipe.teacher is not None:
-        teacher = ctx.build("teacher")
-        teacher.load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
-    start = _initialise_student(ctx, student, teacher)
-    if teacher is not None:
-        teacher.eval().requires_grad_(False).to(distributed.device())
+    config, task = ctx.recipe.distill, ctx.task
     distill = None
     if teacher is not None:
+        teacher.eval().requires_grad_(False).to(distributed.device())
         distill = WeightedDistillation(
             list(task.distill_kinds), temperature=config.temperature, alpha=config.alpha,
             log_variance_range=(-4.0, 4.0) if config.learnable_weights else None)
-    wrapper = _DistillModule(student, distill)
 
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         inputs = task.inputs(batch)
@@ -491,14 +495,34 @@ def phase_distill(ctx: RunContext) -> dict[str, Any]:
         distill_term = getattr(model, "module", model).distill  # unwrap DDP
         return distill_term(outputs, teacher_outputs, task_loss, mask=task.distill_mask(outputs, batch))
 
-    _train(ctx, "distill", wrapper, loss_fn, config,
-           no_decay=lambda m: list(m.distill.weight_parameters()) if m.distill is not None else [],
-           evaluate=lambda: task.evaluate(student))
+    return (_DistillModule(student, distill), loss_fn,
+            lambda m: list(m.distill.weight_parameters()) if m.distill is not None else [])
+
+
+def phase_distill(ctx: RunContext) -> dict[str, Any]:
+    """Train the student with weighted distillation from the teacher -> ``student.pt``."""
+    config = ctx.recipe.distill
+    task = ctx.task
+    student = ctx.build("student")
+    teacher = _load_teacher(ctx)
+    start = _initialise_student(ctx, student, teacher)
+    wrapper, loss_fn, no_decay = _with_distillation(ctx, student, teacher)
+    _train(ctx, "distill", wrapper, loss_fn, config, no_decay=no_decay, evaluate=lambda: task.evaluate(student))
     _atomic_save(student.state_dict(), ctx.path("student.pt"))
     summary: dict[str, Any] = {"params": count_params(student), "start": start, "metrics": task.evaluate(student)}
-    if distill is not None:
-        summary["log_variances"] = [float(v) for v in distill.log_variances().detach()]
+    if wrapper.distill is not None:
+        summary["log_variances"] = [float(v) for v in wrapper.distill.log_variances().detach()]
     return summary
+
+
+def _phase_training(ctx: RunContext, phase: str, model: nn.Module) -> tuple[
+        nn.Module, Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+        Callable[[nn.Module], list[nn.Parameter]] | None]:
+    """What ``phase`` (``soft_prune`` / ``finetune``) trains: ``model`` on the task loss, or, when the
+    phase is listed in ``distill.phases`` and there is a teacher, ``model`` + distillation from it."""
+    if phase in ctx.recipe.distill.phases and ctx.recipe.teacher is not None:
+        return _with_distillation(ctx, model, _load_teacher(ctx))
+    return model, _task_loss_fn(ctx.task), None
 
 
 def _initialise_student(ctx: RunContext, student: nn.Module, teacher: nn.Module | None) -> dict[str, Any]:
@@ -721,7 +745,8 @@ def phase_soft_prune(ctx: RunContext) -> dict[str, Any]:
     groups = _find_groups(ctx, student)
     pruner = SoftFPGM(groups, _schedules(ctx, rates), importance=ctx.recipe.prune.importance)
     callback = _EveryNEpochs(pruner, config.step_every, config.epochs)
-    _train(ctx, "soft_prune", student, _task_loss_fn(ctx.task), config, callbacks=[callback],
+    trained, loss_fn, no_decay = _phase_training(ctx, "soft_prune", student)
+    _train(ctx, "soft_prune", trained, loss_fn, config, callbacks=[callback], no_decay=no_decay,
            evaluate=lambda: ctx.task.evaluate(student),
            extra_state=(lambda: {"pruner": pruner.state_dict()},
                         lambda extra: pruner.load_state_dict(extra["pruner"])))
@@ -764,12 +789,21 @@ def phase_finetune(ctx: RunContext) -> dict[str, Any]:
     from compresskit.persist import load_pruned, save_pruned
 
     model = load_pruned(ctx.path("pruned.pt"), trust=[ctx.builder()[0]])  # the recipe's own builder
-    _train(ctx, "finetune", model, _task_loss_fn(ctx.task), ctx.recipe.finetune,
-           evaluate=lambda: ctx.task.evaluate(model))
+    finetune_model(ctx, model)
     builder, kwargs = ctx.builder()
     if distributed.is_main():
         save_pruned(ctx.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
     return {"params": count_params(model), "metrics": ctx.task.evaluate(model)}
+
+
+def finetune_model(ctx: RunContext, model: nn.Module, evaluate: bool = True) -> TrainState:
+    """The fine-tune phase's training (``recipe.finetune``, distillation if listed in ``distill.phases``)
+    of any pruned ``model``, in place; benchmarks use it to give baselines the very same fine-tune.
+
+    Epoch checkpoints go to ``ctx.run_dir / "finetune.last.pt"`` (and are resumed from)."""
+    trained, loss_fn, no_decay = _phase_training(ctx, "finetune", model)
+    return _train(ctx, "finetune", trained, loss_fn, ctx.recipe.finetune, no_decay=no_decay,
+                  evaluate=(lambda: ctx.task.evaluate(model)) if evaluate else None)
 
 
 def phase_evaluate(ctx: RunContext) -> dict[str, Any]:

@@ -68,6 +68,7 @@ __all__ = [
     "TrainConfig",
     "TrialConfig",
     "apply_overrides",
+    "checkpoint_path",
     "ensure_cwd_importable",
     "load_recipe",
     "parse_override",
@@ -191,10 +192,16 @@ class StudentConfig:
     Attributes:
         model: A model name known to the task, or ``module:callable``.
         model_args: Keyword arguments for the model builder.
+        checkpoint: Weights the student starts from (read like ``teacher.checkpoint``:
+            ``task.load_checkpoint`` when the task has one, else a strict ``load_state_dict``).
+        init_from: ``teacher``: before distillation, copy every teacher tensor whose name and
+            shape match the student's (logged: how many tensors / parameters were inherited).
     """
 
     model: str
     model_args: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    init_from: Literal["teacher"] | None = None
 
 
 @dataclass(frozen=True)
@@ -207,11 +214,14 @@ class DistillConfig(TrainConfig):
         temperature: Softening temperature of classification outputs.
         alpha: Weight of the distillation term; ``1 - alpha`` weights the task loss.
         learnable_weights: Learn per-output Kendall weights (else fixed equal).
+        phases: Later training phases that also distil from the (unpruned) teacher, with the
+            same ``temperature`` / ``alpha`` and fresh loss weights: ``soft_prune``, ``finetune``.
     """
 
     temperature: float = field(default=4.0, metadata=POSITIVE)
     alpha: float = field(default=0.7, metadata=_in(0.0, 1.0))
     learnable_weights: bool = True
+    phases: tuple[Literal["soft_prune", "finetune"], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,6 +239,11 @@ class TrialConfig:
     The candidate is pruned one-shot from the distilled student, trained
     ``epochs`` on a ``subset`` fraction of the training data, and scored by the
     task loss on the validation loader (lower is better).
+
+    With ``holdout`` (a fraction in (0, 1)), a part of the *training* set chosen by
+    ``recipe.seed`` is held out instead: trials train on the rest and are scored by
+    the task loss on the held-out part (``task.heldout_loader``), so the validation
+    images that the reported metrics use are never seen by the search.
     """
 
     epochs: int = field(default=1, metadata=_in(0))
@@ -236,6 +251,8 @@ class TrialConfig:
     lr: float = field(default=1e-3, metadata=POSITIVE)
     batch_size: int = field(default=32, metadata=AT_LEAST_ONE)
     max_val_batches: int | None = field(default=None, metadata=AT_LEAST_ONE)
+    holdout: float | None = field(default=None, metadata=_in(0.0, 1.0, low_inclusive=False,
+                                                               high_inclusive=False))
 
 
 @dataclass(frozen=True)
@@ -756,6 +773,11 @@ def _cross_checks(recipe: Recipe) -> None:
     if schedule.end is not None and schedule.end > schedule.epochs:
         raise _Failure(("prune", "schedule", "end"),
                        f"must be <= prune.schedule.epochs ({schedule.epochs}), got {schedule.end}")
+    if recipe.student.init_from == "teacher" and recipe.teacher is None:
+        raise _Failure(("student", "init_from"), "needs a teacher, got teacher: null")
+    if recipe.student.init_from is not None and recipe.student.checkpoint is not None:
+        raise _Failure(("student", "init_from"),
+                       f"cannot be combined with student.checkpoint, got {recipe.student.init_from!r}")
     _check_spec_syntax(recipe.task, ("task",), TASKS)
     _check_spec_syntax(recipe.student.model, ("student", "model"), None)
     if recipe.teacher is not None:
@@ -858,21 +880,27 @@ def load_recipe(
     data["source"] = str(path)
     recipe = validate_recipe(data, label, sources)
     if resolve:
-        base = path.parent
         if ":" in recipe.task or recipe.task in TASKS:
             resolve_object(TASKS.get(recipe.task, recipe.task), "task", sources.label(("task",)))
         for key_path, spec in (("student", recipe.student.model),
                                ("teacher", recipe.teacher.model if recipe.teacher else "")):
             if ":" in spec:
                 resolve_object(spec, f"{key_path}.model", sources.label((key_path, "model")))
-        if recipe.teacher is not None and recipe.teacher.checkpoint is not None:
-            checkpoint = Path(recipe.teacher.checkpoint)
-            if not checkpoint.is_absolute() and not checkpoint.exists():
-                checkpoint = base / checkpoint
-            if not checkpoint.exists():
-                raise RecipeError(f"{sources.label(('teacher', 'checkpoint'))}: teacher.checkpoint "
-                                  f"file not found, got {recipe.teacher.checkpoint!r}")
+        for key_path, named in (("teacher", recipe.teacher.checkpoint if recipe.teacher else None),
+                                ("student", recipe.student.checkpoint)):
+            if named is not None and not checkpoint_path(named, path).exists():
+                raise RecipeError(f"{sources.label((key_path, 'checkpoint'))}: {key_path}.checkpoint "
+                                  f"file not found, got {named!r}")
     return recipe
+
+
+def checkpoint_path(named: str, recipe_source: str | os.PathLike[str]) -> Path:
+    """Where a recipe's ``*.checkpoint`` points: as given when absolute or present in the
+    working directory, else relative to the recipe's folder."""
+    checkpoint = Path(named)
+    if not checkpoint.is_absolute() and not checkpoint.exists():
+        checkpoint = Path(recipe_source).parent / checkpoint
+    return checkpoint
 
 
 def ensure_cwd_importable() -> None:
