@@ -19,9 +19,9 @@ treats them as regression / classification / regression, and the regression term
 matched to a face (boxes) or to a face with landmarks (landmarks), as the MultiBox loss does.
 
 Caveats:
-    Validation images are evaluated at the training size (``eval_size``, default ``image_size``),
-    padded to a square: cheap, but not the original-size WIDER FACE protocol; use
-    ``python -m reference.featherface.detect evaluate`` on the exported model for that.
+    By default validation images are evaluated at the training size (``eval_size``, default
+    ``image_size``), padded to a square: cheap, but not the original-size WIDER FACE protocol.
+    ``eval_size: original`` (with ``gt_dir``) is that protocol, as ``compresskit evaluate``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ __all__ = ["FeatherFaceTask", "layer_group_specs"]
 _LAYER_GROUPS = {
     "nano_b": (models.NANO_B_LAYER_GROUPS, models.NANO_B_PROTECT_PATTERNS),
     "featherface_v1": (models.FEATHERFACE_V1_LAYER_GROUPS, models.FEATHERFACE_V1_PROTECT_PATTERNS),
+    "retinaface_mnet025": (models.RETINAFACE_LAYER_GROUPS, models.RETINAFACE_PROTECT_PATTERNS),
 }
 _CACHE_LIMIT_BYTES = 512 * 2**20  # synthetic scenes are rendered once and kept when this small
 
@@ -72,7 +73,7 @@ def layer_group_specs(model_name: str) -> list[LayerGroupSpec]:
     """The pruning layer groups of ``model_name`` (``models.*_LAYER_GROUPS``) as ``compresskit.LayerGroupSpec``s.
 
     Raises:
-        ValueError: no table for ``model_name`` (only ``nano_b`` and ``featherface_v1`` have one).
+        ValueError: no table for ``model_name``.
     """
     from compresskit.groups import LayerGroupSpec
 
@@ -128,6 +129,19 @@ class _AugmentedItems(Dataset):
         self.transform.rng = np.random.default_rng(seed)
         image, targets = self.raw(self.indices[position])
         return self.transform(image, targets.copy())
+
+
+class _Keyed(Dataset):
+    """``dataset[keys[i]]`` by position ``i``: a fixed order and fixed augmentation seeds."""
+
+    def __init__(self, dataset: Dataset, keys: Sequence[tuple[int, int]]) -> None:
+        self.dataset, self.keys = dataset, list(keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, position: int) -> tuple[Tensor, Tensor]:
+        return self.dataset[self.keys[position]]
 
 
 class _SeededShuffle(Sampler):
@@ -188,7 +202,9 @@ class FeatherFaceTask:
             ``train_labels``).
         val_images: Same for validation.
         gt_dir: Folder with the official ``wider_*_val.mat`` files (WIDER FACE subsets).
-        eval_size: Evaluation input side (``None``: ``image_size``).
+        eval_size: Evaluation input side (``None``: ``image_size``), or ``"original"``: each validation
+            image at its own size, unpadded (the WIDER FACE protocol; ``val_loader`` stays square at
+            ``image_size``).
 
     Example:
         >>> task = FeatherFaceTask("synthetic", image_size=160, train_size=32, val_size=8)
@@ -200,14 +216,18 @@ class FeatherFaceTask:
 
     def __init__(self, data: str = "synthetic", image_size: int = 320, train_size: int | None = 2000,
                  val_size: int | None = 200, seed: int = 0, train_labels: str | None = None,
-                 val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | None = None,
+                 val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | str | None = None,
                  train_images: str | None = None, val_images: str | None = None) -> None:
         if data not in ("synthetic", "widerface"):
             raise ValueError(f"data must be 'synthetic' or 'widerface', got {data!r}")
         if image_size < 32 or image_size % 32:
             raise ValueError(f"image_size must be a multiple of 32 (>= 32), got {image_size!r}")
+        if eval_size is not None and eval_size != "original" and (
+                not isinstance(eval_size, int) or eval_size < 32 or eval_size % 32):
+            raise ValueError(f"eval_size must be a multiple of 32 (>= 32) or 'original', got {eval_size!r}")
         self.image_size = image_size
-        self.eval_size = eval_size or image_size
+        self.eval_original = eval_size == "original"
+        self.eval_size = image_size if eval_size in (None, "original") else int(eval_size)
         if data == "synthetic":
             if not train_size or not val_size:
                 raise ValueError("synthetic data needs train_size and val_size")
@@ -234,6 +254,11 @@ class FeatherFaceTask:
     def build_model(self, name: str, **kwargs: Any) -> nn.Module:
         return models.build_model(name, **kwargs)
 
+    def load_checkpoint(self, model: nn.Module, path: str) -> nn.Module:
+        """Load a weights file strictly with :func:`reference.featherface.models.load_weights` (official
+        key names, ``module.`` prefixes, wrapper dicts, ``thop`` leftovers); the recipe's loader."""
+        return models.load_weights(model, path)
+
     def builder(self, name: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         return "reference.featherface.models:build_model", {"name": name, **kwargs}
 
@@ -251,12 +276,40 @@ class FeatherFaceTask:
         return tuple(models.HEAD_OUTPUT_PATTERNS)
 
     # -- data --
-    def train_loader(self, batch_size: int, subset: float = 1.0, seed: int = 0) -> DataLoader:
-        indices = list(range(len(self._train)))
+    def heldout_split(self, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+        """``(kept, heldout)`` training-image indices: ``heldout`` is ``max(1, int(n * fraction))`` images
+        drawn by ``seed`` (the same for every call), ``kept`` the rest; both sorted.
+
+        Raises:
+            ValueError: ``fraction`` outside (0, 1), or nothing would be left to train on.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"holdout fraction must be in (0, 1), got {fraction!r}")
+        count = max(1, int(len(self._train) * fraction))
+        if count >= len(self._train):
+            raise ValueError(f"holdout {fraction} of {len(self._train)} training images leaves none to train on")
+        order = torch.randperm(len(self._train), generator=torch.Generator().manual_seed(seed)).tolist()
+        return sorted(order[count:]), sorted(order[:count])
+
+    def heldout_loader(self, batch_size: int, fraction: float, seed: int = 0) -> DataLoader:
+        """Fixed batches of the held-out training images (:meth:`heldout_split`), for a search objective.
+
+        Each image gets the training augmentation at ``image_size`` with a fixed per-image seed, so the
+        batches (and a loss over them) are identical on every call; validation images are never read.
+        """
+        _, heldout = self.heldout_split(fraction, seed)
+        items = _AugmentedItems(self._train, heldout, self.image_size)
+        keys = [(position, seed * 100_003 + index) for position, index in enumerate(heldout)]
+        return DataLoader(_Keyed(items, keys), batch_size=batch_size, shuffle=False, collate_fn=detection_collate)
+
+    def train_loader(self, batch_size: int, subset: float = 1.0, seed: int = 0,
+                     holdout: float | None = None) -> DataLoader:
+        """Shuffled, augmented training batches; ``holdout`` excludes :meth:`heldout_split` ``(holdout, seed)``."""
+        indices = list(range(len(self._train))) if holdout is None else self.heldout_split(holdout, seed)[0]
         if subset < 1.0:
             count = max(1, int(len(indices) * subset))
             order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
-            indices = sorted(order[:count].tolist())
+            indices = sorted(indices[i] for i in order[:count].tolist())
         items = _AugmentedItems(self._train, indices, self.image_size)
         return DataLoader(items, batch_size=batch_size, sampler=_SeededShuffle(len(items)),
                           collate_fn=detection_collate)
@@ -293,7 +346,7 @@ class FeatherFaceTask:
                 min_sides = {name: fraction * self.eval_size for name, fraction in SUBSET_MIN_SIDE.items()}
                 truth = {}
                 for index in range(len(self._val)):
-                    _, targets, _ = self._val_items.scaled(index)
+                    targets = self._val(index)[1] if self.eval_original else self._val_items.scaled(index)[1]
                     xywh = np.concatenate((targets[:, :2], targets[:, 2:4] - targets[:, :2]), axis=1)
                     truth[self._val.key(index)] = ImageGroundTruth(xywh.astype(np.float64),
                                                                    size_subsets(xywh, min_sides))
@@ -307,9 +360,13 @@ class FeatherFaceTask:
         model.eval()
         predictions, losses = {}, []
         official = self._gt_dir is not None
-        size = (self.eval_size, self.eval_size)
         for index in range(len(self._val)):
-            image, targets, scale = self._val_items.scaled(index)
+            if self.eval_original:  # the WIDER FACE protocol: the image as it is, boxes in its pixels
+                image, targets = self._val(index)
+                scale = 1.0
+            else:
+                image, targets, scale = self._val_items.scaled(index)
+            size = image.shape[:2]
             tensor, normalised = to_tensor(image, targets)
             outputs = model(tensor[None])
             losses.append(float(self.criterion(outputs, [normalised], self.priors(*size))[0]))
@@ -317,6 +374,9 @@ class FeatherFaceTask:
             # official GT is in original pixels: divide by the scale; ours is at the eval scale
             dets = postprocess(bbox_deltas, cls_logits, landmark_deltas, self.priors(*size), size,
                                resize=scale if official else 1.0)
+            if self.eval_original and official:  # exactly the official prediction files' rounding
+                predictions[self._val.key(index)] = dets.to_xywhs()
+                continue
             boxes = dets.boxes.numpy().astype(np.float64)
             xywhs = np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2],
                                     dets.scores.numpy()[:, None]), axis=1)
