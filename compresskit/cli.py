@@ -210,13 +210,16 @@ def cli() -> None:
               help="Continue the run in this directory (RECIPE defaults to its recipe.yaml).")
 @click.option("--run-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Write the run here instead of the recipe's run_dir.")
+@click.option("--replace", is_flag=True,
+              help="Start over in a run directory whose run completed no phase (deletes its run files).")
 @click.option("--dry-run", is_flag=True, help="Validate, build the task and models, print the plan; train nothing.")
 @click.option("--stop-after", default=None, help="Stop after this phase.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars with ETA (epochs, search trials); default: on when stderr is a terminal.")
 @_user_errors
 def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | None, resume_dir: Path | None,
-                run_dir: Path | None, dry_run: bool, stop_after: str | None, progress: bool | None) -> None:
+                run_dir: Path | None, replace: bool, dry_run: bool, stop_after: str | None,
+                progress: bool | None) -> None:
     """Run the compression pipeline of RECIPE (a YAML file).
 
     Phases: teacher, distill, search, soft_prune, remove, finetune, evaluate,
@@ -248,7 +251,7 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
     if progress is None:
         progress = sys.stderr.isatty()
     ctx = pipeline.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
-                       log=click.echo, stop_after=stop_after)
+                       log=click.echo, stop_after=stop_after, replace=replace)
     from compresskit import distributed
 
     if not distributed.is_main():  # under torchrun rank 0 speaks for the run
@@ -262,7 +265,10 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     from compresskit import pipeline
     from compresskit.budget import ParamPredictor, count_params
 
+    from compresskit.plan import plan
+
     task = pipeline.build_task(recipe)
+    plan(recipe, task)  # the pre-flight `run` does: the same checks, the same one-line errors
     ctx = pipeline.RunContext(recipe=recipe, run_dir=Path(run_dir or recipe.resolved_run_dir), task=task,
                               log=click.echo)
     click.echo(f"recipe {recipe.name} ({recipe.source})" + (f", profile {recipe.profile}" if recipe.profile else ""))

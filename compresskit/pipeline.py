@@ -57,7 +57,7 @@ import yaml
 from torch import nn
 
 from compresskit import distributed
-from compresskit._atomic import atomic_torch_save, atomic_write_text
+from compresskit._atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from compresskit.budget import count_macs, count_params
 from compresskit.recipe import (
     TASKS, Recipe, RecipeError, TrainConfig, checkpoint_path, recipe_to_dict, resolve_object,
@@ -253,8 +253,21 @@ def _make_scheduler(config: TrainConfig, steps_per_epoch: int = 1) -> Callable[[
 
 
 class _LogEpochs(Callback):
+    """Log each epoch; its ``metrics.jsonl`` line is written by :meth:`flush`, after the epoch checkpoint.
+
+    Appending only once the checkpoint is on disk means a kill between the two loses no line for good
+    (the checkpoint carries the record, and :func:`_reconcile_metrics` restores it on resume) and a
+    resume never writes an epoch's line twice.
+    """
+
     def __init__(self, ctx: RunContext, phase: str, evaluate: Callable[[], dict[str, float]] | None):
         self.ctx, self.phase, self.evaluate = ctx, phase, evaluate
+        self.pending: dict[str, Any] | None = None
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            self.ctx.append_metrics(self.pending)
+            self.pending = None
 
     def on_epoch_end(self, state: TrainState) -> None:
         if not distributed.is_main():
@@ -264,7 +277,7 @@ class _LogEpochs(Callback):
         if self.evaluate is not None:
             with distributed.on_cpu(state.model, distributed.device()):
                 record.update({f"val/{k}": v for k, v in self.evaluate().items()})
-        self.ctx.append_metrics(record)
+        self.pending = record
         self.ctx.log(f"[{self.phase}] epoch {state.epoch}: " + ", ".join(
             f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and "/" not in k[:3]))
 
@@ -297,19 +310,63 @@ def _train(
         optimizer = make_optimizer(model)
         state = TrainState(model=model, optimizer=optimizer,
                            scheduler=make_scheduler(optimizer) if make_scheduler else None)
-        raw = load_checkpoint(checkpoint_path, state)
+        try:
+            raw = load_checkpoint(checkpoint_path, state)
+        except Exception as error:  # noqa: BLE001 - any unreadable epoch checkpoint is the same problem
+            raise RunDirError(f"{checkpoint_path}: unreadable epoch checkpoint ({type(error).__name__}: "
+                              f"{str(error)[:200]}); delete it to restart the {phase} phase from its "
+                              f"beginning, then --resume {ctx.run_dir}") from None
         if extra_state is not None:
             extra_state[1](raw["extra"])
+        _reconcile_metrics(ctx, phase, state.epoch, raw["extra"].get("metrics_record"))
         ctx.log(f"[{phase}] resuming after epoch {state.epoch}")
+    else:
+        _reconcile_metrics(ctx, phase, 0, None)
+    logger = _LogEpochs(ctx, phase, evaluate)
+
+    def checkpoint(s: TrainState) -> None:
+        extra = dict(extra_state[0]() if extra_state else {})
+        extra["metrics_record"] = logger.pending
+        save_checkpoint(checkpoint_path, s, extra)
+        logger.flush()  # after the checkpoint: a resume neither loses nor repeats this line
+
     state = fit(
         model, loss_fn, loader, config.epochs, make_optimizer, make_scheduler,
-        callbacks=[_StepScheduler(), *callbacks, _LogEpochs(ctx, phase, evaluate)], state=state,
-        progress=ctx.progress,
-        checkpoint=lambda s: save_checkpoint(checkpoint_path, s, extra_state[0]() if extra_state else None),
-        device=distributed.device(),
+        callbacks=[_StepScheduler(), *callbacks, logger], state=state,
+        progress=ctx.progress, checkpoint=checkpoint, device=distributed.device(),
     )
     model.to("cpu")  # phases and tasks work on CPU models
     return state
+
+
+def _reconcile_metrics(ctx: RunContext, phase: str, epoch: int, record: Mapping[str, Any] | None) -> None:
+    """Make ``metrics.jsonl`` hold exactly one line per checkpointed epoch of ``phase`` (1..``epoch``).
+
+    Drops a torn last line, lines of later epochs and repeated epochs; appends ``record`` (kept in
+    the epoch checkpoint) when the kill came between the checkpoint and its line.
+    """
+    path = ctx.path("metrics.jsonl")
+    if not distributed.is_main() or not path.exists() and record is None:
+        return
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    kept, seen = [], set()
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue  # torn by a kill mid-write
+        if not isinstance(item, dict):
+            continue
+        key = (item.get("phase"), item.get("epoch"))
+        if item.get("phase") == phase and (not isinstance(item.get("epoch"), int) or item["epoch"] > epoch
+                                           or key in seen):
+            continue
+        seen.add(key)
+        kept.append(json.dumps(item))
+    if record is not None and (phase, epoch) not in seen:
+        kept.append(json.dumps(dict(record)))
+    if kept != lines:
+        _atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _task_loss_fn(task: Task) -> Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]:
@@ -885,9 +942,42 @@ def _configure_determinism(recipe: Recipe) -> None:
         torch.set_num_threads(recipe.threads)
 
 
+#: Files a run writes (see the module docstring); ``--replace`` deletes these and ``*.last.pt`` only.
+RUN_FILES = ("recipe.yaml", "state.json", "metrics.jsonl", "teacher.pt", "student.pt", "search.json",
+             "rates.json", "schedule.json", "channels.json", "soft_pruned.pt", "pruned.pt", "final.pt",
+             "evaluation.json", "model.onnx", "report.md")
+
+
+def _read_run_state(directory: Path) -> tuple[Any, dict[str, Any]]:
+    """``(stored recipe, state)`` of an existing run; an unreadable file is a :class:`RunDirError`."""
+    try:
+        stored = yaml.safe_load((directory / "recipe.yaml").read_text(encoding="utf-8"))
+        state = _read_json(directory / "state.json") if (directory / "state.json").exists() else None
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise RunDirError(f"{directory}: cannot read the run's recipe.yaml/state.json "
+                          f"({type(error).__name__}: {str(error)[:200]}); choose another run_dir") from None
+    if state is None:
+        state = {"completed": [], "phases": {}}
+    if (not isinstance(state, dict) or not isinstance(state.get("completed"), list)
+            or not isinstance(state.get("phases"), dict)):
+        raise RunDirError(f"{directory}/state.json is not a run state; choose another run_dir")
+    return stored, state
+
+
+def _replace_run(directory: Path) -> None:
+    for entry in directory.iterdir():
+        if entry.is_file() and (entry.name in RUN_FILES or entry.name.endswith(".last.pt")):
+            entry.unlink()
+    remove_stale_temporaries(directory)
+
+
 def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
-            progress: bool = False, log: Callable[[str], None] = print) -> RunContext:
-    """Build the task and make (or reopen) the run directory.
+            progress: bool = False, log: Callable[[str], None] = print, replace: bool = False) -> RunContext:
+    """Check everything, then make (or reopen) the run directory.
+
+    Nothing is written before the task is built and every model- and data-dependent check of
+    :func:`compresskit.plan.plan` passed, so a bad recipe leaves no half-made run directory.
+    Temporary files left by a killed write are removed.
 
     Args:
         recipe: The validated recipe.
@@ -895,37 +985,62 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
         resume: Reopen an existing run directory; its ``recipe.yaml`` must equal ``recipe``.
         progress: Show progress bars.
         log: Progress-message sink.
+        replace: Start over in a directory whose run completed no phase (its run files are deleted).
 
     Returns:
         The context phases run with.
 
     Raises:
-        RunDirError: The directory holds a run and ``resume`` is false, or it holds
-            a run of a different recipe.
-        RecipeError: The task cannot be built.
+        RunDirError: The directory is a file, holds a run and neither ``resume`` nor (for a run
+            that completed no phase) ``replace`` is given, or holds a run of a different recipe.
+        RecipeError: The task cannot be built, or a pre-flight check failed.
     """
+    from compresskit.plan import plan
+
     directory = Path(run_dir) if run_dir is not None else recipe.resolved_run_dir
     resolved = recipe_to_dict(recipe)
     stored_path = directory / "recipe.yaml"
     state: dict[str, Any] = {"completed": [], "phases": {}}
+    if directory.exists() and not directory.is_dir():
+        raise RunDirError(f"run_dir {directory} is a file, not a directory; choose another run_dir")
+    start_over = False
     if stored_path.exists():
-        if not resume:
+        stored, state = _read_run_state(directory)
+        completed = state["completed"]
+        how = (f"pass --replace to start it over with this recipe (deletes its run files), "
+               f"or --resume {directory} to continue it")
+        if replace:
+            if completed:
+                raise RunDirError(f"{directory} holds a run with completed phases ({', '.join(completed)}); "
+                                  f"--replace only replaces a run that completed no phase: choose another "
+                                  f"run_dir, or --resume {directory}")
+            start_over, state = True, {"completed": [], "phases": {}}
+        elif not resume:
             raise RunDirError(f"{directory} already holds a run; pass --resume {directory} "
-                              f"to continue it, or choose another run_dir")
-        stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
-        differing = sorted(_differences(stored, resolved))
-        if differing:
-            raise RunDirError(f"{directory} holds a run of a different recipe "
-                              f"(differs at {', '.join(differing[:5])}); cannot resume it")
-        if (directory / "state.json").exists():
-            state = _read_json(directory / "state.json")
+                              f"to continue it, or choose another run_dir"
+                              + ("" if completed else f" (it completed no phase: {how})"))
+        else:
+            differing = sorted(_differences(stored, resolved))
+            if differing:
+                raise RunDirError(f"{directory} holds a run of a different recipe "
+                                  f"(differs at {', '.join(differing[:5])}); cannot resume it"
+                                  + ("" if completed else "; it completed no phase: pass --replace to "
+                                     "start it over with this recipe (deletes its run files)"))
     elif resume and not directory.exists():
         raise RunDirError(f"cannot resume {directory}: no such run directory")
     task = build_task(recipe)
+    plan(recipe, task)  # every model- and data-dependent check, before anything is written
     distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
-    directory.mkdir(parents=True, exist_ok=True)
-    if not stored_path.exists():
-        _atomic_write_text(stored_path, yaml.safe_dump(resolved, sort_keys=False))
+    if distributed.is_main():
+        directory.mkdir(parents=True, exist_ok=True)
+        if start_over:
+            _replace_run(directory)
+        removed = remove_stale_temporaries(directory)
+        if removed:
+            log(f"removed {len(removed)} temporary file(s) left by an interrupted write")
+        if not stored_path.exists():
+            _atomic_write_text(stored_path, yaml.safe_dump(resolved, sort_keys=False))
+    distributed.barrier()
     return RunContext(recipe=recipe, run_dir=directory, task=task, state=state, progress=progress, log=log)
 
 
@@ -940,7 +1055,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
         progress: bool = False, log: Callable[[str], None] = print,
-        stop_after: str | None = None) -> RunContext:
+        stop_after: str | None = None, replace: bool = False) -> RunContext:
     """Run every phase of the pipeline, skipping those already completed.
 
     Args:
@@ -950,6 +1065,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
         progress: Show progress bars.
         log: Progress-message sink.
         stop_after: Stop after this phase (for tests and partial runs).
+        replace: Start over in a ``run_dir`` whose run completed no phase (see :func:`prepare`).
 
     Returns:
         The run context (``ctx.state`` holds every phase's summary).
@@ -963,7 +1079,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     distributed.init()  # torchrun: process group from its env (see compresskit.distributed); else no-op
     if not distributed.is_main():
         log, progress = (lambda message: None), False
-    ctx = prepare(recipe, run_dir, resume, progress, log)
+    ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)
     if not {"teacher", "distill"} <= set(ctx.state["completed"]):  # weights still to be read
         from compresskit.checkpoints import check_checkpoints
 

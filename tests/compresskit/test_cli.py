@@ -188,7 +188,6 @@ def test_dry_run_reports_an_unreachable_budget(runner):
     result = runner.invoke(cli, ["run", str(RECIPE), "--dry-run", "--set",
                                  "search.budget={min_params: 100, max_params: 1000}"])
     assert result.exit_code == 2
-    assert "rates within the bounds give 6,131 to 77,652 params" in result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: ") and last.endswith(
         "shapes_classifier.yaml: search.budget [100, 1000] cannot be met: "

@@ -1,0 +1,172 @@
+"""Pre-flight: every model- and data-dependent check of a run, before any phase (and in ``--dry-run``).
+
+:func:`plan` runs :data:`CHECKS` in order on a :class:`Plan`; each check is a small function
+``check(plan) -> None`` that reads the recipe and task, may record facts on the plan (models, groups,
+the reachable parameter range, data counts) for later checks and for ``--dry-run`` to print, and raises
+:class:`~compresskit.recipe.RecipeError` -- one line naming the recipe file, the key and the value --
+when the run could not succeed. ``compresskit run`` calls :func:`plan` before it creates the run
+directory, so a recipe that would fail after hours of training fails in seconds and leaves nothing
+behind; ``--dry-run`` calls the same function, so both print the same message.
+
+To add a check (e.g. loading a checkpoint the recipe names), write ``def check_x(plan: Plan) -> None``
+and put it in :data:`CHECKS`; nothing registers itself at import time.
+
+Example:
+    >>> recipe = load_recipe("recipes/shapes_classifier.yaml")  # doctest: +SKIP
+    >>> result = plan(recipe, build_task(recipe))  # doctest: +SKIP
+    >>> result.reachable  # doctest: +SKIP
+    (6131, 77652)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from compresskit.recipe import Recipe, RecipeError
+from compresskit.task import Task
+
+__all__ = ["CHECKS", "Plan", "check_budget", "check_data", "check_groups", "check_models", "check_rates", "plan"]
+
+
+@dataclass
+class Plan:
+    """What the pre-flight found; checks fill it in order.
+
+    Attributes:
+        recipe: The validated recipe.
+        task: The task built from it.
+        models: ``"teacher"`` / ``"student"`` -> a freshly built model.
+        specs: The layer-group specs (recipe's ``prune.groups`` or the task's defaults).
+        groups: The student's channel groups.
+        reachable: ``(fewest, most)`` parameters reachable inside the layer-group bounds.
+        data: What the task's ``check_data`` reported (counts of images, boxes, dropped items).
+        checked: Names of the checks that passed.
+    """
+
+    recipe: Recipe
+    task: Task
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    specs: list[Any] = field(default_factory=list)
+    groups: list[Any] = field(default_factory=list)
+    reachable: tuple[int, int] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    checked: list[str] = field(default_factory=list)
+
+    def context(self) -> Any:
+        """A :class:`~compresskit.pipeline.RunContext` for the pipeline's helpers (no directory is made)."""
+        from compresskit.pipeline import RunContext
+
+        return RunContext(recipe=self.recipe, run_dir=self.recipe.resolved_run_dir, task=self.task,
+                          log=lambda message: None)
+
+
+def _fail(plan: Plan, key: str, message: str) -> RecipeError:
+    return RecipeError(f"{plan.recipe.source}: {key}: {message}")
+
+
+def check_models(plan: Plan) -> None:
+    """Build the teacher and the student (an unknown model name fails here)."""
+    ctx = plan.context()
+    for which in ("teacher", "student"):
+        config = getattr(plan.recipe, which)
+        if config is None:
+            continue
+        try:
+            model = ctx.build(which)
+        except RecipeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the user's builder rejected the recipe's values
+            raise _fail(plan, f"{which}.model", f"building {config.model!r} failed: "
+                        f"{type(error).__name__}: {str(error)[:300]}") from None
+        if not isinstance(model, nn.Module):
+            raise _fail(plan, f"{which}.model", f"{config.model!r} built {type(model).__name__}, not an nn.Module")
+        plan.models[which] = model
+
+
+def check_groups(plan: Plan) -> None:
+    """Find the student's channel groups (an unknown or overlapping pattern fails here)."""
+    from compresskit import pipeline
+
+    ctx = plan.context()
+    plan.specs = pipeline.layer_group_specs(ctx)
+    if plan.specs:
+        plan.groups = pipeline._find_groups(ctx, plan.models["student"])
+
+
+def check_rates(plan: Plan) -> None:
+    """Without a search, every ``prune.rates`` key must name a layer group."""
+    if plan.recipe.search.enabled:
+        return
+    names = [spec.name for spec in plan.specs]
+    unknown = sorted(set(plan.recipe.prune.rates or {}) - set(names))
+    if unknown:
+        raise _fail(plan, f"prune.rates.{unknown[0]}", f"not a layer group; groups: {names}")
+
+
+def check_budget(plan: Plan) -> None:
+    """With a search, some rates inside the layer-group bounds must meet ``search.budget``."""
+    from compresskit import pipeline
+    from compresskit.budget import ParamPredictor
+
+    if not plan.specs:
+        return
+    bounds = {spec.name: tuple(spec.bounds) for spec in plan.specs}
+    predictor = ParamPredictor(plan.models["student"], plan.groups)
+    plan.reachable = pipeline.reachable_params(predictor, bounds)
+    if plan.recipe.search.enabled:
+        pipeline.check_budget(plan.recipe, predictor, bounds)
+
+
+def check_data(plan: Plan) -> None:
+    """The task's data: its own ``check_data()`` if it has one, then a non-empty training loader.
+
+    ``task.check_data()`` (optional) reads what training will read and raises ``ValueError`` naming
+    the file and line of anything unreadable; it returns counts (e.g. ``{"images": 12880,
+    "dropped_boxes": 3}``) that the run reports.
+    """
+    checker: Callable[[], Any] | None = getattr(plan.task, "check_data", None)
+    if checker is not None:
+        try:
+            report = checker()
+        except (ValueError, OSError) as error:
+            raise _fail(plan, "data", " ".join(str(error).split())[:500]) from None
+        plan.data = dict(report or {})
+    batch_size = max(1, min(config.batch_size for config in _train_configs(plan.recipe)))
+    try:
+        batches = len(plan.task.train_loader(batch_size))  # type: ignore[arg-type]
+    except TypeError:  # an iterable without a length: nothing to count up front
+        return
+    if batches == 0:
+        raise _fail(plan, "data", "the training set is empty (0 batches); training would make 0 optimizer "
+                    "steps -- check the task's data paths and label files")
+
+
+def _train_configs(recipe: Recipe) -> list[Any]:
+    configs = [recipe.distill, recipe.prune.schedule, recipe.finetune]
+    if recipe.teacher is not None and recipe.teacher.train is not None:
+        configs.append(recipe.teacher.train)
+    return configs
+
+
+#: The pre-flight checks, in order (later ones read what earlier ones recorded).
+CHECKS: list[Callable[[Plan], None]] = [check_models, check_groups, check_rates, check_budget, check_data]
+
+
+def plan(recipe: Recipe, task: Task) -> Plan:
+    """Run every check of :data:`CHECKS` on ``recipe`` and its ``task``; write nothing.
+
+    Returns:
+        The :class:`Plan` with what the checks found.
+
+    Raises:
+        RecipeError: The first failing check, in one line naming the file, key and value.
+    """
+    result = Plan(recipe=recipe, task=task)
+    for check in CHECKS:
+        check(result)
+        result.checked.append(check.__name__)
+    return result
