@@ -67,6 +67,18 @@ FEATHERFACE_V1_LAYER_GROUPS: list[dict[str, Any]] = [
 FEATHERFACE_V1_PROTECT_PATTERNS: list[str] = HEAD_OUTPUT_PATTERNS + [
     "*.offset_conv", "*.modulator_conv", "*.spatial_gate.conv"]
 
+# RetinaFace-mnet0.25 (no seed design: bounds chosen so that 35% of the parameters is reachable).
+# SSH's concatenated outputs feed the heads directly; the FPN's added maps are coupled sets.
+RETINAFACE_LAYER_GROUPS: list[dict[str, Any]] = [
+    {"name": "backbone_early", "patterns": ["body.stage1.*"], "bounds": (0.0, 0.6)},
+    {"name": "backbone_late", "patterns": ["body.stage2.*", "body.stage3.*"], "bounds": (0.0, 0.9)},
+    {"name": "fpn", "patterns": ["fpn.*"], "bounds": (0.0, 0.9)},
+    {"name": "ssh", "patterns": ["ssh?.conv5X5_1.0", "ssh?.conv7X7_2.0"], "bounds": (0.0, 0.9)},
+    {"name": "detection_heads", "patterns": ["ssh?.conv3X3.0", "ssh?.conv5X5_2.0", "ssh?.conv7x7_3.0"],
+     "bounds": (0.0, 0.9)},
+]
+RETINAFACE_PROTECT_PATTERNS: list[str] = list(HEAD_OUTPUT_PATTERNS)
+
 _PROFILER_SUFFIXES = ("total_ops", "total_params")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
