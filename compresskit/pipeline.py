@@ -58,6 +58,7 @@ from torch import nn
 
 from compresskit import distributed
 from compresskit._atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from compresskit._finite import non_finite_entries
 from compresskit.budget import count_macs, count_params
 from compresskit.recipe import (
     TASKS, Recipe, RecipeError, TrainConfig, checkpoint_path, recipe_to_dict, resolve_object,
@@ -98,6 +99,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    count, names = non_finite_entries(obj)
+    if count:  # never write a non-finite model
+        raise NonFiniteLossError(f"{count} tensors for {path.name} hold NaN/inf (e.g. {', '.join(names)}); "
+                                 f"{path.name} not written")
     if distributed.is_main():
         atomic_torch_save(obj, path)
 

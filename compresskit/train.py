@@ -43,6 +43,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ._atomic import atomic_torch_save
+from ._finite import non_finite_entries
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -64,7 +65,8 @@ CHECKPOINT_VERSION = 1
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; raised before the optimizer step."""
+    """The loss or a gradient became NaN or infinite (raised before the optimizer step), or the
+    weights / optimizer state to be checkpointed are not finite (raised before anything is written)."""
 
 
 @dataclass
@@ -240,6 +242,25 @@ def _current_lr(optimizer: torch.optim.Optimizer | None) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
+def _check_gradients(model: nn.Module, world_size: int, state: TrainState, batch_index: int) -> None:
+    """Raise :class:`NonFiniteLossError` (gradients cleared, no step taken) if any gradient is NaN/inf."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    finite = torch.stack([torch.isfinite(g).all() for g in grads]).all().reshape(1).float()
+    if world_size > 1:  # every rank must raise together, or the others hang
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1.0:
+        names = [name for name, p in model.named_parameters()
+                 if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        assert state.optimizer is not None
+        state.optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(
+            f"non-finite gradient (finite loss) at epoch {state.epoch + 1} (epochs completed: {state.epoch}), "
+            f"batch {batch_index}, step {state.step} (steps completed), in {len(names)} parameters "
+            f"(e.g. {', '.join(names[:3]) or 'on another rank'}); optimizer step skipped")
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -266,7 +287,8 @@ def fit(
         for each epoch:
             for each batch:
                 loss, logs = loss_fn(model, batch)    # NonFiniteLossError if not finite
-                backward, optional grad clipping, optimizer.step()
+                backward                              # NonFiniteLossError if a gradient is not finite
+                optional grad clipping, optimizer.step()
                 state.step += 1
                 on_step_end(state)                    # may set state.stop (ends the epoch)
             scheduler.step()                          # once per epoch
@@ -311,8 +333,9 @@ def fit(
         The final :class:`TrainState`.
 
     Raises:
-        NonFiniteLossError: The loss is NaN/inf (raised before backward and step,
-            so the parameters and the last checkpoint stay untouched).
+        NonFiniteLossError: The loss or a gradient is NaN/inf (raised before the optimizer
+            step, so the parameters and the last checkpoint stay untouched), or the state to
+            checkpoint is not finite (raised by :func:`save_checkpoint` before writing).
         ValueError: Bad ``epochs``, ``grad_clip`` or a ``state`` for another model.
 
     Example:
@@ -390,6 +413,7 @@ def fit(
                 )
             state.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            _check_gradients(model, world_size, state, batch_index)
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             state.optimizer.step()
@@ -476,12 +500,16 @@ def save_checkpoint(
 
     Stores the model, optimizer and scheduler ``state_dict``s, ``epoch``, ``step``,
     ``metrics``, the torch/numpy/python (and CUDA) RNG states and ``extra`` (plain
-    data only, so that the file loads with ``weights_only=True``).
+    data only, so that the file loads with ``weights_only=True``). Nothing is written when
+    the model or optimizer state holds NaN/inf, so the file on disk is always the last good one.
 
     Args:
         path: Destination file.
         state: The state to save (typically from the ``checkpoint`` hook of :func:`fit`).
         extra: Caller data (e.g. the recipe) stored under ``"extra"``.
+
+    Raises:
+        NonFiniteLossError: The model or optimizer state is not finite (the previous file is kept).
     """
     payload = {
         "version": CHECKPOINT_VERSION,
@@ -494,6 +522,12 @@ def save_checkpoint(
         "rng": _rng_state(),
         "extra": dict(extra) if extra is not None else {},
     }
+    for what in ("model", "optimizer"):
+        count, names = non_finite_entries(payload[what])
+        if count:
+            raise NonFiniteLossError(
+                f"{count} {what} tensors hold NaN/inf after epoch {state.epoch} (e.g. {', '.join(names)}); "
+                f"{os.fspath(path)} not written, so it still holds the last good epoch")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_torch_save(payload, path)
 

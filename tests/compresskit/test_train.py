@@ -324,3 +324,71 @@ def test_sampler_set_epoch_called_each_epoch_and_progress_bar_runs():
     _seed_all(0)
     state = fit(_model(), _loss_fn, loader, 3, _make_optimizer, progress=True)
     assert sampler.epochs == [0, 1, 2] and state.step == 6
+
+
+# --- non-finite gradients and weights never reach a checkpoint ---------------------------------
+
+
+class _NaNGradientAt:
+    """A finite loss whose gradient is NaN at one step (what a bad op on the last batch does)."""
+
+    def __init__(self, bad_step: int) -> None:
+        self.bad_step = bad_step
+        self.calls = 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        x, y = batch
+        logits = model(x)
+        if self.calls == self.bad_step:
+            logits.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+        return F.cross_entropy(logits, y), {}
+
+
+@pytest.mark.parametrize("bad_step", [4, 6, 8])  # last step of epoch 1, mid epoch 2, last step of epoch 2
+def test_non_finite_gradient_stops_before_the_step_and_the_checkpoint(tmp_path, bad_step):
+    _seed_all(0)
+    model = nn.Linear(4, 2)
+    loader = DataLoader(_dataset(32), batch_size=8)  # 4 batches per epoch
+    path = tmp_path / "last.pt"
+    loss_fn = _NaNGradientAt(bad_step)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient \(finite loss\).*weight"):
+        fit(model, loss_fn, loader, 3, _make_optimizer, progress=False,
+            checkpoint=lambda s: save_checkpoint(path, s))
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    epochs_done = (bad_step - 1) // 4
+    if epochs_done:
+        payload = load_checkpoint(path, restore_rng=False)
+        assert payload["epoch"] == epochs_done
+        for tensors in (payload["model"], payload["optimizer"]["state"]):
+            for value in (v for t in tensors.values() for v in (t.values() if isinstance(t, dict) else [t])):
+                assert torch.isfinite(value).all()
+        resumed = TrainState(model=nn.Linear(4, 2))
+        resumed.optimizer = _make_optimizer(resumed.model)
+        load_checkpoint(path, resumed)  # the kept checkpoint resumes
+        fit(resumed.model, _loss_fn, loader, 3, _make_optimizer, state=resumed, progress=False)
+        assert resumed.epoch == 3
+    else:
+        assert not path.exists()
+
+
+@pytest.mark.parametrize("where", ["model", "optimizer"])
+def test_save_checkpoint_refuses_non_finite_state_and_keeps_the_previous_file(tmp_path, where):
+    model = nn.Linear(4, 2)
+    optimizer = _make_optimizer(model)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    state = TrainState(model=model, optimizer=optimizer, epoch=1)
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, state)
+    good = path.read_bytes()
+    with torch.no_grad():
+        if where == "model":
+            model.bias[0] = float("inf")
+        else:
+            optimizer.state[model.weight]["momentum_buffer"][0, 0] = float("nan")
+    state.epoch = 2
+    with pytest.raises(NonFiniteLossError, match=f"1 {where} tensors hold NaN/inf after epoch 2"):
+        save_checkpoint(path, state)
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
