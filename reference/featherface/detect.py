@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -126,6 +127,101 @@ def draw_detections(image_bgr: np.ndarray, faces: list[dict], min_score: float =
     return canvas
 
 
+#: Multiple the input is padded to in :class:`FaceDetector` (the largest prior step, stride 32).
+PAD_MULTIPLE = 32
+
+
+class FaceDetector:
+    """A face detector in one call, like ``cv2.FaceDetectorYN``: ``detect(image) -> float32[N, 15]``.
+
+    Rows, by descending score: ``x, y, w, h`` (top-left corner and size, original-image pixels), the
+    five landmarks ``x, y`` (image-left eye, image-right eye, nose, image-left and image-right mouth
+    corner: the positions of ``FaceDetectorYN``'s right-eye-first order), and the score in [0, 1] last
+    (column 14, as ``FaceDetectorYN``). The image (BGR, as ``cv2.imread``) is preprocessed as the
+    model file says (ONNX ``metadata_props``) or as the RetinaFace family is; it is padded at the
+    right and bottom to a multiple of 32 (a mean-colour border: zeros after mean subtraction), which
+    moves no coordinate. A model with a fixed input size gets the image scaled to fit and padded.
+
+    Args:
+        spec: ``name:weights.pth``, a pruned checkpoint ``.pt``, an ``.onnx`` file (FP32 or INT8), or a
+            bare name (random weights; warns).
+        score_threshold: Faces scoring below are dropped (``FaceDetectorYN``'s default is 0.9).
+        nms_threshold: IoU above which a lower-scored box is suppressed.
+        top_k: Candidates kept before NMS.
+        threads: ONNX Runtime intra-op threads (torch models use the process's torch setting).
+        resize: Scale applied to the image first (models with a dynamic input size).
+
+    Example:
+        >>> detector = FaceDetector("runs/x/model.int8.onnx")  # doctest: +SKIP
+        >>> faces = detector.detect(cv2.imread("group.jpg"))  # doctest: +SKIP
+        >>> faces[:, :4], faces[:, 14]  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: str | Path, score_threshold: float = 0.5, nms_threshold: float = NMS_THRESHOLD,
+                 top_k: int = TOP_K, threads: int = 1, resize: float = 1.0) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        self.model = load_model(str(spec), threads=threads)
+        if not resize > 0:
+            raise ValueError(f"resize must be > 0, got {resize}")
+        self.resize = resize
+        self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
+        from compresskit.export import Preprocessing
+
+        from reference.featherface.data.widerface import BGR_MEAN
+
+        metadata = getattr(self.model, "metadata", None) or getattr(self.model, "onnx_metadata", None) or {}
+        self.preprocessing = Preprocessing.from_metadata(metadata) or Preprocessing("BGR", BGR_MEAN, 1.0, None)
+        shape = getattr(self.model, "input_shape", None)  # OrtModule: None where an axis is dynamic
+        self.fixed_size = tuple(shape[2:]) if shape and None not in shape[2:] else None
+
+    def input_for(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float]:
+        """The model input for one image and the scale applied to it: ``(float32[1, 3, H, W], scale)``."""
+        from compresskit.quantize import preprocess_image
+
+        if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 BGR image, got {None if image_bgr is None else image_bgr.shape}")
+        height, width = image_bgr.shape[:2]
+        scale = self.resize
+        if self.fixed_size is not None:
+            scale = min(self.fixed_size[0] / height, self.fixed_size[1] / width)
+            target = self.fixed_size
+        else:
+            target = tuple(-(-round(size * scale) // PAD_MULTIPLE) * PAD_MULTIPLE for size in (height, width))
+        resized = (round(height * scale), round(width * scale))
+        array = preprocess_image(image_bgr, self.preprocessing, resized if scale != 1.0 else None)
+        padded = np.zeros((1, 3, *target), dtype=np.float32)  # zero = the mean colour after subtraction
+        padded[:, :, : array.shape[2], : array.shape[3]] = array
+        return padded, scale
+
+    @torch.inference_mode()
+    def detect(self, image_bgr: np.ndarray) -> np.ndarray:
+        """float32[N, 15] faces of one uint8 HxWx3 BGR image (see the class docstring)."""
+        array, scale = self.input_for(image_bgr)
+        bbox_deltas, cls_logits, landmark_deltas = self.model(torch.from_numpy(array))
+        size = (array.shape[2], array.shape[3])
+        priors = _PRIORS(size)
+        if bbox_deltas.shape[1] != priors.shape[0]:
+            raise ValueError(f"model returned {bbox_deltas.shape[1]} priors for a {size} input; "
+                             f"priors.py expects {priors.shape[0]}")
+        dets = postprocess(bbox_deltas[0], cls_logits[0], landmark_deltas[0], priors, size, scale,
+                           self.score_threshold, self.nms_threshold, self.top_k, KEEP_TOP_K)
+        boxes = dets.boxes.numpy()
+        faces = np.empty((len(dets), 15), dtype=np.float32)
+        faces[:, :2] = boxes[:, :2]
+        faces[:, 2:4] = boxes[:, 2:] - boxes[:, :2]
+        faces[:, 4:14] = dets.landmarks.numpy()
+        faces[:, 14] = dets.scores.numpy()
+        return faces
+
+
+def faces_to_dicts(faces: np.ndarray) -> list[dict]:
+    """:meth:`FaceDetector.detect` rows -> the dicts of :func:`detect_image` (``box`` as ``x1, y1, x2, y2``)."""
+    return [{"box": [round(float(v), 2) for v in (x, y, x + w, y + h)], "score": float(row[14]),
+             "landmarks": [[round(float(a), 2), round(float(b), 2)] for a, b in row[4:14].reshape(5, 2)]}
+            for row in faces for x, y, w, h in [row[:4]]]
+
+
 # ------------------------------------------------------------------------------------------ datasets
 
 
@@ -172,11 +268,21 @@ def evaluate_widerface(model: nn.Module, images_root: str | Path, gt_dir: str | 
 # ------------------------------------------------------------------------------------------ models
 
 
-def load_model(spec: str) -> nn.Module:
-    """Build a model from ``name:weights``, ``name`` or a pruned checkpoint path (see module doc)."""
+def load_model(spec: str, threads: int = 1) -> nn.Module:
+    """Build a model from ``name:weights``, ``name``, a pruned checkpoint path or an ``.onnx`` file.
+
+    An ``.onnx`` file (e.g. from ``compresskit export`` / ``compresskit quantize``, FP32 or INT8) runs in
+    ONNX Runtime with ``threads`` intra-op threads behind the model call interface
+    (:class:`compresskit.runtime.OrtModule`). A bare name builds the model with random weights and
+    warns (:class:`RandomWeightsWarning`): its detections mean nothing.
+    """
     from reference.featherface import models  # imported lazily: the CLI's --help must not need it
 
     path = Path(spec)
+    if path.suffix == ".onnx" and ":" not in spec:
+        from compresskit.runtime import OrtModule
+
+        return OrtModule(path, threads=threads)
     if path.suffix in (".pt", ".pth", ".ckpt") and path.is_file() and ":" not in spec:
         from compresskit.persist import load_pruned
 
@@ -185,7 +291,14 @@ def load_model(spec: str) -> nn.Module:
     model = models.build_model(name)
     if weights:
         models.load_weights(model, weights)
+    else:
+        warnings.warn(f"{name!r} has random weights (no ':weights' given): its detections are meaningless; "
+                      f"use {name}:path/to/weights.pth", RandomWeightsWarning, stacklevel=2)
     return model.eval()
+
+
+class RandomWeightsWarning(UserWarning):
+    """A detector was built without trained weights."""
 
 
 class InputError(click.ClickException):
@@ -220,24 +333,39 @@ def cli() -> None:
 @click.argument("model_spec", metavar="MODEL_OR_CHECKPOINT")
 @click.argument("target", metavar="IMAGE_OR_DIR", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="output folder")
-@click.option("--resize", default=1.0, show_default=True, help="input scale factor")
-@click.option("--conf", "conf_threshold", default=CONF_THRESHOLD, show_default=True)
-@click.option("--nms", "nms_threshold", default=NMS_THRESHOLD, show_default=True)
-@click.option("--draw-threshold", default=0.5, show_default=True, help="min score drawn on the images")
+@click.option("--resize", default=1.0, show_default=True, help="input scale factor (dynamic-shape models)")
+@click.option("--json-threshold", default=0.3, show_default=True, help="min score written to detections.json")
+@click.option("--draw-threshold", default=0.6, show_default=True, help="min score drawn on the images")
+@click.option("--nms", "nms_threshold", default=NMS_THRESHOLD, show_default=True, help="NMS IoU threshold")
 @click.option("--threads", default=2, show_default=True)
-def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, conf_threshold: float,
-                   nms_threshold: float, draw_threshold: float, threads: int) -> None:
-    """Detect faces; writes detections.json and annotated images to --out."""
+def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, json_threshold: float,
+                   draw_threshold: float, nms_threshold: float, threads: int) -> None:
+    """Detect faces; writes detections.json and annotated images to --out.
+
+    MODEL_OR_CHECKPOINT is one of: NAME:WEIGHTS (e.g. retinaface_mnet025:weights/retinaface.pth; NAME is
+    retinaface_mnet025, featherface_v1 or nano_b), a pruned compresskit checkpoint (.pt), an ONNX file
+    from 'compresskit export' or 'compresskit quantize' (FP32 or INT8; run in ONNX Runtime), or a bare
+    NAME (random weights: a warning, detections meaningless).
+    """
     torch.set_num_threads(threads)
-    model = _load_model_or_exit(model_spec)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RandomWeightsWarning)
+            detector = FaceDetector(model_spec, score_threshold=min(json_threshold, draw_threshold),
+                                    nms_threshold=nms_threshold, threads=threads, resize=resize)
+    except (ValueError, OSError) as error:  # unknown name, bad or missing checkpoint / ONNX file
+        message = str(error)
+        raise InputError(message if model_spec.rpartition(":")[2] in message else f"{model_spec}: {message}") from None
+    for warning in caught:
+        click.echo(f"warning: {warning.message}", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for path in tqdm(_iter_images(target), desc="detect"):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise InputError(f"{path}: cannot read image (corrupt or not an image); remove or replace it")
-        faces = detect_image(model, image, resize, conf_threshold, nms_threshold)
-        results[str(path)] = faces
+        faces = faces_to_dicts(detector.detect(image))
+        results[str(path)] = [face for face in faces if face["score"] >= json_threshold]
         cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), draw_detections(image, faces, draw_threshold))
     (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
     click.echo(f"{sum(len(v) for v in results.values())} detections in {len(results)} images -> {out_dir}")

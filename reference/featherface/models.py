@@ -10,6 +10,7 @@ FeatherFace V1 key names with ``thop`` leftovers, ``{"state_dict": ...}`` wrappe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,32 @@ def build_model(name: str, pretrained_backbone: str | Path | None = None,
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid: {sorted(_BUILDERS)}")
     model = _BUILDERS[name](**kwargs)
+    model.onnx_metadata = deployment_metadata()  # written into exports (compresskit.export.model_metadata)
     if pretrained_backbone is not None:
         load_pretrained_backbone(model.body, pretrained_backbone)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def deployment_metadata() -> dict[str, str]:
+    """What an exported detector of this family carries in its ONNX ``metadata_props``.
+
+    The preprocessing of the RetinaFace test script (BGR, minus ``(104, 117, 123)``, scale 1, nominal
+    640x640) and the prior layout and variances needed to decode the outputs, so that
+    ``compresskit quantize``, ``detect`` and ``web/`` read everything from the file.
+    """
+    from compresskit.export import Preprocessing
+
+    from .box_coder import VARIANCES
+    from .data.widerface import BGR_MEAN
+    from .priors import DEFAULT_MIN_SIZES, DEFAULT_STEPS
+
+    priors = {"min_sizes": [list(sizes) for sizes in DEFAULT_MIN_SIZES], "steps": list(DEFAULT_STEPS),
+              "variances": list(VARIANCES), "order": "level,row,column,anchor"}
+    return {**Preprocessing("BGR", BGR_MEAN, 1.0, (640, 640)).to_metadata(),
+            "detector.kind": "retinaface", "detector.outputs": "bbox_deltas,cls_logits,landmark_deltas",
+            "detector.priors": json.dumps(priors)}
 
 
 def _extract_state_dict(checkpoint: object, path: Path) -> Mapping[str, torch.Tensor]:
