@@ -59,6 +59,7 @@ from torch import nn
 from compresskit import distributed
 from compresskit._atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
 from compresskit._finite import non_finite_entries
+from compresskit._yaml import decode_yaml_bytes, load_yaml
 from compresskit.budget import count_macs, count_params
 from compresskit.recipe import (
     TASKS, Recipe, RecipeError, TrainConfig, checkpoint_path, recipe_to_dict, resolve_object,
@@ -956,7 +957,7 @@ RUN_FILES = ("recipe.yaml", "state.json", "metrics.jsonl", "teacher.pt", "studen
 def _read_run_state(directory: Path) -> tuple[Any, dict[str, Any]]:
     """``(stored recipe, state)`` of an existing run; an unreadable file is a :class:`RunDirError`."""
     try:
-        stored = yaml.safe_load((directory / "recipe.yaml").read_text(encoding="utf-8"))
+        stored = load_yaml(decode_yaml_bytes((directory / "recipe.yaml").read_bytes()))
         state = _read_json(directory / "state.json") if (directory / "state.json").exists() else None
     except (OSError, ValueError, yaml.YAMLError) as error:
         raise RunDirError(f"{directory}: cannot read the run's recipe.yaml/state.json "

@@ -52,6 +52,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from compresskit._yaml import YamlInputError, decode_yaml_bytes, load_yaml
+
 __all__ = [
     "BudgetConfig",
     "DistillConfig",
@@ -91,7 +93,16 @@ class RecipeError(ValueError):
 
     The message always starts with the source (file, plus the ``--set`` or
     profile that introduced the value) and names the key path and the bad value.
+    It is capped at :data:`MESSAGE_LIMIT` characters, so a huge quoted value cannot
+    flood the terminal.
     """
+
+    MESSAGE_LIMIT = 1000
+
+    def __init__(self, message: str) -> None:
+        if len(message) > self.MESSAGE_LIMIT:
+            message = f"{message[:self.MESSAGE_LIMIT]}... (message cut, {len(message):,} chars)"
+        super().__init__(message)
 
 
 # --- field constraints ------------------------------------------------------
@@ -440,16 +451,20 @@ def _dotted(path: Sequence[str]) -> str:
 
 
 def _read_yaml(path: Path, label: str) -> dict[str, Any]:
+    """Parse a recipe file with the bounded safe loader (:mod:`compresskit._yaml`): duplicate keys,
+    alias bombs, deep nesting, binary and non-UTF-8 files are one-line :class:`RecipeError`s."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise RecipeError(f"{label}: recipe file not found: {path}") from None
     except OSError as error:
-        raise RecipeError(f"{label}: cannot read recipe file {path}: {error}") from None
+        raise RecipeError(f"{label}: cannot read recipe file {path}: {error.strerror or error}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(decode_yaml_bytes(raw))
+    except YamlInputError as error:
+        raise RecipeError(f"{label}: {error}") from None
     except yaml.YAMLError as error:
-        raise RecipeError(f"{label}: invalid YAML: {error}") from None
+        raise RecipeError(f"{label}: invalid YAML: {' '.join(str(error).split())}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -522,7 +537,7 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     if not sep or not key or any(not part for part in key.split(".")):
         raise RecipeError(f"--set {text}: expected key.path=value, e.g. distill.epochs=5")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise RecipeError(f"--set {text}: cannot parse value {raw!r}: {error}") from None
     value = _coerce_numeric_string(value)

@@ -87,7 +87,8 @@ def test_valid_recipe_loads_into_frozen_dataclasses(tmp_path):
 
 
 def test_yaml11_exponent_strings_are_accepted_as_floats(tmp_path):
-    text = yaml.safe_dump(VALID) + "finetune: {epochs: 1, lr: 1e-3}\n"
+    without = {key: value for key, value in VALID.items() if key != "finetune"}  # no duplicate key
+    text = yaml.safe_dump(without) + "finetune: {epochs: 1, lr: 1e-3}\n"
     recipe = load_recipe(write(tmp_path, text), resolve=False)
     assert recipe.finetune.lr == pytest.approx(1e-3)
 
