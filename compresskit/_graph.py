@@ -22,7 +22,8 @@ Everything found here is still verified numerically by :func:`compresskit.find_g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from torch import nn
 from torch_pruning import _helpers
 from torch_pruning import ops as tp_ops
 from torch_pruning._helpers import _HybridIndex
+from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.dependency.dependency import Dependency
 
 from ._surgery import BOTH, IN, OUT, axis_size, flatten_outputs, is_depthwise, run_model
@@ -170,6 +172,144 @@ def _add_shuffle_dependencies(graph: tp.DependencyGraph, pruner: _ShufflePruner)
         node.dependencies += [forward, backward]
 
 
+_UPDATERS = (
+    "update_concat_index_mapping",
+    "update_split_index_mapping",
+    "update_reshape_index_mapping",
+    "update_unbind_index_mapping",
+    "update_expand_index_mapping",
+    "update_slice_index_mapping",
+)
+
+
+@contextlib.contextmanager
+def _tolerant_index_mapping(failures: dict[Any, str]) -> Iterator[None]:
+    """While building, an op whose index mapping Torch-Pruning cannot work out is recorded in
+    ``failures`` (node -> error) instead of aborting the whole build.
+
+    Three or more inline ``view/transpose/view`` channel shuffles make Torch-Pruning's reshape
+    mapping divide by zero; every set that reaches such a node is skipped with that reason.
+    """
+    originals = {name: getattr(tp_index_mapping, name) for name in _UPDATERS if hasattr(tp_index_mapping, name)}
+
+    def tolerant(update: Any) -> Any:
+        def wrapped(graph: Any, node: Any) -> None:
+            try:
+                update(graph, node)
+            except Exception as error:  # noqa: BLE001 - Torch-Pruning gave up on this op
+                failures[node] = f"{type(error).__name__}: {error}"
+        return wrapped
+
+    try:
+        for name, update in originals.items():
+            setattr(tp_index_mapping, name, tolerant(update))
+        yield
+    finally:
+        for name, update in originals.items():
+            setattr(tp_index_mapping, name, update)
+
+
+class _Route:
+    """Index mapping along every autograd edge between two graph nodes (``[(a_range, b_offset)]``).
+
+    ``a_range = (start, stop, step)`` selects the source channels that travel along one edge
+    (one output of a split, a slice, or everything); ``b_offset`` is where they land in the
+    target (a concat input's offset, or 0). ``reverse`` maps target indices back.
+    """
+
+    def __init__(self, edges: list[tuple[tuple[int, int, int], int, int]], reverse: bool) -> None:
+        self.edges = edges  # ((start, stop, step), b_offset, b_size)
+        self.reverse = reverse
+
+    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+        out: dict[tuple[int, Any], None] = {}
+        for (start, stop, step), b_offset, b_size in self.edges:
+            for i in idxs:
+                if self.reverse:
+                    part = i.idx - b_offset
+                    if 0 <= part < b_size:
+                        out[(start + part * step, i.root_idx)] = None
+                elif start <= i.idx < stop and (i.idx - start) % step == 0:
+                    out[(b_offset + (i.idx - start) // step, i.root_idx)] = None
+        return [_HybridIndex(idx=idx, root_idx=root) for idx, root in out]
+
+
+def _output_ranges(grad_fn: Any) -> list[tuple[int, int, int]] | None:
+    """Channel range ``(start, stop, step)`` of each output of a split/slice over dim 1, else ``None``."""
+    name = grad_fn.name() if grad_fn is not None else ""
+    sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    if sizes is None or len(sizes) < 2 or not hasattr(grad_fn, "_saved_dim"):
+        return None
+    if _normalise_dims(grad_fn._saved_dim, len(sizes)) != {1}:
+        return None
+    channels = int(sizes[1])
+    if name.startswith("SplitWithSizesBackward"):
+        bounds = [0]
+        for size in grad_fn._saved_split_sizes:
+            bounds.append(bounds[-1] + int(size))
+        return [(bounds[k], bounds[k + 1], 1) for k in range(len(bounds) - 1)]
+    if name.startswith("SplitBackward"):
+        size = int(grad_fn._saved_split_size)
+        return [(k, min(k + size, channels), 1) for k in range(0, channels, size)]
+    if name.startswith("SliceBackward"):
+        start, end, step = (int(v) for v in (grad_fn._saved_start, grad_fn._saved_end, grad_fn._saved_step))
+        start, end = (v + channels if v < 0 else v for v in (start, end))
+        return [(max(start, 0), min(end, channels), step)]
+    return None
+
+
+def _derive_routing(graph: tp.DependencyGraph) -> None:
+    """Replace Torch-Pruning's split / slice / concat index mappings by ones read off the autograd graph.
+
+    Torch-Pruning matches a split's outputs to its consumers by discovery order and composes a
+    split followed by a concat in the wrong order, so a CSP block (``chunk`` whose parts are
+    concatenated again) or a ShuffleNetV2 unit gets indices outside the layers. Here every edge
+    carries its output number (``next_functions``) and every concat input its offset (recorded
+    input shapes), so the mapping of each edge is derived, not assumed.
+    """
+    shapes = getattr(graph, "compresskit_shapes", {})
+    if not shapes:
+        return
+    by_grad_fn = {node.grad_fn: node for node in graph.module2node.values() if node.grad_fn is not None}
+    for target in graph.module2node.values():
+        grad_fn = target.grad_fn
+        if grad_fn is None or not hasattr(grad_fn, "next_functions"):
+            continue
+        is_cat = grad_fn.name().startswith("CatBackward")
+        offsets: list[tuple[int, int]] = []
+        if is_cat:
+            out_shape, in_shapes = shapes.get(grad_fn, (None, []))
+            if out_shape is None or len(out_shape) < 2 or _normalise_dims(grad_fn._saved_dim, len(out_shape)) != {1}:
+                continue
+            if len(in_shapes) != len(grad_fn.next_functions) or any(s is None for s in in_shapes):
+                continue
+            start = 0
+            for shape in in_shapes:
+                offsets.append((start, int(shape[1])))
+                start += int(shape[1])
+        edges: dict[Any, list[tuple[tuple[int, int, int], int, int]]] = {}
+        for slot, (fn, output_nr) in enumerate(grad_fn.next_functions):
+            source = by_grad_fn.get(fn)
+            if source is None or source is target:
+                continue
+            ranges = _output_ranges(fn)
+            if ranges is None and not is_cat:
+                continue
+            if ranges is not None:
+                a_range = ranges[output_nr]
+            else:
+                a_range = (0, 1 << 62, 1)
+            b_offset, b_size = offsets[slot] if is_cat else (0, len(range(*a_range)))
+            edges.setdefault(source, []).append((a_range, b_offset, b_size))
+        for source, routes in edges.items():
+            for dep in source.dependencies:
+                if dep.target is target:
+                    dep.index_mapping = [_Route(routes, reverse=False), None]
+            for dep in target.dependencies:
+                if dep.target is source:
+                    dep.index_mapping = [_Route(routes, reverse=True), None]
+
+
 def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGraph, set[Any]]:
     """Trace ``model`` with Torch-Pruning (mode restored afterwards).
 
@@ -184,8 +324,9 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGra
         output = run_model(module, inputs)
         outputs.append(output)
         return output
+    failures: dict[Any, str] = {}
     try:
-        with torch.enable_grad(), tracing():
+        with torch.enable_grad(), tracing(), _tolerant_index_mapping(failures):
             graph = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs,
@@ -198,9 +339,11 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGra
             )
     finally:
         model.train(was_training)
+    graph.compresskit_failures = failures
     _add_shuffle_dependencies(graph, pruner)
     tensors = [t for t in flatten_outputs(outputs[0]) if t.grad_fn is not None]
     graph.compresskit_shapes = _record_shapes(model, tensors)
+    _derive_routing(graph)
     return graph, {t.grad_fn for t in tensors}
 
 
@@ -490,6 +633,7 @@ def _coupled_set(
         Dependency(pruning_fn, pruning_fn, source=root, target=root),
         [_HybridIndex(idx=i, root_idx=i) for i in range(num_channels)],
     )
+    failures = getattr(graph, "compresskit_failures", {})
     visited = set()
     stack = [(group[0].dep, group[0].idxs)]
     work = 0
@@ -503,6 +647,12 @@ def _coupled_set(
             if not new_dep.is_triggered_by(fn):
                 continue
             neighbour = new_dep.target
+            if neighbour in failures:
+                unsafe = unsafe or (
+                    f"Torch-Pruning could not map channels through {neighbour.name} ({failures[neighbour]}); "
+                    "an inline view/transpose channel shuffle? write it as compresskit.ChannelShuffle"
+                )
+                continue
             if isinstance(neighbour.module, tp_ops._ElementWiseOp) and node in neighbour.inputs:
                 reason = _op_reason(neighbour.grad_fn)
                 if reason is not None:
@@ -553,7 +703,21 @@ def trace_groups(
     model: nn.Module, example_inputs: Any, protected: set[str]
 ) -> list[RawGroup]:
     """All coupled channel sets rooted at convs/linears, in module definition order."""
-    graph, output_nodes = build_graph(model, example_inputs)
+    try:
+        graph, output_nodes = build_graph(model, example_inputs)
+    except Exception as error:  # noqa: BLE001 - the tracer failed: skip all, unless the model itself fails
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                run_model(model.eval(), example_inputs)  # a bad input raises its own error here
+        finally:
+            model.train(was_training)
+        reason = f"Torch-Pruning's graph builder failed on this model: {type(error).__name__}: {error}"
+        return [
+            RawGroup(name, axis_size(module, OUT) or 0, [], reason)
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
+        ]
     names = graph._module2name
     protected_modules = {module for module, name in names.items() if name in protected}
 

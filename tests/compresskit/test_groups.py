@@ -349,3 +349,22 @@ def test_a_wrong_mapping_is_refused_at_apply_time() -> None:
         pruner.apply()
     assert model.stem.out_channels == 8
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_csp_chunk_whose_parts_are_concatenated_again_is_routed_exactly() -> None:
+    _, _, groups = _find("csp_split_concat")
+    assert groups.skipped == []
+    reduce = next(g for g in groups if g.name == "blocks.0.reduce.0")
+    # chunk(2): channels 0-7 reach the fuse conv directly and 8-15 also feed convs.0
+    assert _item(reduce, "blocks.0.fuse.0", "in").index == {r: (r,) for r in range(16)}
+    assert _item(reduce, "blocks.0.convs.0.0", "in").index == {r: (r - 8,) for r in range(8, 16)}
+    convs1 = next(g for g in groups if g.name == "blocks.0.convs.1.0")
+    assert _item(convs1, "blocks.0.fuse.0", "in").index == {r: (24 + r,) for r in range(8)}
+
+
+def test_inline_shufflenetv2_units_are_skipped_with_reasons_not_a_crash() -> None:
+    _, _, groups = _find("shufflenetv2_inline")  # Torch-Pruning's builder raises ZeroDivisionError inside
+    assert [g.name for g in groups] == [f"units.{i}.branch.0.0" for i in range(3)]
+    skipped = {s.name: s.reason for s in groups.skipped}
+    assert set(skipped) == {"stem.0", "units.0.branch.2.0", "units.1.branch.2.0", "units.2.branch.2.0"}
+    assert "ZeroDivisionError" in skipped["stem.0"] and "ChannelShuffle" in skipped["stem.0"]

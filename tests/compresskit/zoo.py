@@ -29,6 +29,8 @@ The zoo covers the channel couplings a structured pruner must get right:
   intermediates, residual (Wang et al. 2020).
 * ``densenet_concat``: DenseNet's growing concatenation with pre-activation BN on the concat
   (Huang et al. 2017).
+* ``shufflenetv2_inline``: three ShuffleNetV2 units (Ma et al. 2018) with ``chunk``, branch,
+  concat and the inline ``view/transpose/view`` shuffle (made Torch-Pruning's builder divide by zero).
 
 Usage from a test in this directory: ``from zoo import ZOO, ZOO_PROTECT``.
 """
@@ -551,6 +553,45 @@ class DenseNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+# --- shufflenetv2_inline ------------------------------------------------------
+
+
+def inline_channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNetV2's shuffle written inline, as torchvision does (no ``ChannelShuffle`` module)."""
+    batch, channels, height, width = x.shape
+    # (N, C, H, W) -> (N, g, C/g, H, W) -> (N, C/g, g, H, W) -> (N, C, H, W)
+    x = x.view(batch, groups, channels // groups, height, width).transpose(1, 2).contiguous()
+    return x.view(batch, channels, height, width)
+
+
+class ShuffleV2Unit(nn.Module):
+    """ShuffleNetV2 stride-1 unit (Ma et al. 2018): chunk, 1x1-dw3x3-1x1 branch on one half,
+    concat with the other half, inline channel shuffle."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        half = channels // 2
+        self.branch = nn.Sequential(
+            conv_bn(half, half, 1), conv_bn(half, half, 3, groups=half, activation=None), conv_bn(half, half, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity, residual = x.chunk(2, dim=1)
+        return inline_channel_shuffle(torch.cat([identity, self.branch(residual)], dim=1), 2)
+
+
+class ShuffleNetV2Inline(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2)
+        self.units = nn.Sequential(*[ShuffleV2Unit(16) for _ in range(3)])
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.units(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 # --- registry -----------------------------------------------------------------
 
 
@@ -566,6 +607,7 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, Tensor]]] = {
     "ghost_residual": lambda: _build(GhostResidualNet, (1, 3, 16, 16)),
     "csp_split_concat": lambda: _build(CSPNet, (1, 3, 16, 16)),
     "densenet_concat": lambda: _build(DenseNet, (1, 3, 16, 16)),
+    "shufflenetv2_inline": lambda: _build(ShuffleNetV2Inline, (1, 3, 16, 16)),
 }
 
 ZOO_PROTECT: dict[str, list[str]] = {
@@ -580,4 +622,5 @@ ZOO_PROTECT: dict[str, list[str]] = {
     "ghost_residual": ["fc"],
     "csp_split_concat": ["fc"],
     "densenet_concat": ["fc"],
+    "shufflenetv2_inline": ["fc"],
 }
