@@ -68,6 +68,14 @@ def _as_tuple(example_inputs: Inputs) -> tuple[Tensor, ...]:
     return inputs
 
 
+def _output_name(key: Any) -> str:
+    """A dict output's key as an ONNX output name: kept when it starts with a letter or ``_``
+    (``"logits"``); otherwise prefixed, so ``{"0": y}`` exports as ``output_0`` (the exporter
+    rejects names that are numbers, which it uses for its own values)."""
+    name = str(key)
+    return name if name[:1].isalpha() or name[:1] == "_" else f"output_{name}"
+
+
 def _flatten_outputs(output: Any, prefix: str = "output") -> list[tuple[str, Tensor]]:
     """Flatten a tensor / tuple / list / dict output into ``(name, tensor)`` pairs.
 
@@ -79,7 +87,7 @@ def _flatten_outputs(output: Any, prefix: str = "output") -> list[tuple[str, Ten
         return [
             pair
             for key, value in output.items()
-            for pair in _flatten_outputs(value, str(key) if prefix == "output" else f"{prefix}.{key}")
+            for pair in _flatten_outputs(value, _output_name(key) if prefix == "output" else f"{prefix}.{key}")
         ]
     if isinstance(output, (tuple, list)):
         return [

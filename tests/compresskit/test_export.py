@@ -62,6 +62,33 @@ def test_dict_outputs_and_two_inputs(tmp_path):
     assert check_onnx(path, model, inputs) <= 1e-4
 
 
+class DigitKeys(nn.Module):
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"0": x * 2, "1": x + 1, "_aux": x - 1}
+
+
+def test_dict_outputs_with_digit_keys_get_safe_names(tmp_path):
+    model, x = DigitKeys(), torch.randn(1, 3)
+    path = export_onnx(model, x, tmp_path / "digits.onnx")  # was: "Invalid name: '0'"
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["output_0", "output_1", "_aux"]
+    assert check_onnx(path, model, x) == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_pruned_zoo_model_exports_with_onnxruntime_parity(tmp_path, name):
+    import warnings
+
+    import compresskit as ck
+    from zoo import ZOO_PROTECT
+
+    model, example_input = ZOO[name]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ck.UnprunableWarning)
+        ck.prune(model, example_input, 0.5, protect=ZOO_PROTECT[name])
+    path = export_onnx(model, example_input, tmp_path / f"{name}.onnx")
+    assert check_onnx(path, model, example_input) <= 1e-4
+
+
 def test_export_restores_training_mode(tmp_path):
     model, example_input = ZOO["conv_flatten_linear"]()
     model.train()
