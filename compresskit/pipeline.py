@@ -112,12 +112,28 @@ def _write_json(path: Path, data: Any) -> None:
     _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def _damaged(path: Path, error: Exception) -> RunDirError:
+    return RunDirError(f"{path}: unreadable ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+                       f"the run directory is damaged: start a new run in another run_dir")
+
+
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _damaged(path, error) from None
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - truncated, pickled or foreign: all the same to the run
+        raise _damaged(path, error) from None
+    if not isinstance(state_dict, dict):
+        raise _damaged(path, TypeError(f"holds {type(state_dict).__name__}, not a state_dict"))
+    return state_dict
 
 
 def seed_everything(seed: int) -> None:
@@ -188,8 +204,9 @@ def build_task(recipe: Recipe) -> Task:
     factory = resolve_object(spec, "task", recipe.source)
     try:
         task = factory(**recipe.task_args)
-    except (TypeError, ValueError) as error:
-        raise RecipeError(f"{recipe.source}: task_args rejected by {spec!r}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - the user's task refused its arguments or its data
+        raise RecipeError(f"{recipe.source}: task_args rejected by {spec!r}: "
+                          f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
     try:
         return check_task(task, spec)
     except TypeError as error:
@@ -714,6 +731,11 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
 
     from compresskit.search import random_search, search_rates
 
+    if ctx.path("search.json").exists():  # a resumed search: its history must be whole
+        history = _read_json(ctx.path("search.json"))
+        if not isinstance(history, dict) or not isinstance(history.get("trials"), list) or not all(
+                isinstance(trial, dict) for trial in history["trials"]):
+            raise _damaged(ctx.path("search.json"), ValueError("not a search history"))
     problem = search_problem(ctx)
     search = search_rates if recipe.search.method == "bo" else random_search
     result = search(problem.objective, problem.bounds, problem.predict_params, problem.budget,
@@ -830,7 +852,7 @@ def phase_remove(ctx: RunContext) -> dict[str, Any]:
     from compresskit.persist import save_pruned
     from compresskit.prune import remove_zeroed
 
-    payload = torch.load(ctx.path("soft_pruned.pt"), map_location="cpu", weights_only=True)
+    payload = _load_state_dict(ctx.path("soft_pruned.pt"))  # {"state_dict", "zeroed"}
     model = ctx.build("student")
     model.load_state_dict(payload["state_dict"])
     before = layer_channels(model)

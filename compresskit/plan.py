@@ -104,7 +104,7 @@ def check_rates(plan: Plan) -> None:
     names = [spec.name for spec in plan.specs]
     unknown = sorted(set(plan.recipe.prune.rates or {}) - set(names))
     if unknown:
-        raise _fail(plan, f"prune.rates.{unknown[0]}", f"not a layer group; groups: {names}")
+        raise RecipeError(f"{plan.recipe.source}: prune.rates.{unknown[0]} is not a layer group; groups: {names}")
 
 
 def check_budget(plan: Plan) -> None:
@@ -137,7 +137,12 @@ def check_data(plan: Plan) -> None:
         plan.data = dict(report or {})
     batch_size = max(1, min(config.batch_size for config in _train_configs(plan.recipe)))
     try:
-        batches = len(plan.task.train_loader(batch_size))  # type: ignore[arg-type]
+        loader = plan.task.train_loader(batch_size)
+    except (ValueError, OSError) as error:  # e.g. torch's samplers refuse an empty dataset
+        raise _fail(plan, "data", f"the training loader cannot be built ({type(error).__name__}: "
+                    f"{' '.join(str(error).split())[:300]}); is the training set empty?") from None
+    try:
+        batches = len(loader)  # type: ignore[arg-type]
     except TypeError:  # an iterable without a length: nothing to count up front
         return
     if batches == 0:
