@@ -1,0 +1,341 @@
+"""Real faces: how much accuracy survives when a trained detector is pruned (WIDER FACE).
+
+The released RetinaFace-mnet0.25 (426,608 params) is pruned to a fraction of its parameters three ways,
+each followed by the *same* fine-tune (``compresskit.pipeline.finetune_model`` with the recipe's
+``finetune`` config: same epochs, data, crop size, seed, learning rate):
+
+* ``compresskit`` -- ``recipes/retinaface_wider.yaml`` run by the pipeline up to ``remove``: student
+  inherits the released weights, per-layer-group rates searched (BoTorch) under the budget with the
+  MultiBox loss on held-out *train* images, soft FPGM with distillation from the unpruned model.
+* ``uniform_fpgm`` -- one-shot FPGM (compresskit ``prune``) with one rate for every layer group, the
+  largest parameter count within the budget.
+* ``tp_magnitude`` -- Torch-Pruning's ``MetaPruner`` with ``MagnitudeImportance`` (L2), local, one
+  pruning ratio for every layer (head outputs ignored), bisected to the budget.
+
+Every AP is measured at each val image's original size on the dev images with the official protocol
+(``reference.featherface.detect.evaluate_widerface``, the code behind ``compresskit evaluate``), right
+after removal and after the fine-tune. Latency: ONNX Runtime, 640x640, 1 thread, median of 20.
+
+Rows are written to ``--out`` (JSON) as each model finishes, so a crash loses no finished row;
+``--table`` prints the markdown table of a results file.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_real_pruning.py --out benchmarks/logs/real_pruning.json \\
+        --budgets 0.5,0.7,0.35 [--train-size N] [--finetune-epochs E] [--soft-epochs S] [--trials T]
+    .venv/bin/python benchmarks/bench_real_pruning.py --table benchmarks/logs/real_pruning.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from compresskit import pipeline  # noqa: E402
+from compresskit.budget import ParamPredictor, count_macs, count_params  # noqa: E402
+from compresskit.export import export_onnx  # noqa: E402
+from compresskit.groups import find_groups  # noqa: E402
+from compresskit.persist import load_pruned  # noqa: E402
+from compresskit.prune import prune  # noqa: E402
+from compresskit.recipe import load_recipe  # noqa: E402
+from reference.featherface import models  # noqa: E402
+from reference.featherface.data.widerface import BGR_MEAN  # noqa: E402
+from reference.featherface.detect import evaluate_widerface  # noqa: E402
+from reference.featherface.task import layer_group_specs  # noqa: E402
+
+RECIPE = ROOT / "recipes" / "retinaface_wider.yaml"
+BUILDER = "reference.featherface.models:build_model"
+MODEL = "retinaface_mnet025"
+
+
+# --------------------------------------------------------------------------------------------
+# measurements
+
+
+VAL_IMAGES: Path | None = None  # set by main(): WIDER_val/images, or a folder linking its first N images
+
+
+def official_ap(model: nn.Module, data: Path) -> dict[str, float]:
+    """AP easy / medium / hard (percent) on ``VAL_IMAGES`` at original size, official protocol."""
+    ap = evaluate_widerface(model.eval(), VAL_IMAGES or data / "widerface" / "WIDER_val" / "images",
+                            data / "widerface" / "ground_truth", progress=False)
+    return {subset: round(100 * value, 2) for subset, value in ap.items()}
+
+
+def first_val_images(data: Path, count: int, folder: Path) -> Path:
+    """A folder of links to the first ``count`` val images (sorted), in the ``<event>/<image>`` layout."""
+    paths = sorted((data / "widerface" / "WIDER_val" / "images").glob("*/*.jpg"))[:count]
+    for path in paths:
+        link = folder / path.parent.name / path.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path.resolve())
+    return folder
+
+
+def ort_latency_ms(model: nn.Module, repeats: int = 20) -> float:
+    """Median ONNX Runtime latency (ms) at 640x640, 1 intra-op thread."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (1, 3, 640, 640)).astype(np.float32)
+    image -= np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model.eval(), (torch.from_numpy(image),), Path(tmp) / "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: image}
+        for _ in range(3):
+            session.run(None, feed)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append((time.perf_counter() - start) * 1e3)
+    return round(statistics.median(times), 2)
+
+
+def size_row(model: nn.Module) -> dict[str, Any]:
+    return {"params": count_params(model),
+            "macs_g": round(count_macs(model.eval(), (torch.zeros(1, 3, 640, 640),)) / 1e9, 3),
+            "ort_ms_640_1t": ort_latency_ms(model)}
+
+
+# --------------------------------------------------------------------------------------------
+# results file
+
+
+class Results:
+    """The JSON results file, rewritten atomically after every row."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"config": config, "rows": []}
+        if path.exists():
+            previous = json.loads(path.read_text())
+            self.data["rows"] = previous.get("rows", [])
+        self.write()
+
+    def done(self, method: str, budget: float | None) -> bool:
+        return any(r["method"] == method and r.get("budget") == budget for r in self.data["rows"])
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.data["rows"].append(row)
+        self.write()
+        print(f"ROW {json.dumps(row)}", flush=True)
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
+        os.replace(tmp, self.path)
+
+
+# --------------------------------------------------------------------------------------------
+# pruning methods: each returns (pruned model, details)
+
+
+def released(data: Path) -> nn.Module:
+    return models.build_model(MODEL, weights=data / "weights" / "retinaface_mnet025_official.pth")
+
+
+def _bisect(params_at: Callable[[float], int], max_params: int, high: float = 0.95) -> float:
+    """Smallest rate in [0, high] whose parameter count is <= ``max_params`` (counts fall with the rate)."""
+    low = 0.0
+    for _ in range(14):
+        middle = (low + high) / 2
+        if params_at(middle) <= max_params:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def uniform_fpgm(data: Path, max_params: int, example: torch.Tensor) -> tuple[nn.Module, dict[str, Any]]:
+    model = released(data)
+    groups = find_groups(model, (example,), layer_group_specs(MODEL), protect=models.RETINAFACE_PROTECT_PATTERNS)
+    predictor = ParamPredictor(model, groups)
+    rate = _bisect(lambda r: int(predictor(r)), max_params)
+    prune(model, (example,), rate, groups=groups, importance="fpgm")
+    return model, {"rate": round(rate, 4)}
+
+
+def tp_magnitude(data: Path, max_params: int, example: torch.Tensor) -> tuple[nn.Module, dict[str, Any]]:
+    import torch_pruning as tp
+
+    def pruned_at(ratio: float) -> nn.Module:
+        model = released(data)
+        heads = [m for name, m in model.named_modules() if name.endswith("conv1x1")]  # the outputs
+        pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, ignored_layers=heads)
+        pruner.step()
+        return model
+
+    ratio = _bisect(lambda r: count_params(pruned_at(r)), max_params)
+    model = pruned_at(ratio)
+    shapes = [tuple(o.shape) for o in model.eval()(example)]
+    reference = [tuple(o.shape) for o in released(data).eval()(example)]
+    if shapes != reference:  # Torch-Pruning must not touch the detection outputs
+        raise RuntimeError(f"Torch-Pruning changed the outputs: {shapes} vs {reference}")
+    return model, {"ratio": round(ratio, 4)}
+
+
+def compresskit_pipeline(overrides: Sequence[str], run_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """``recipes/retinaface_wider.yaml`` up to ``remove``; returns the pruned model and phase timings."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    recipe = load_recipe(RECIPE, [*overrides, f"run_dir={run_dir}"])
+    ctx = pipeline.run(recipe, stop_after="remove", log=lambda m: print(m, flush=True))
+    phases = ctx.state["phases"]
+    model = load_pruned(ctx.path("pruned.pt"), trust=[BUILDER])
+    return model, {"rates": {k: round(v, 3) for k, v in phases["search"]["rates"].items()},
+                   "search_trials": phases["search"].get("trials"),
+                   "seconds": {name: phases[name]["seconds"] for name in ("search", "soft_prune")},
+                   "distill_start": phases["distill"].get("start")}
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+
+
+def finetune(model: nn.Module, overrides: Sequence[str], run_dir: Path) -> float:
+    """The recipe's fine-tune of ``model`` in place (seeded as the pipeline's finetune phase); seconds."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    recipe = load_recipe(RECIPE, [*overrides, f"run_dir={run_dir}"])
+    ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=pipeline.build_task(recipe),
+                              log=lambda m: print(m, flush=True))
+    pipeline.seed_everything(recipe.seed * 100 + list(pipeline.PHASES).index("finetune"))
+    start = time.perf_counter()
+    pipeline.finetune_model(ctx, model, evaluate=False)
+    return round(time.perf_counter() - start, 1)
+
+
+def run_budget(budget: float, args: argparse.Namespace, results: Results, overrides: list[str],
+               example: torch.Tensor, total: int) -> None:
+    max_params = int(budget * total)
+    min_params = int((budget - args.band) * total)
+    budget_overrides = [*overrides, f"search.budget.max_params={max_params}",
+                        f"search.budget.min_params={min_params}"]
+    methods: dict[str, Callable[[], tuple[nn.Module, dict[str, Any]]]] = {
+        "compresskit": lambda: compresskit_pipeline(budget_overrides, args.work / f"compresskit_{budget}"),
+        "uniform_fpgm": lambda: uniform_fpgm(args.data, max_params, example),
+        "tp_magnitude": lambda: tp_magnitude(args.data, max_params, example),
+    }
+    for method in args.methods:
+        if results.done(method, budget):
+            print(f"skip {method} @ {budget}: already in {results.path}", flush=True)
+            continue
+        start = time.perf_counter()
+        model, details = methods[method]()
+        prune_seconds = round(time.perf_counter() - start, 1)
+        row: dict[str, Any] = {"method": method, "budget": budget, **size_row(model),
+                               "ap_removed": official_ap(model, args.data), **details,
+                               "prune_seconds": prune_seconds}
+        row["finetune_seconds"] = finetune(model, budget_overrides, args.work / f"finetune_{method}_{budget}")
+        row["ap_finetuned"] = official_ap(model, args.data)
+        row["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        results.add(row)
+
+
+def render(data: dict[str, Any]) -> str:
+    config = data["config"]
+    lines = [f"Command: `{config['command']}`  ",
+             f"Started {config['started']}; torch threads 1; training crop {config['crop']} px, "
+             f"train images {config['train_size']}, fine-tune {config['finetune_epochs']} epoch(s), "
+             f"soft-prune {config['soft_epochs']} epoch(s), search {config['trials']} trials.", "",
+             "| model | budget | params | MACs @640 | ORT ms @640 1t | AP after removal (E/M/H) | "
+             "AP after fine-tune (E/M/H) | prune s | fine-tune s |",
+             "|---|---:|---:|---:|---:|---|---|---:|---:|"]
+
+    def ap(values: dict[str, float] | None) -> str:
+        return "—" if not values else f"{values['easy']:.2f} / {values['medium']:.2f} / {values['hard']:.2f}"
+
+    for row in data["rows"]:
+        budget = "100%" if row.get("budget") is None else f"{100 * row['budget']:.0f}%"
+        lines.append(f"| {row['method']} | {budget} | {row['params']:,} | {row['macs_g']:.3f} G | "
+                     f"{row['ort_ms_640_1t']:.1f} | {ap(row.get('ap_removed'))} | {ap(row.get('ap_finetuned'))} | "
+                     f"{row.get('prune_seconds', 0):.0f} | {row.get('finetune_seconds', 0):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "real_pruning.json")
+    parser.add_argument("--table", type=Path, default=None, help="print the markdown table of a results file")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "logs" / "real_pruning_runs")
+    parser.add_argument("--budgets", default="0.5,0.7,0.35")
+    parser.add_argument("--band", type=float, default=0.04, help="search budget: [budget - band, budget]")
+    parser.add_argument("--methods", default="compresskit,uniform_fpgm,tp_magnitude")
+    parser.add_argument("--crop", type=int, default=320)
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--soft-epochs", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=10, help="search: half initial points, half BO")
+    parser.add_argument("--eval-images", type=int, default=None,
+                        help="score only the first N val images (smoke runs; default: all 194)")
+    args = parser.parse_args(argv)
+    if args.table is not None:
+        print(render(json.loads(args.table.read_text())))
+        return 0
+    torch.set_num_threads(1)
+    args.methods = args.methods.split(",")
+    data = args.data
+    overrides = [
+        "threads=1", f"task_args.image_size={args.crop}",
+        f"task_args.train_size={'null' if args.train_size is None else args.train_size}",
+        "task_args.val_size=2",  # the pipeline's own per-phase evaluations: cheap; AP here is official_ap
+        f"task_args.train_labels={data}/widerface/retinaface_labels/train_label.txt",
+        f"task_args.train_images={data}/widerface/WIDER_train/images",
+        f"task_args.val_labels={data}/widerface/retinaface_labels/val_label.txt",
+        f"task_args.val_images={data}/widerface/WIDER_val/images",
+        f"task_args.gt_dir={data}/widerface/ground_truth",
+        f"teacher.checkpoint={data}/weights/retinaface_mnet025_official.pth",
+        f"finetune.epochs={args.finetune_epochs}",
+        f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}",
+        f"search.initial_points={max(2, args.trials // 2)}", f"search.iterations={max(0, args.trials - max(2, args.trials // 2))}",
+        "export.onnx=false",
+    ]
+    config = {"command": " ".join([".venv/bin/python", "benchmarks/bench_real_pruning.py", *sys.argv[1:]]),
+              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "crop": args.crop,
+              "train_size": args.train_size or "all", "finetune_epochs": args.finetune_epochs,
+              "soft_epochs": args.soft_epochs, "trials": args.trials, "overrides": overrides}
+    if args.eval_images is not None:
+        global VAL_IMAGES
+        VAL_IMAGES = first_val_images(data, args.eval_images, Path(tempfile.mkdtemp(prefix="val_")))
+        config["eval_images"] = args.eval_images
+    results = Results(args.out, config)
+    example = torch.randn(1, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)) * 50
+    total = count_params(released(data))
+    if not results.done("unpruned", None):
+        model = released(data)
+        results.add({"method": "unpruned", "budget": None, **size_row(model), "ap_removed": None,
+                     "ap_finetuned": official_ap(model, data), "load_avg_1m": round(os.getloadavg()[0], 2)})
+    for budget in (float(b) for b in args.budgets.split(",")):
+        run_budget(budget, args, results, overrides, example, total)
+    print(render(results.data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
