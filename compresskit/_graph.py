@@ -23,13 +23,15 @@ Everything found here is still verified numerically by :func:`compresskit.find_g
 from __future__ import annotations
 
 import contextlib
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 import torch_pruning as tp
-from torch import nn
+from torch import Tensor, nn
 from torch_pruning import _helpers
 from torch_pruning import ops as tp_ops
 from torch_pruning._helpers import _HybridIndex
@@ -170,6 +172,48 @@ def _add_shuffle_dependencies(graph: tp.DependencyGraph, pruner: _ShufflePruner)
         backward = Dependency(pruner.prune_out_channels, pruner.prune_in_channels, node, node)
         backward.index_mapping[0] = _Permute(source)
         node.dependencies += [forward, backward]
+
+
+class _LinearNode(torch.autograd.Function):
+    """``F.linear`` on any leading shape ``(*, in) -> (*, out)`` as one autograd node.
+
+    Autograd records a Linear on a 3-D/4-D input (ViT tokens, ConvNeXt's channels-last MLP) as
+    view -> addmm -> view; the graph tracer then maps only the last view to the module and
+    sees a bare ``addmm`` mixing channels. While tracing, :func:`_whole_linears` runs such
+    Linears through this node instead, so the module's in/out channels are its last axis.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])  # (*, c) -> (M, c)
+        grad_bias = grad_rows.sum(0) if ctx.has_bias else None
+        return grad @ weight, grad_rows.t() @ rows, grad_bias
+
+
+def _linear_forward(module: nn.Linear, x: Tensor) -> Tensor:
+    if x.dim() <= 2:
+        return F.linear(x, module.weight, module.bias)
+    return _LinearNode.apply(x, module.weight, module.bias)
+
+
+@contextlib.contextmanager
+def _whole_linears(model: nn.Module) -> Iterator[None]:
+    """Run every ``nn.Linear`` of ``model`` through :class:`_LinearNode` (instance attributes, restored)."""
+    linears = [m for m in model.modules() if type(m) is nn.Linear and "forward" not in vars(m)]
+    try:
+        for module in linears:
+            module.forward = types.MethodType(_linear_forward, module)
+        yield
+    finally:
+        for module in linears:
+            vars(module).pop("forward", None)
 
 
 _UPDATERS = (
@@ -326,7 +370,7 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGra
         return output
     failures: dict[Any, str] = {}
     try:
-        with torch.enable_grad(), tracing(), _tolerant_index_mapping(failures):
+        with torch.enable_grad(), tracing(), _tolerant_index_mapping(failures), _whole_linears(model):
             graph = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs,
@@ -448,7 +492,10 @@ def _op_reason(grad_fn: Any) -> str | None:
         return None
     name = grad_fn.name()
     if name.startswith(tuple(op + "Backward" for op in _MIXING_OPS)):
-        return f"channel-mixing op {name} outside a prunable layer (custom module using F.conv2d / unfold?)"
+        return (
+            f"channel-mixing op {name} outside a prunable layer (attention's q @ k^T / attn @ v, or a custom "
+            "module using F.conv2d / unfold)"
+        )
     if name.startswith(tuple(op + "Backward" for op in _REDUCTIONS)):
         sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
         if sizes is None and hasattr(grad_fn, "_saved_self"):
@@ -564,6 +611,13 @@ def _convert(
                 reason = reason or f"BatchNorm {name} without affine parameters cannot be soft-zeroed"
         elif isinstance(module, nn.PReLU):
             kind, axis = "prelu", OUT
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            reason = reason or (
+                f"{type(module).__name__} {name} normalises over these channels: removing one changes the "
+                "mean and variance the others are normalised with, so removal is not exact"
+            )
+        elif isinstance(module, nn.MultiheadAttention):
+            reason = reason or f"attention heads of nn.MultiheadAttention {name} are not pruned (not supported yet)"
         elif isinstance(module, ChannelShuffle):
             kind = "shuffle"
         elif isinstance(module, ChannelPool):
@@ -757,7 +811,7 @@ def trace_groups(
                 visited.add(entry.dep.target.module)
         raw = _convert(graph, group, protected, output_nodes, name, num_channels)
         if unsafe is not None and not raw.protected:
-            raw.reason = unsafe
+            raw.reason = raw.reason or unsafe  # a layer's own reason is the more specific one
         groups.append(raw)
     return _finish(_merge_grouped(groups))
 

@@ -368,3 +368,25 @@ def test_inline_shufflenetv2_units_are_skipped_with_reasons_not_a_crash() -> Non
     skipped = {s.name: s.reason for s in groups.skipped}
     assert set(skipped) == {"stem.0", "units.0.branch.2.0", "units.1.branch.2.0", "units.2.branch.2.0"}
     assert "ZeroDivisionError" in skipped["stem.0"] and "ChannelShuffle" in skipped["stem.0"]
+
+
+def test_linear_on_tokens_prunes_mlp_hidden_widths_and_layernorm_is_skipped_with_reason() -> None:
+    model, example, groups = _find("vit_block")
+    assert [(g.name, g.num_channels) for g in groups] == [("blocks.0.fc1", 32), ("blocks.1.fc1", 24)]
+    assert {(i.module, i.axis) for i in groups[0].items if i.kind == "linear"} == {
+        ("blocks.0.fc1", "out"), ("blocks.0.fc2", "in")
+    }
+    skipped = {s.name: s.reason for s in groups.skipped}
+    assert "LayerNorm blocks.0.norm1 normalises over these channels" in skipped["patch_embed"]
+    assert "q @ k^T" in skipped["blocks.0.attn.q"]
+    ck.prune(model, example, 0.5, groups=groups)
+    assert model.blocks[0].fc1.out_features == 16 and model.blocks[0].fc2.in_features == 16
+    assert model.blocks[1].fc1.out_features == 12
+
+
+def test_channels_last_linear_mlp_with_layer_scale_is_pruned() -> None:
+    model, example, groups = _find("convnext_block")  # Linear on (N, H, W, C)
+    assert [(g.name, g.num_channels) for g in groups] == [("blocks.0.pwconv1", 64), ("blocks.1.pwconv1", 64)]
+    assert [s.name for s in groups.skipped] == ["stem.0"]  # the trunk: LayerNorm over it, layer scale on it
+    ck.prune(model, example, 0.25, groups=groups)
+    assert model.blocks[0].pwconv2.in_features == 48 and model.blocks[0].gamma.numel() == 16

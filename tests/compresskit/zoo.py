@@ -31,6 +31,12 @@ The zoo covers the channel couplings a structured pruner must get right:
   (Huang et al. 2017).
 * ``shufflenetv2_inline``: three ShuffleNetV2 units (Ma et al. 2018) with ``chunk``, branch,
   concat and the inline ``view/transpose/view`` shuffle (made Torch-Pruning's builder divide by zero).
+* ``vit_block``: patch embedding + two pre-norm ViT blocks (Dosovitskiy et al. 2021), one with q/k/v
+  Linears and ``num_heads``, one with ``nn.MultiheadAttention``; Linear on ``(N, L, C)`` tokens.
+* ``convnext_block``: ConvNeXt blocks (Liu et al. 2022): depthwise 7x7, channels-last LayerNorm,
+  Linear MLP on ``(N, H, W, C)``, layer scale ``gamma``.
+* ``mobilevit_unfold_fold``: MobileViT block (Mehta & Rastegari 2022): unfold into patches, a
+  transformer over ``(N*P, L, d)``, fold back, concat with the input.
 
 Usage from a test in this directory: ``from zoo import ZOO, ZOO_PROTECT``.
 """
@@ -592,6 +598,131 @@ class ShuffleNetV2Inline(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+# --- vit_block ----------------------------------------------------------------
+
+
+class QKVAttention(nn.Module):
+    """Multi-head self-attention with separate q/k/v Linears (timm-style, ``num_heads`` attribute)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, _ = x.shape
+
+        def heads(t: Tensor) -> Tensor:  # (N, L, H*D) -> (N, H, L, D)
+            return t.reshape(batch, tokens, self.num_heads, -1).transpose(1, 2)
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        attention = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+        out = (attention @ v).transpose(1, 2).reshape(batch, tokens, -1)  # (N, H, L, D) -> (N, L, H*D)
+        return self.proj(out)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ViT block (Dosovitskiy et al. 2021): ``x + attn(LN(x))``, ``x + MLP(LN(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, hidden: int, torch_attention: bool = False) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.torch_attention = torch_attention
+        self.attn = nn.MultiheadAttention(dim, num_heads, batch_first=True) if torch_attention else QKVAttention(
+            dim, num_heads
+        )
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.norm1(x)
+        x = x + (self.attn(y, y, y, need_weights=False)[0] if self.torch_attention else self.attn(y))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class TinyViT(nn.Module):
+    def __init__(self, num_classes: int = 10, dim: int = 16) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 4, 4)
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, 16, dim))
+        self.blocks = nn.Sequential(TransformerBlock(dim, 2, 32), TransformerBlock(dim, 2, 24, torch_attention=True))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (N, C, 4, 4) -> (N, 16, C)
+        return self.head(self.norm(self.blocks(x)).mean(dim=1))
+
+
+# --- convnext_block -----------------------------------------------------------
+
+
+class ConvNeXtBlock(nn.Module):
+    """ConvNeXt block (Liu et al. 2022): dw7x7 -> channels-last LN -> Linear 4x -> GELU -> Linear
+    -> layer scale ``gamma`` -> residual."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1, self.act, self.pwconv2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(0.5 + torch.rand(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return x + y.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+
+class TinyConvNeXt(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16, 4, 4, activation=None)
+        self.blocks = nn.Sequential(ConvNeXtBlock(16), ConvNeXtBlock(16))
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1), 1))
+
+
+# --- mobilevit_unfold_fold ----------------------------------------------------
+
+
+class MobileViTBlock(nn.Module):
+    """MobileViT block (Mehta & Rastegari 2022): local 3x3 + 1x1, unfold into 2x2 patches,
+    transformer over patches, fold back, 1x1, concat with the input, 3x3 fusion."""
+
+    def __init__(self, channels: int, dim: int, patch: int = 2) -> None:
+        super().__init__()
+        self.patch = patch
+        self.local = nn.Sequential(conv_bn(channels, channels), nn.Conv2d(channels, dim, 1, bias=False))
+        self.transformer = TransformerBlock(dim, 2, 2 * dim)
+        self.project = conv_bn(dim, channels, 1)
+        self.fuse = conv_bn(2 * channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.local(x)
+        n, d, h, w = y.shape
+        p = self.patch
+        # unfold: (N, d, H, W) -> (N, d, H/p, p, W/p, p) -> (N, p, p, H/p, W/p, d) -> (N*p*p, H*W/p^2, d)
+        patches = y.reshape(n, d, h // p, p, w // p, p).permute(0, 3, 5, 2, 4, 1).reshape(n * p * p, -1, d)
+        patches = self.transformer(patches)
+        # fold: the inverse permutation back to (N, d, H, W)
+        y = patches.reshape(n, p, p, h // p, w // p, d).permute(0, 5, 3, 1, 4, 2).reshape(n, d, h, w)
+        return self.fuse(torch.cat([x, self.project(y)], dim=1))
+
+
+class TinyMobileViT(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2)
+        self.block = MobileViTBlock(16, 12)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.block(self.stem(x)), 1), 1))
+
+
 # --- registry -----------------------------------------------------------------
 
 
@@ -608,6 +739,9 @@ ZOO: dict[str, Callable[[], tuple[nn.Module, Tensor]]] = {
     "csp_split_concat": lambda: _build(CSPNet, (1, 3, 16, 16)),
     "densenet_concat": lambda: _build(DenseNet, (1, 3, 16, 16)),
     "shufflenetv2_inline": lambda: _build(ShuffleNetV2Inline, (1, 3, 16, 16)),
+    "vit_block": lambda: _build(TinyViT, (1, 3, 16, 16)),
+    "convnext_block": lambda: _build(TinyConvNeXt, (1, 3, 16, 16)),
+    "mobilevit_unfold_fold": lambda: _build(TinyMobileViT, (1, 3, 16, 16)),
 }
 
 ZOO_PROTECT: dict[str, list[str]] = {
@@ -623,4 +757,7 @@ ZOO_PROTECT: dict[str, list[str]] = {
     "csp_split_concat": ["fc"],
     "densenet_concat": ["fc"],
     "shufflenetv2_inline": ["fc"],
+    "vit_block": ["head"],
+    "convnext_block": ["head"],
+    "mobilevit_unfold_fold": ["head"],
 }
