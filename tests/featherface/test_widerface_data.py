@@ -86,7 +86,7 @@ def test_official_split_malformed(tmp_path):
 def test_corrupt_image_raises_or_is_skipped(retinaface_tree):
     (retinaface_tree / "images" / "0--a" / "a.jpg").write_bytes(b"not a jpeg")
     parsed = parse_retinaface_labels(retinaface_tree / "label.txt")
-    with pytest.raises(ValueError, match=r"a\.jpg: cannot read image \(annotated at .*label\.txt:1\)"):
+    with pytest.raises(ValueError, match=r"a\.jpg: cannot read image: not decodable .*\(annotated at .*label\.txt:1\)"):
         WiderFaceDataset(parsed)[0]
     dataset = WiderFaceDataset(parsed, on_error="skip")
     image, targets = dataset[0]  # falls through to b.jpg
@@ -107,9 +107,9 @@ def test_real_shared_annotations(shared_data):
     official = parse_wider_split(root / "wider_face_split" / "wider_face_train_bbx_gt.txt",
                                  root / "WIDER_train" / "images", drop_invalid=False)
     retina = parse_retinaface_labels(root / "retinaface_labels" / "train_label.txt", root / "WIDER_train" / "images")
-    assert len(official.records) == len(retina.records) == 306
+    assert len(official.records) == len(retina.records) == 1008  # 9 events x 112 images
     assert official.skipped == retina.skipped == []
-    assert sum(len(r.targets) for r in official.records) + official.dropped_faces == 2414
+    assert sum(len(r.targets) for r in official.records) + official.dropped_faces == 7735
     assert all(r.path.is_file() for r in retina.records)
     val = parse_retinaface_labels(root / "retinaface_labels" / "val_label.txt", root / "WIDER_val" / "images")
     assert len(val.records) == 194 and sum(len(r.targets) for r in val.records) + val.dropped_faces == 4259
