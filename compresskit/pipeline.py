@@ -2,7 +2,7 @@
 
 ``compresskit run recipe.yaml`` calls :func:`run`, which executes, in order::
 
-    teacher -> distill -> search -> soft_prune -> remove -> finetune -> evaluate -> export -> report
+    teacher -> distill -> search -> soft_prune -> remove -> finetune -> evaluate -> export -> quantize -> report
 
 Each phase is a function ``phase(ctx) -> summary`` where ``ctx`` (:class:`RunContext`)
 carries the validated recipe, the run directory and the task; it reads the
@@ -30,6 +30,8 @@ Run directory layout::
     final.pt           pruned and fine-tuned student (compresskit.persist format)
     evaluation.json    params, MACs, latency and task metrics of teacher / student / final
     model.onnx         the final model in ONNX (checked against PyTorch with ONNX Runtime)
+    model.fp32.onnx    with quantize.enabled: the final model, dynamic axes (checked at two shapes)
+    model.int8.onnx    with quantize.enabled: its INT8 (QDQ) quantization
     report.md          the report, with plots under plots/
 
 Caveats:
@@ -438,23 +440,19 @@ def peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 1024), 1)
 
 
-@torch.no_grad()
 def measure_latency(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], repeats: int = 20) -> float:
-    """Fastest of ``repeats`` CPU forward passes, in milliseconds (batch of the example inputs).
+    """Median of ``repeats`` CPU forward passes after 3 warm-up calls, in milliseconds (batch of the
+    example inputs, torch's current thread count), measured by :func:`compresskit.benchmark.measure`.
 
-    The minimum (as ``timeit`` recommends) is the least sensitive to other load on the machine;
-    it is still indicative only.
+    Indicative only on a shared machine; ``benchmarks/`` compares models interleaved in one call.
     """
+    from compresskit.benchmark import measure, torch_runner
+
     was_training = model.training
-    model.eval()
-    model(*example_inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(*example_inputs)
-        times.append((time.perf_counter() - start) * 1000)
-    model.train(was_training)
-    return min(times)
+    try:
+        return measure({"model": torch_runner(model, example_inputs)}, warmup=3, rounds=repeats)["model"].median_ms
+    finally:
+        model.train(was_training)
 
 
 def layer_channels(model: nn.Module) -> dict[str, int]:
@@ -474,6 +472,7 @@ def _profile(ctx: RunContext, model: nn.Module) -> dict[str, Any]:
         "params": count_params(model),
         "macs": count_macs(model, inputs),
         "latency_ms": measure_latency(model, inputs),
+        "latency_threads": torch.get_num_threads(),
         "metrics": ctx.task.evaluate(model),
     }
 
@@ -935,6 +934,50 @@ def phase_export(ctx: RunContext) -> dict[str, Any]:
             "bytes": os.path.getsize(path), "input_shapes": [list(t.shape) for t in inputs]}
 
 
+def phase_quantize(ctx: RunContext) -> dict[str, Any]:
+    """INT8 static quantization of the final model -> ``model.fp32.onnx``, ``model.int8.onnx`` (``quantize:``).
+
+    Calibration: the first ``quantize.calibration_samples`` inputs of the task's training loader
+    (batch 1). Reports the task's metrics and the ONNX Runtime latency (1 thread, median / p90 of
+    interleaved rounds, :func:`compresskit.benchmark.benchmark_models`) of FP32 and INT8.
+    """
+    config = ctx.recipe.quantize
+    if not config.enabled:
+        return {"skipped": "quantize.enabled is false"}
+    from compresskit.benchmark import benchmark_models
+    from compresskit.export import export_model
+    from compresskit.persist import load_pruned
+    from compresskit.quantize import quantize_onnx
+    from compresskit.runtime import OrtModule
+
+    model = load_pruned(ctx.path("final.pt")).eval()
+    inputs = _export_inputs(ctx)
+    export = export_model(model, inputs, ctx.path("model.fp32.onnx"), dynamic=True,
+                          atol=ctx.recipe.export.atol, opset=ctx.recipe.export.opset)
+    samples = []
+    for batch in ctx.task.train_loader(1):
+        samples.append(tuple(t.detach().cpu().numpy() for t in ctx.task.inputs(batch)))
+        if len(samples) >= config.calibration_samples:
+            break
+    int8 = quantize_onnx(export.path, ctx.path("model.int8.onnx"), samples, method=config.method,
+                         per_channel=config.per_channel)
+    latency = benchmark_models({"onnx_fp32": export.path, "onnx_int8": int8}, ctx.task.example_inputs(),
+                               threads=1, warmup=2, rounds=config.rounds)
+    ratios = latency.ratios("onnx_fp32")
+    return {"fp32": {"path": export.path.name, "bytes": os.path.getsize(export.path),
+                     "metrics": ctx.task.evaluate(OrtModule(export.path)),
+                     "latency_ms": latency.latencies["onnx_fp32"].median_ms,
+                     "latency_p90_ms": latency.latencies["onnx_fp32"].p90_ms},
+            "int8": {"path": int8.name, "bytes": os.path.getsize(int8),
+                     "metrics": ctx.task.evaluate(OrtModule(int8)),
+                     "latency_ms": latency.latencies["onnx_int8"].median_ms,
+                     "latency_p90_ms": latency.latencies["onnx_int8"].p90_ms},
+            "speedup": 1.0 / ratios["onnx_int8"], "calibration": f"{config.method}, {len(samples)} samples",
+            "dynamic_input_axes": sorted(export.dynamic_axes.get("input", {})),
+            "latency_settings": {"threads": latency.threads, "input_shape": list(latency.input_shape),
+                                 "rounds": latency.rounds}}
+
+
 def phase_report(ctx: RunContext) -> dict[str, Any]:
     """Write ``report.md`` and plots from the run directory."""
     from compresskit.report import write_report
@@ -953,6 +996,7 @@ PHASES: dict[str, Callable[[RunContext], dict[str, Any]]] = {
     "finetune": phase_finetune,
     "evaluate": phase_evaluate,
     "export": phase_export,
+    "quantize": phase_quantize,
     "report": phase_report,
 }
 
@@ -1057,7 +1101,12 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
     elif resume and not directory.exists():
         raise RunDirError(f"cannot resume {directory}: no such run directory")
     task = build_task(recipe)
-    plan(recipe, task)  # every model- and data-dependent check, before anything is written
+    checked = plan(recipe, task)  # every model- and data-dependent check, before anything is written
+    if checked.data:
+        from compresskit.report import data_summary
+
+        state["data"] = checked.data  # kept in state.json; the report shows it
+        log(f"data: {data_summary(checked.data)}")
     distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
     if distributed.is_main():
         directory.mkdir(parents=True, exist_ok=True)

@@ -165,6 +165,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return lines
 
 
+def data_summary(data: dict[str, Any]) -> str:
+    """One line from a task's ``check_data`` counts, e.g. ``train_images 12,880, train_dropped_faces
+    {width or height <= 0: 3}``."""
+    parts = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = "{" + ", ".join(f"{k}: {v:,}" if isinstance(v, int) else f"{k}: {v}" for k, v in value.items()) + "}"
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        parts.append(f"{key} {value}")
+    return ", ".join(parts)
+
+
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for a run directory.
 
@@ -198,6 +211,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
                  + (f", teacher `{recipe['teacher']['model']}`" if recipe.get("teacher") else "")
                  + (f", profile `{recipe['profile']}`" if recipe.get("profile") else "")
                  + f", seed {recipe.get('seed')}. The resolved recipe is `recipe.yaml`.")
+    if state.get("data"):  # what the pre-flight data check counted (compresskit.plan.check_data)
+        lines += ["", f"Data (checked before training): {data_summary(state['data'])}."]
     lines.append("")
 
     if evaluation:

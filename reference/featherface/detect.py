@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reference.featherface.data.widerface import image_to_tensor
+from reference.featherface.data.widerface import image_to_tensor, read_image
 from reference.featherface.evaluation import (
     evaluate,
     evaluate_folder,
@@ -247,9 +247,7 @@ def predict_widerface(
     model.eval()
     predictions = {}
     for path in tqdm(paths, desc="detect", disable=not progress):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{path}: cannot read image")
+        image = read_image(path)  # an empty, truncated or corrupt file is a ValueError naming it
         dets = detect_detections(model, image, resize, **postprocess_kwargs)
         predictions[image_key(path.parent.name, path.name)] = dets.to_xywhs()
     return predictions
@@ -361,9 +359,10 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for path in tqdm(_iter_images(target), desc="detect"):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"{path}: cannot read image (corrupt or not an image); remove or replace it")
+        try:
+            image = read_image(path)  # cv2.imread decodes a truncated JPEG without an error
+        except ValueError as error:
+            raise InputError(str(error)) from None
         faces = faces_to_dicts(detector.detect(image))
         results[str(path)] = [face for face in faces if face["score"] >= json_threshold]
         cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), draw_detections(image, faces, draw_threshold))
@@ -398,7 +397,10 @@ def evaluate_command(model_spec: str | None, images_root: Path | None, gt_dir: P
         if model_spec is None or images_root is None:
             raise click.UsageError("give MODEL_OR_CHECKPOINT with --images, or --predictions DIR")
         model = _load_model_or_exit(model_spec)
-        ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
+        try:
+            ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
+        except (ValueError, OSError) as error:  # an unreadable image or .mat file
+            raise InputError(str(error)) from None
     click.echo("subset   AP")
     for subset, value in ap.items():
         click.echo(f"{subset:<8} {100 * value:.2f}")

@@ -40,7 +40,9 @@ from reference.featherface.data.augment import TrainTransform, pad_to_square
 from reference.featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
 from reference.featherface.data.widerface import (
     BGR_MEAN,
+    ParseResult,
     WiderFaceDataset,
+    check_records,
     detection_collate,
     parse_retinaface_labels,
     to_tensor,
@@ -236,15 +238,46 @@ class FeatherFaceTask:
         else:
             if train_labels is None or val_labels is None:
                 raise ValueError("data: widerface needs train_labels and val_labels (RetinaFace label.txt)")
-            train = WiderFaceDataset(self._first(parse_retinaface_labels(train_labels, train_images).records,
-                                                 train_size))
-            val = WiderFaceDataset(self._first(parse_retinaface_labels(val_labels, val_images).records, val_size))
+            train_parsed = parse_retinaface_labels(train_labels, train_images)
+            val_parsed = parse_retinaface_labels(val_labels, val_images)
+            train = WiderFaceDataset(self._first(train_parsed.records, train_size))
+            val = WiderFaceDataset(self._first(val_parsed.records, val_size))
+            self._parsed = {"train": (train_labels, train_parsed), "val": (val_labels, val_parsed)}
         self._train, self._val = _Raw(train), _Raw(val)
         self._val_items = _SquareItems(self._val, self.eval_size)
         self._gt_dir = gt_dir
         self._ground_truth: dict[str, ImageGroundTruth] | None = None
         self.criterion = MultiBoxLoss()
         self._priors = PriorCache()
+
+    _parsed: dict[str, tuple[str, ParseResult]] = {}
+
+    def check_data(self) -> dict[str, Any]:
+        """The pre-flight data check (``compresskit.plan.check_data``), before any training.
+
+        Returns:
+            Image counts per split and, for label files, the faces dropped by reason.
+
+        Raises:
+            ValueError: a split has no images, or images are unreadable (empty, truncated, missing);
+                the message names the first such image and its label file and line.
+        """
+        report: dict[str, Any] = {}
+        for split, raw in (("train", self._train), ("val", self._val)):
+            label_file = self._parsed[split][0] if split in self._parsed else f"synthetic {split} data"
+            if len(raw) == 0:
+                raise ValueError(f"{label_file}: no images in the {split} set")
+            report[f"{split}_images"] = len(raw)
+            if isinstance(raw.source, WiderFaceDataset):
+                problems = check_records(raw.source.records)
+                if problems:
+                    raise ValueError(f"{len(problems)} unreadable {split} image(s); first: {problems[0]}")
+            if split in self._parsed:
+                parsed = self._parsed[split][1]
+                report[f"{split}_dropped_faces"] = dict(parsed.dropped)
+                if parsed.skipped:
+                    report[f"{split}_skipped_blocks"] = len(parsed.skipped)
+        return report
 
     @staticmethod
     def _first(records: list[Any], count: int | None) -> list[Any]:

@@ -10,9 +10,17 @@ detection collate function.
   (4, 19 or 20 numbers); landmark coordinates of ``-1`` mean "no landmarks".
 
 Both produce :class:`ImageRecord`s; :class:`WiderFaceDataset` loads them. Boxes become
-``x1 y1 x2 y2 = x, y, x + w, y + h`` (the official RetinaFace conversion). Faces with zero width or
-height (present in the official ground truth) and, in the official layout, faces flagged invalid are
-dropped when parsing (``drop_invalid``) and counted in ``dropped_faces``.
+``x1 y1 x2 y2 = x, y, x + w, y + h`` (the official RetinaFace conversion). Faces with a NaN or infinite
+coordinate, a zero or negative width or height (present in the official ground truth) and, in the
+official layout, faces flagged invalid are dropped when parsing (``drop_invalid``), counted in
+``dropped_faces`` and, by reason, in ``ParseResult.dropped``. Non-finite landmarks are dropped (the face
+is kept as a face without landmarks) and counted as ``"non-finite landmarks"``.
+
+Images are read with :func:`read_image`, which refuses empty, truncated (a JPEG without its end-of-image
+marker after the last scan, a PNG without ``IEND``) and undecodable files with one line naming the file;
+OpenCV alone decodes a truncated JPEG into a half-grey picture without an error.
+:func:`image_problem` makes the same check from the bytes alone (no decoding), cheap enough to check a
+whole training set before training starts.
 
 Errors name the file and line. With ``on_error="skip"`` a malformed image block is skipped and
 recorded in ``skipped`` (one ``"file:line: reason"`` per block); an unreadable image is replaced by the
@@ -66,11 +74,23 @@ class ImageRecord:
 
 @dataclass
 class ParseResult:
-    """Records plus what parsing dropped."""
+    """Records plus what parsing dropped.
+
+    Attributes:
+        records: One per image.
+        skipped: ``"file:line: reason"`` of each malformed block skipped (``on_error="skip"``).
+        dropped_faces: Faces dropped in total.
+        dropped: Dropped faces (and landmarks) by reason, e.g. ``{"non-finite box": 2}``.
+    """
 
     records: list[ImageRecord]
     skipped: list[str] = field(default_factory=list)
     dropped_faces: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def count(self, reason: str, number: int) -> None:
+        if number:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(number)
 
 
 def _check_on_error(on_error: str) -> None:
@@ -78,19 +98,30 @@ def _check_on_error(on_error: str) -> None:
         raise ValueError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
 
 
-def _faces_to_targets(boxes_xywh: np.ndarray, landmarks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """float[G, 4] x y w h (+ float[G, 10] landmarks or None) -> (float32[G, 15] targets, bool[G] usable)."""
+def _faces_to_targets(boxes_xywh: np.ndarray, landmarks: np.ndarray | None,
+                      result: ParseResult | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """float[G, 4] x y w h (+ float[G, 10] landmarks or None) -> (float32[G, 15] targets, bool[G] usable).
+
+    Unusable: a non-finite coordinate, or a width or height <= 0. Reasons are counted in ``result``."""
     count = boxes_xywh.shape[0]
     targets = np.full((count, TARGET_COLUMNS), MISSING_LANDMARK, dtype=np.float32)
     targets[:, :2] = boxes_xywh[:, :2]
     targets[:, 2:4] = boxes_xywh[:, :2] + boxes_xywh[:, 2:4]
     targets[:, 14] = LABEL_WITHOUT_LANDMARKS
+    finite = np.isfinite(boxes_xywh).all(axis=1) & np.isfinite(targets[:, :4]).all(axis=1)
     if landmarks is not None:
-        has = landmarks[:, 0] >= 0
+        finite_points = np.isfinite(landmarks).all(axis=1)
+        has = finite_points & (landmarks[:, 0] >= 0)
         targets[has, 4:14] = landmarks[has]
         targets[has, 14] = LABEL_WITH_LANDMARKS
-    usable = (boxes_xywh[:, 2] > 0) & (boxes_xywh[:, 3] > 0)
-    return targets, usable
+        if result is not None:
+            result.count("non-finite landmarks", int((finite & ~finite_points).sum()))
+    with np.errstate(invalid="ignore"):
+        positive = (boxes_xywh[:, 2] > 0) & (boxes_xywh[:, 3] > 0)
+    if result is not None:
+        result.count("non-finite box", int((~finite).sum()))
+        result.count("width or height <= 0", int((finite & ~positive).sum()))
+    return targets, finite & positive
 
 
 def parse_retinaface_labels(label_path: str | Path, images_root: str | Path | None = None,
@@ -149,7 +180,7 @@ def parse_retinaface_labels(label_path: str | Path, images_root: str | Path | No
             result.skipped.append(str(error))
             continue
         targets, usable = _faces_to_targets(np.asarray(boxes, dtype=np.float64).reshape(-1, 4),
-                                            np.asarray(landmarks, dtype=np.float64).reshape(-1, 10))
+                                            np.asarray(landmarks, dtype=np.float64).reshape(-1, 10), result)
         result.dropped_faces += int((~usable).sum())
         result.records.append(ImageRecord(images_root / relative, targets[usable], f"{label_path}:{header_line}"))
     return result
@@ -215,12 +246,67 @@ def parse_wider_split(gt_path: str | Path, images_root: str | Path, drop_invalid
                 index += 1  # resynchronise at the next image path
             continue
         faces = np.asarray(rows[:count], dtype=np.float64).reshape(-1, 10)
-        targets, usable = _faces_to_targets(faces[:, :4], None)
+        targets, usable = _faces_to_targets(faces[:, :4], None, result)
         if drop_invalid:
-            usable &= faces[:, _INVALID_COLUMN] == 0
+            invalid = faces[:, _INVALID_COLUMN] != 0
+            result.count("flagged invalid", int((usable & invalid).sum()))
+            usable &= ~invalid
         result.dropped_faces += int((~usable).sum())
         result.records.append(ImageRecord(images_root / relative, targets[usable], f"{gt_path}:{header + 1}"))
     return result
+
+
+_JPEG_START, _JPEG_END, _JPEG_SCAN = b"\xff\xd8", b"\xff\xd9", b"\xff\xda"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def image_problem(path: str | Path) -> str | None:
+    """Why the image file at ``path`` cannot be used, judged from its bytes (no decoding); ``None`` if fine.
+
+    Refused: a missing or empty file, a JPEG whose last scan has no end-of-image marker after it (truncated),
+    a PNG without its ``IEND`` chunk. Other formats are left to the decoder (:func:`read_image`).
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return f"cannot read ({error.strerror or error})"
+    if not data:
+        return "empty file (0 bytes)"
+    if data.startswith(_JPEG_START):
+        # 0xFF in entropy-coded data is stuffed (FF 00), so FF D9 after the last scan start is the real end
+        scan = data.rfind(_JPEG_SCAN)
+        if scan < 0 or data.rfind(_JPEG_END) < scan:
+            return f"truncated JPEG ({len(data):,} bytes, no end-of-image marker after the last scan)"
+    elif data.startswith(_PNG_SIGNATURE):
+        if b"IEND" not in data[-64:]:
+            return f"truncated PNG ({len(data):,} bytes, no IEND chunk)"
+    return None
+
+
+def read_image(path: str | Path, source: str | None = None) -> np.ndarray:
+    """The image at ``path`` as BGR uint8[H, W, 3]; ``ValueError`` naming the file (and ``source``) otherwise.
+
+    Unlike ``cv2.imread``, an empty or truncated file is an error, not a half-grey picture or ``None``.
+    """
+    where = f" (annotated at {source})" if source else ""
+    problem = image_problem(path)
+    if problem is None:
+        image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            problem = "not decodable (corrupt or not an image)"
+        else:
+            return image
+    raise ValueError(f"{path}: cannot read image: {problem}{where}; remove or replace it")
+
+
+def check_records(records: Sequence[ImageRecord]) -> list[str]:
+    """``"image: reason (annotated at file:line)"`` for every record whose image :func:`image_problem` refuses."""
+    problems = []
+    for record in records:
+        problem = image_problem(record.path)
+        if problem is not None:
+            problems.append(f"{record.path}: {problem} (annotated at {record.source})")
+    return problems
 
 
 def image_to_tensor(image_bgr: np.ndarray, mean: tuple[float, float, float] = BGR_MEAN) -> Tensor:
@@ -268,10 +354,7 @@ class WiderFaceDataset(Dataset):
 
     def load_image(self, index: int) -> np.ndarray:
         record = self.records[index]
-        image = cv2.imread(str(record.path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"{record.path}: cannot read image (annotated at {record.source})")
-        return image
+        return read_image(record.path, record.source)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         for attempt in range(len(self.records)):
