@@ -269,15 +269,6 @@ def prepare(models: Sequence[BenchModel], size: int, tmp_dir: Path) -> None:
 # latency
 
 
-def make_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _input(size: int, yunet: bool) -> np.ndarray:
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, size=(1, 3, size, size)).astype(np.float32)  # BGR 0..255
@@ -290,44 +281,30 @@ def measure_latency(models: Sequence[BenchModel], size: int, threads: Sequence[i
                     repeats: int, loads: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
     """``{column: {model name: [ms per round]}}`` with columns ``"torch/1t"``, ``"ort/2t"``...
 
-    ``loads`` receives the 1-minute load average at the start and end of each thread count.
+    Timed by ``compresskit.benchmark.measure`` (the library's one latency function): per thread
+    count, ``warmup`` calls per (model, backend), then ``repeats`` rounds visiting every (model,
+    backend) once in rotated order. ``loads`` receives the 1-minute load average at the start and end
+    of each thread count.
     """
+    from compresskit.benchmark import measure, ort_runner, torch_runner
+
     times: dict[str, dict[str, list[float]]] = {}
     inputs = {m.name: _input(size, m.torch_model is None) for m in models}
     for n in threads:
         torch.set_num_threads(n)
-        sessions = {m.name: make_session(m.onnx_path, n) for m in models}
-        feeds = {m.name: {sessions[m.name].get_inputs()[0].name: inputs[m.name]} for m in models}
-        tensors = {m.name: torch.from_numpy(inputs[m.name]) for m in models}
-
-        def run_torch(model: BenchModel) -> float:
-            start = time.perf_counter()
-            with torch.inference_mode():
-                model.torch_model(tensors[model.name])
-            return (time.perf_counter() - start) * 1e3
-
-        def run_ort(model: BenchModel) -> float:
-            start = time.perf_counter()
-            sessions[model.name].run(None, feeds[model.name])
-            return (time.perf_counter() - start) * 1e3
-
-        loads[f"{n}t"] = [round(os.getloadavg()[0], 2)]
+        runners = {}
         for model in models:
-            for _ in range(warmup):
-                if model.torch_model is not None:
-                    run_torch(model)
-                run_ort(model)
-        torch_col, ort_col = times.setdefault(f"torch/{n}t", {}), times.setdefault(f"ort/{n}t", {})
-        for round_index in range(repeats):
-            shift = round_index % len(models)
-            for model in [*models[shift:], *models[:shift]]:
-                if model.torch_model is not None:
-                    torch_col.setdefault(model.name, []).append(run_torch(model))
-                ort_col.setdefault(model.name, []).append(run_ort(model))
-            print(f"threads {n}: round {round_index + 1}/{repeats}, load {os.getloadavg()[0]:.2f}",
-                  file=sys.stderr, flush=True)
+            if model.torch_model is not None:
+                runners[("torch", model.name)] = torch_runner(model.torch_model, (torch.from_numpy(inputs[model.name]),))
+            runners[("ort", model.name)] = ort_runner(model.onnx_path, (inputs[model.name],), n)
+        loads[f"{n}t"] = [round(os.getloadavg()[0], 2)]
+        latencies = measure(runners, warmup=warmup, rounds=repeats, on_round=lambda index: print(
+            f"threads {n}: round {index + 1}/{repeats}, load {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True))
+        for (backend, name), latency in latencies.items():
+            times.setdefault(f"{backend}/{n}t", {})[name] = list(latency.samples_ms)
         loads[f"{n}t"].append(round(os.getloadavg()[0], 2))
-    return times
+    order = sorted(times, key=lambda column: (int(column.split("/")[1][:-1]), column.startswith("ort")))
+    return {column: times[column] for column in order}  # torch/1t, ort/1t, torch/2t, ...
 
 
 def summarise(samples: Sequence[float]) -> dict[str, float]:

@@ -950,7 +950,7 @@ def phase_quantize(ctx: RunContext) -> dict[str, Any]:
     from compresskit.quantize import quantize_onnx
     from compresskit.runtime import OrtModule
 
-    model = load_pruned(ctx.path("final.pt")).eval()
+    model = load_pruned(ctx.path("final.pt"), trust=[ctx.builder()[0]]).eval()
     inputs = _export_inputs(ctx)
     export = export_model(model, inputs, ctx.path("model.fp32.onnx"), dynamic=True,
                           atol=ctx.recipe.export.atol, opset=ctx.recipe.export.opset)

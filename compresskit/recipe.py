@@ -60,6 +60,7 @@ __all__ = [
     "ExportConfig",
     "LayerGroupConfig",
     "PruneConfig",
+    "QuantizeConfig",
     "Recipe",
     "RecipeError",
     "ScheduleConfig",
@@ -365,6 +366,30 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class QuantizeConfig:
+    """INT8 post-training static quantization of the final model (ONNX Runtime, QDQ); off by default.
+
+    The phase exports the final model with dynamic axes (``model.fp32.onnx``), calibrates activation
+    ranges on ``calibration_samples`` inputs from the task's training loader, writes
+    ``model.int8.onnx``, and reports the task's metrics (AP for the detector) and the ONNX Runtime
+    latency (1 thread, interleaved rounds) of both.
+
+    Attributes:
+        enabled: Run the phase.
+        calibration_samples: Training inputs used for calibration.
+        method: ``minmax``, ``entropy`` or ``percentile`` (``compresskit.quantize.CALIBRATION_METHODS``).
+        per_channel: One weight scale per output channel (else per tensor).
+        rounds: Interleaved latency rounds (FP32 vs INT8).
+    """
+
+    enabled: bool = False
+    calibration_samples: int = field(default=32, metadata=AT_LEAST_ONE)
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    rounds: int = field(default=10, metadata=AT_LEAST_ONE)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe. Build it with :func:`load_recipe`, never by hand.
 
@@ -384,6 +409,7 @@ class Recipe:
         prune: Layer groups, importance, soft-pruning schedule.
         finetune: Training after physical removal.
         export: ONNX export.
+        quantize: INT8 quantization of the exported model (off by default).
         profiles: Named override sets; kept for reference, already applied.
         profile: The profile that was applied, if any.
         source: The recipe file this was loaded from.
@@ -403,6 +429,7 @@ class Recipe:
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile: str | None = None
     source: str = "<recipe>"

@@ -15,8 +15,9 @@ Plots use matplotlib's object API on the Agg canvas (no global backend change):
 * ``plots/training.png`` -- the training loss per epoch of every phase.
 
 Caveats:
-    Latency is the fastest of 20 CPU forward passes of one example input in this
-    process; it is indicative only (thread count and machine load change it).
+    Latency is the median of 20 CPU forward passes of one example input after 3
+    warm-up calls (``compresskit.benchmark.measure``) in this process; it is
+    indicative only (thread count and machine load change it).
 """
 
 from __future__ import annotations
@@ -268,6 +269,20 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         lines += ["## Export", "",
                   f"`{export['path']}` ({export['bytes']:,} bytes), input {export['input_shapes']}; "
                   f"largest |ONNX Runtime - PyTorch| difference {export['max_abs_difference']:.2e}.", ""]
+    quantize = phases.get("quantize")
+    if quantize and "int8" in quantize:
+        names = list(quantize["fp32"]["metrics"])
+        settings = quantize.get("latency_settings", {})
+        lines += ["## INT8 quantization", "",
+                  f"ONNX Runtime static QDQ, per-channel INT8 weights, calibration {quantize['calibration']}. "
+                  f"Latency: ONNX Runtime CPU, {settings.get('threads', 1)} thread, input "
+                  f"{settings.get('input_shape')}, median (p90) of {settings.get('rounds')} interleaved rounds; "
+                  f"INT8 speed-up {quantize['speedup']:.2f}x.", ""]
+        lines += _table(["model", "bytes", "latency ms", *names],
+                        [[quantize[k]["path"], f"{quantize[k]['bytes']:,}",
+                          f"{quantize[k]['latency_ms']:.2f} ({quantize[k]['latency_p90_ms']:.2f})",
+                          *[f"{quantize[k]['metrics'][m]:.4f}" for m in names]] for k in ("fp32", "int8")])
+        lines.append("")
     if phases:
         lines += ["## Phases", ""]
         rows = [[n, p.get("seconds", ""), p.get("peak_rss_mb", "n/a")] for n, p in phases.items()]

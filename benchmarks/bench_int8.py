@@ -1,0 +1,142 @@
+"""INT8 (ONNX Runtime static QDQ) vs FP32: CPU latency at 640x640 and WIDERFace AP on the real dev split.
+
+For each model (the released RetinaFace-mnet0.25 weights — a model trained on real faces — and any
+``--pruned PATH`` compresskit checkpoints, e.g. a Nano-B pruned by ``compresskit run``):
+
+1. export a dynamic-shape FP32 ONNX file with ``compresskit.export.export_model`` (checked against torch
+   at 640x640 and 2x704x672), preprocessing in its metadata;
+2. quantize it with ``compresskit.quantize.quantize_onnx`` (QDQ, per-channel INT8 weights, UINT8
+   activations, ``--method`` calibration on the first ``--calibration`` WIDER *train* images resized
+   to 640x640 — never the val images that are scored);
+3. time torch eager, ORT FP32 and ORT INT8 with ``compresskit.benchmark.benchmark_models`` (batch 1,
+   640x640, interleaved rounds, median / p90, ratios as medians of per-round ratios) for each
+   ``--threads``;
+4. unless ``--no-ap``: AP easy / medium / hard of ORT FP32 and ORT INT8 on the 194 val images at original
+   size (``reference.featherface.detect.evaluate_widerface``, confidence 0.02, NMS 0.4; one ORT thread).
+
+Run (from the repository root; the AP step takes a few CPU minutes per model):
+    .venv/bin/python benchmarks/bench_int8.py --write-results
+    .venv/bin/python benchmarks/bench_int8.py --no-ap --rounds 5      # latency only, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from compresskit.benchmark import benchmark_models
+from compresskit.export import Preprocessing, export_model, read_metadata
+from compresskit.persist import load_pruned
+from compresskit.quantize import calibration_images, quantize_onnx
+from compresskit.runtime import OrtModule
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from bench_models import _command, machine_notes, write_section  # noqa: E402
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+SECTION_TITLE = "INT8 quantization (ONNX Runtime)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (read in place)")
+    parser.add_argument("--pruned", action="append", default=[], metavar="PATH", help="compresskit checkpoint")
+    parser.add_argument("--calibration", type=int, default=32, help="calibration images (WIDER train)")
+    parser.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--no-ap", action="store_true", help="skip the AP evaluation")
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--write-results", action="store_true")
+    args = parser.parse_args(argv)
+
+    from reference.featherface.detect import evaluate_widerface
+    from reference.featherface.models import build_model
+
+    data = Path(args.data)
+    weights = data / "weights" / "retinaface_mnet025_official.pth"
+    if not weights.is_file():
+        sys.exit(f"bench_int8: {weights} not found (pass --data)")
+    models = {"RetinaFace-mnet0.25 (released weights)": build_model("retinaface_mnet025", weights=weights).eval()}
+    for path in args.pruned:
+        models[f"pruned:{Path(path).stem}"] = load_pruned(path).eval()
+    size = 640
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 50
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_int8_") as tmp:
+        for name, model in models.items():
+            fp32 = Path(tmp) / f"{len(results)}.onnx"
+            int8 = Path(tmp) / f"{len(results)}.int8.onnx"
+            export = export_model(model, (example,), fp32, dynamic=True, atol=1e-3)
+            preprocessing = Preprocessing.from_metadata(read_metadata(fp32))
+            samples = calibration_images(data / "widerface" / "WIDER_train" / "images", preprocessing,
+                                         args.calibration, (size, size))
+            start = time.perf_counter()
+            quantize_onnx(fp32, int8, samples, method=args.method)
+            entry = {"model": name, "export_checks": export.checks, "quantize_seconds": time.perf_counter() - start,
+                     "bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}, "latency": {}, "ap": {}}
+            for threads in args.threads:
+                report = benchmark_models({"torch": model, "ort fp32": fp32, "ort int8": int8}, (example,),
+                                          threads=threads, warmup=3, rounds=args.rounds)
+                entry["latency"][threads] = {**report.to_dict(), "ratio_vs_fp32": report.ratios("ort fp32")}
+                print(report.table("ort fp32"), file=sys.stderr, flush=True)
+            if not args.no_ap:
+                torch.set_num_threads(1)
+                for label, path in (("fp32", fp32), ("int8", int8)):
+                    start = time.perf_counter()
+                    ap = evaluate_widerface(OrtModule(path, threads=1), data / "widerface" / "WIDER_val" / "images",
+                                            data / "widerface" / "ground_truth", progress=False)
+                    entry["ap"][label] = {k: float(v) for k, v in ap.items()}
+                    entry["ap"][f"{label}_seconds"] = time.perf_counter() - start
+                    print(f"{name} {label}: AP {ap}", file=sys.stderr, flush=True)
+            results.append(entry)
+    table = render(results, args)
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if args.write_results:
+        write_section(REPO_ROOT / "benchmarks" / "RESULTS.md", SECTION_TITLE, table)
+    return 0
+
+
+def render(results: list[dict], args: argparse.Namespace) -> str:
+    machine = machine_notes()
+    lines = [f"Command: `{_command()}`  ",
+             f"Calibration: {args.calibration} WIDER train images resized to 640x640, {args.method}; QDQ, per-channel "
+             f"INT8 weights, UINT8 activations. Latency: batch 1, 640x640, {args.rounds} interleaved rounds after 3 "
+             f"warm-up calls, median (p90) ms; ratio = median of per-round FP32/INT8. Machine: {machine['cpu']}, "
+             f"nproc {machine['nproc']} (shared with other jobs), onnxruntime {machine['onnxruntime']}.", "",
+             "| model | threads | torch eager | ORT FP32 | ORT INT8 | INT8 speed-up over FP32 (goal >= 1.5x) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for entry in results:
+        for threads, lat in entry["latency"].items():
+            ms = lat["latency_ms"]
+            cell = {k: f"{ms[k]['median']:.1f} ({ms[k]['p90']:.1f})" for k in ms}
+            lines.append(f"| {entry['model']} | {threads} | {cell['torch']} | {cell['ort fp32']} | {cell['ort int8']} | "
+                         f"{1 / lat['ratio_vs_fp32']['ort int8']:.2f}x |")
+    if any(entry["ap"] for entry in results):
+        lines += ["", "WIDERFace AP on the 194 real val images (original size, confidence 0.02, NMS 0.4), "
+                  "ORT FP32 vs ORT INT8 (goal: <= 0.5 AP lost per subset):", "",
+                  "| model | FP32 easy / medium / hard | INT8 easy / medium / hard | change (points) |",
+                  "|---|---|---|---|"]
+        for entry in results:
+            ap = entry["ap"]
+            if not ap:
+                continue
+            subsets = ("easy", "medium", "hard")
+            fp32 = " / ".join(f"{100 * ap['fp32'][s]:.2f}" for s in subsets)
+            int8 = " / ".join(f"{100 * ap['int8'][s]:.2f}" for s in subsets)
+            change = " / ".join(f"{100 * (ap['int8'][s] - ap['fp32'][s]):+.2f}" for s in subsets)
+            lines.append(f"| {entry['model']} | {fp32} | {int8} | {change} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
