@@ -38,7 +38,7 @@ from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency import index_mapping as tp_index_mapping
 from torch_pruning.dependency.dependency import Dependency
 
-from ._surgery import BOTH, IN, OUT, axis_size, flatten_outputs, is_depthwise, run_model
+from ._surgery import BOTH, IN, OUT, axis_size, flatten_outputs, is_attention, is_depthwise, run_model
 from ._tracing import tracing
 from .pool import ChannelPool
 from .shuffle import ChannelShuffle
@@ -93,7 +93,7 @@ class Item:
     """
 
     module: str
-    kind: str  # "conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool", "op"
+    kind: str  # "conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool", "heads", "op"
     axis: str
     size: int
     index: dict[int, tuple[int, ...]]
@@ -617,7 +617,10 @@ def _convert(
                 "mean and variance the others are normalised with, so removal is not exact"
             )
         elif isinstance(module, nn.MultiheadAttention):
-            reason = reason or f"attention heads of nn.MultiheadAttention {name} are not pruned (not supported yet)"
+            reason = reason or (
+                f"nn.MultiheadAttention {name}: its projections must stay as wide as the query, so neither "
+                "its channels nor its heads can be removed (write attention with q/k/v Linears and num_heads)"
+            )
         elif isinstance(module, ChannelShuffle):
             kind = "shuffle"
         elif isinstance(module, ChannelPool):
@@ -813,7 +816,51 @@ def trace_groups(
         if unsafe is not None and not raw.protected:
             raw.reason = raw.reason or unsafe  # a layer's own reason is the more specific one
         groups.append(raw)
-    return _finish(_merge_grouped(groups))
+    return _finish(_merge_grouped(groups) + _head_groups(model, protected))
+
+
+_QKV_NAMES = (("qkv",), ("q", "k", "v"), ("query", "key", "value"), ("to_q", "to_k", "to_v"))
+_PROJ_NAMES = ("proj", "out_proj", "o", "to_out", "out")
+
+
+def _head_groups(model: nn.Module, protected: set[str]) -> list[RawGroup]:
+    """One coupled set of whole heads per attention module with ``num_heads`` and q/k/v Linears.
+
+    Removing head ``h`` removes rows ``[h*D, (h+1)*D)`` of q, k and v (of each third of a fused
+    ``qkv``), the same input columns of the output projection, and lowers ``num_heads``. With the
+    head zeroed, its values are zero, so its attention output is zero whatever the softmax: exact
+    when the module's forward splits heads with ``num_heads`` (checked numerically like every set).
+    """
+    groups = []
+    modules = dict(model.named_modules())
+    for name, module in modules.items():
+        if not is_attention(module) or module.num_heads < 2:
+            continue
+        prefix = f"{name}." if name else ""
+
+        def linear(child: str) -> nn.Linear | None:
+            found = modules.get(prefix + child)
+            return found if isinstance(found, nn.Linear) else None
+
+        qkv = next((names for names in _QKV_NAMES if all(linear(n) for n in names)), None)
+        proj = next((n for n in _PROJ_NAMES if linear(n)), None)
+        if qkv is None or proj is None:
+            continue
+        heads = module.num_heads
+        width = linear(qkv[0]).out_features // (3 if len(qkv) == 1 else 1)  # type: ignore[union-attr]
+        if width % heads or linear(proj).in_features != width:  # type: ignore[union-attr]
+            continue
+        dim = width // heads
+        items = []
+        for child in qkv:
+            thirds = 3 if len(qkv) == 1 else 1
+            index = {h: tuple(t * width + h * dim + d for t in range(thirds) for d in range(dim)) for h in range(heads)}
+            items.append(Item(prefix + child, "linear", OUT, thirds * width, index))
+        items.append(Item(prefix + proj, "linear", IN, width, {h: tuple(range(h * dim, (h + 1) * dim)) for h in range(heads)}))
+        items.append(Item(name, "heads", OUT, heads, {h: (h,) for h in range(heads)}))
+        is_protected = any(prefix + child in protected for child in qkv)
+        groups.append(RawGroup(f"{name}:heads", heads, items, protected=is_protected))
+    return groups
 
 
 def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:

@@ -83,7 +83,20 @@ def axis_size(module: nn.Module, axis: str) -> int | None:
         return module.traced_channels
     if isinstance(module, ChannelPool):
         return module.num_channels if axis == IN else len(module.reductions)
+    if is_attention(module):
+        return module.num_heads
     return None
+
+
+def is_attention(module: nn.Module) -> bool:
+    """A custom attention module whose heads compresskit can remove: an int ``num_heads``
+    attribute (timm / ViT style), not ``nn.MultiheadAttention`` (its projection width is tied to
+    the query width). Its "channels" are heads; removal only lowers ``num_heads``."""
+    return (
+        not isinstance(module, nn.MultiheadAttention)
+        and isinstance(getattr(module, "num_heads", None), int)
+        and not isinstance(module.num_heads, bool)
+    )
 
 
 def merge_ops(ops: Iterable[ChannelOp]) -> list[ChannelOp]:
@@ -184,6 +197,11 @@ def remove_channels(model: nn.Module, ops: Iterable[ChannelOp]) -> None:
         if isinstance(module, ChannelShuffle):
             if op.axis == IN:  # the output side is implied by the permutation
                 _prune_shuffle_in_channels(module, op.size, op.indices)
+            continue
+        if is_attention(module) and op.axis == OUT:
+            if module.num_heads != op.size or len(op.indices) >= op.size:
+                raise ValueError(f"pruning op expects {op.module!r} with {op.size} heads, model has {module.num_heads}")
+            module.num_heads = op.size - len(op.indices)  # its q/k/v/proj rows go with their own ops
             continue
         if isinstance(module, ChannelPool):
             if op.axis != IN:

@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_LAYER_GROUP = "default"
-_PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool")
+_PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool", "heads")
 _FILTER_KINDS = ("conv", "conv_transpose", "linear")
 #: Random channel selections per coupled set checked by :func:`find_groups` (soft-zero == removal).
 PROBE_SELECTIONS = 3

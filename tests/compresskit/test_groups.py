@@ -372,13 +372,13 @@ def test_inline_shufflenetv2_units_are_skipped_with_reasons_not_a_crash() -> Non
 
 def test_linear_on_tokens_prunes_mlp_hidden_widths_and_layernorm_is_skipped_with_reason() -> None:
     model, example, groups = _find("vit_block")
-    assert [(g.name, g.num_channels) for g in groups] == [("blocks.0.fc1", 32), ("blocks.1.fc1", 24)]
+    assert [(g.name, g.num_channels) for g in groups][:2] == [("blocks.0.fc1", 32), ("blocks.1.fc1", 24)]
     assert {(i.module, i.axis) for i in groups[0].items if i.kind == "linear"} == {
         ("blocks.0.fc1", "out"), ("blocks.0.fc2", "in")
     }
     skipped = {s.name: s.reason for s in groups.skipped}
     assert "LayerNorm blocks.0.norm1 normalises over these channels" in skipped["patch_embed"]
-    assert "q @ k^T" in skipped["blocks.0.attn.q"]
+    assert "q @ k^T" in skipped["blocks.0.attn.q"]  # single q channels: no; whole heads: see below
     ck.prune(model, example, 0.5, groups=groups)
     assert model.blocks[0].fc1.out_features == 16 and model.blocks[0].fc2.in_features == 16
     assert model.blocks[1].fc1.out_features == 12
@@ -390,3 +390,68 @@ def test_channels_last_linear_mlp_with_layer_scale_is_pruned() -> None:
     assert [s.name for s in groups.skipped] == ["stem.0"]  # the trunk: LayerNorm over it, layer scale on it
     ck.prune(model, example, 0.25, groups=groups)
     assert model.blocks[0].pwconv2.in_features == 48 and model.blocks[0].gamma.numel() == 16
+
+
+class FusedQKVAttention(nn.Module):
+    """timm's ``Attention``: one fused ``qkv`` Linear, heads split with ``num_heads``."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, tokens, _ = x.shape
+        # (N, L, 3*H*D) -> (3, N, H, L, D)
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        attention = torch.softmax(qkv[0] @ qkv[1].transpose(-2, -1), dim=-1)
+        return self.proj((attention @ qkv[2]).transpose(1, 2).reshape(batch, tokens, -1))
+
+
+def test_whole_heads_of_separate_and_fused_qkv_attention_are_pruned() -> None:
+    model, example, groups = _find("vit_block")
+    heads = next(g for g in groups if g.name == "blocks.0.attn:heads")
+    assert heads.num_channels == 2 and _item(heads, "blocks.0.attn.v", "out").index[1] == tuple(range(8, 16))
+    predicted = ck.ParamPredictor(model, groups)(0.5)
+    ck.prune(model, example, 0.5, groups=groups)
+    attn = model.blocks[0].attn
+    assert attn.num_heads == 1 and attn.q.out_features == attn.k.out_features == attn.proj.in_features == 8
+    assert ck.count_params(model) == predicted
+
+    torch.manual_seed(0)
+    fused = nn.Sequential(nn.Linear(4, 12), FusedQKVAttention(12, 3), nn.Linear(12, 2)).eval()
+    x = torch.randn(2, 5, 4)
+    groups = ck.find_groups(fused, x)
+    heads = next(g for g in groups if g.name == "1:heads")
+    assert _item(heads, "1.qkv", "out").index[1] == (4, 5, 6, 7, 16, 17, 18, 19, 28, 29, 30, 31)
+    with torch.no_grad():
+        reference = fused(x)
+    pruner = ck.SoftFPGM(groups, ck.constant(0.34))
+    pruner.step(0)
+    assert pruner.zeroed_indices()["1:heads"] and len(pruner.zeroed_indices()["1:heads"]) == 1
+    with torch.no_grad():
+        soft = fused(x)
+    pruner.apply()
+    assert fused[1].num_heads == 2 and fused[1].qkv.out_features == 24
+    with torch.no_grad():
+        hard = fused(x)
+    assert float((hard - soft).abs().max()) <= 1e-6 * float(soft.abs().max()) and hard.shape == reference.shape
+
+
+class _TorchAttentionNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attn, self.head = nn.Linear(4, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.embed(x)
+        return self.head(self.attn(y, y, y, need_weights=False)[0])
+
+
+def test_multihead_attention_is_skipped_with_its_reason() -> None:
+    torch.manual_seed(0)
+    with pytest.warns(ck.UnprunableWarning):
+        groups = ck.find_groups(_TorchAttentionNet().eval(), torch.randn(2, 5, 4))
+    assert list(groups) == []
+    assert [s.name for s in groups.skipped] == ["embed"]
+    assert "channel-mixing op MmBackward0" in groups.skipped[0].reason  # its in-projection, run inline
