@@ -192,3 +192,27 @@ def test_dry_run_reports_an_unreachable_budget(runner):
     assert last.startswith("Error: ") and last.endswith(
         "shapes_classifier.yaml: search.budget [100, 1000] cannot be met: "
         "rates within the layer-group bounds give 6,131 to 77,652 parameters")
+
+
+# --- checkpoints from anyone: the builder runs only when trusted ---------------------------------
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["export", "--out", "x.onnx", "--input-shape", "1,3,8,8"]])
+def test_untrusted_checkpoint_builder_is_one_line_and_never_runs(runner, tmp_path, command, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": "compresskit.pruned/1", "builder": "os:system", "builder_kwargs": {"command": "touch pwned"},
+                "history": [], "state_dict": {}}, crafted)
+    result = runner.invoke(cli, [command[0], str(crafted), *command[1:]])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "builder 'os:system' is not trusted" in result.output
+    assert "--trust os" in result.output and not (tmp_path / "pwned").exists()
+
+
+def test_boundary_covers_every_command_including_plugins(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSKIT_LOG_DIR", str(tmp_path))
+    zero = tmp_path / "zero.jpg"
+    zero.write_bytes(b"")
+    result = runner.invoke(cli, ["detect", "nano_b", str(zero), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "zero.jpg: cannot read image: empty file" in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.glob("*.log"))
