@@ -29,7 +29,8 @@ from torch import nn
 from compresskit.recipe import Recipe, RecipeError
 from compresskit.task import Task
 
-__all__ = ["CHECKS", "Plan", "check_budget", "check_data", "check_groups", "check_models", "check_rates", "plan"]
+__all__ = ["CHECKS", "Plan", "check_budget", "check_checkpoints", "check_data", "check_groups", "check_models",
+           "check_rates", "plan"]
 
 
 @dataclass
@@ -85,6 +86,14 @@ def check_models(plan: Plan) -> None:
         if not isinstance(model, nn.Module):
             raise _fail(plan, f"{which}.model", f"{config.model!r} built {type(model).__name__}, not an nn.Module")
         plan.models[which] = model
+
+
+def check_checkpoints(plan: Plan) -> None:
+    """Every checkpoint the recipe names (``teacher.checkpoint``, ``student.checkpoint``) loads strictly
+    into a freshly built model (:func:`compresskit.checkpoints.check_checkpoints`)."""
+    from compresskit.checkpoints import check_checkpoints as load_each
+
+    load_each(plan.recipe, plan.task, plan.context().build)
 
 
 def check_groups(plan: Plan) -> None:
@@ -158,7 +167,8 @@ def _train_configs(recipe: Recipe) -> list[Any]:
 
 
 #: The pre-flight checks, in order (later ones read what earlier ones recorded).
-CHECKS: list[Callable[[Plan], None]] = [check_models, check_groups, check_rates, check_budget, check_data]
+CHECKS: list[Callable[[Plan], None]] = [check_models, check_checkpoints, check_groups, check_rates, check_budget,
+                                        check_data]
 
 
 def plan(recipe: Recipe, task: Task) -> Plan:

@@ -308,3 +308,23 @@ def test_reconcile_drops_repeats_and_later_epochs(tmp_path):
     _reconcile_metrics(ctx, "distill", 3, {"phase": "distill", "epoch": 3, "loss": 1.0})
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1]) == {
         "phase": "distill", "epoch": 3, "loss": 1.0}
+
+
+@pytest.mark.parametrize("content", ["corrupt", "pickled", "onnx", "empty"])
+def test_a_bad_teacher_checkpoint_fails_before_the_run_dir_exists(tmp_path, monkeypatch, content):
+    from torch import nn
+
+    checkpoint = tmp_path / "teacher.pth"
+    if content == "pickled":
+        torch.save({"model": nn.Linear(2, 2)}, checkpoint)  # a module: refused by weights_only
+    elif content == "onnx":
+        checkpoint.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x032.1")  # an ONNX protobuf header
+    else:
+        checkpoint.write_bytes(b"" if content == "empty" else b"PK\x03\x04 cut short")
+    path = write_recipe(tmp_path, {**TOY, "name": "bad_teacher",
+                                   "teacher": {**TOY["teacher"], "checkpoint": str(checkpoint)}}, monkeypatch)
+    result = CliRunner().invoke(cli, ["run", str(path), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "teacher.checkpoint" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
