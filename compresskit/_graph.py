@@ -23,6 +23,7 @@ Everything found here is still verified numerically by :func:`compresskit.find_g
 from __future__ import annotations
 
 import contextlib
+import math
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class Item:
     size: int
     index: dict[int, tuple[int, ...]]
     groups: int = 1  # > 1 only for grouped (not depthwise) convs
+    tied: bool = False  # an inline shuffle's input keyed by slot: sets sharing it are merged
 
 
 @dataclass
@@ -302,6 +304,138 @@ def _output_ranges(grad_fn: Any) -> list[tuple[int, int, int]] | None:
     return None
 
 
+_VIEWS = ("ViewBackward", "UnsafeViewBackward", "ReshapeAliasBackward", "_ReshapeAliasBackward")
+
+
+def _set_mapping(source: Any, target: Any, forward: Any, backward: Any) -> None:
+    """Index mappings of the dependencies ``source -> target`` and ``target -> source``."""
+    for dep in source.dependencies:
+        if dep.target is target:
+            dep.index_mapping = [forward, None]
+    for dep in target.dependencies:
+        if dep.target is source:
+            dep.index_mapping = [backward, None]
+
+
+def _inline_shuffle(fn: Any, shapes: dict[Any, Any]) -> tuple[list[Any], int, int] | None:
+    """``([view, transpose, (clone,) view] grad_fns, groups, channels)`` if ``fn`` ends an inline
+    channel shuffle ``x.view(N, g, C/g, *).transpose(1, 2)(.contiguous()).view(N, C, *)``."""
+    if fn is None or not fn.name().startswith(_VIEWS) or not fn.next_functions:
+        return None
+    chain = [fn]
+    node = fn.next_functions[0][0]
+    if node is not None and node.name().startswith("CloneBackward"):
+        chain.append(node)
+        node = node.next_functions[0][0]
+    if node is None:
+        return None
+    name = node.name()
+    swaps = (name.startswith("TransposeBackward") and {int(node._saved_dim0), int(node._saved_dim1)} == {1, 2}) or (
+        name.startswith("PermuteBackward") and tuple(node._saved_dims)[:3] == (0, 2, 1)
+        and tuple(node._saved_dims)[3:] == tuple(range(3, len(node._saved_dims)))
+    )
+    if not swaps or not node.next_functions:
+        return None
+    chain.append(node)
+    first = node.next_functions[0][0]
+    if first is None or not first.name().startswith(_VIEWS):
+        return None
+    chain.append(first)
+    (split_shape, in_shapes), (joined_shape, _) = shapes.get(first, (None, [None])), shapes.get(fn, (None, None))
+    in_shape = in_shapes[0] if in_shapes else None
+    if split_shape is None or in_shape is None or joined_shape is None or len(in_shape) < 2:
+        return None
+    channels, rest = int(in_shape[1]), tuple(in_shape[2:])
+    groups = int(split_shape[1]) if len(split_shape) == len(in_shape) + 1 else 0
+    if (
+        groups < 2 or tuple(split_shape) != (in_shape[0], groups, channels // groups, *rest)
+        or channels % groups or tuple(joined_shape) != tuple(in_shape)
+    ):
+        return None
+    return chain[::-1], groups, channels
+
+
+def _derive_shuffles(graph: tp.DependencyGraph, by_grad_fn: dict[Any, Any], shapes: dict[Any, Any]) -> set[Any]:
+    """Map channels through inline ``view/transpose/view`` shuffles (torchvision's ShuffleNetV2).
+
+    Input channel ``a * C/g + b`` becomes output channel ``b * g + a``. The ops in between carry
+    input coordinates. The shuffle stays a shuffle after removal only if every removed ``b``
+    is removed from all ``g`` input groups at once, so the first view is marked with
+    ``compresskit_tie = C/g``: :func:`_convert` keys its item by ``index % (C/g)`` and
+    :func:`_channel_units` joins those channels into one unit.
+    """
+    failures = getattr(graph, "compresskit_failures", {})
+    shuffle_nodes: set[Any] = set()
+    for node in list(by_grad_fn.values()):
+        found = _inline_shuffle(node.grad_fn, shapes)
+        if found is None or any(fn not in by_grad_fn for fn in found[0]):
+            continue
+        chain, groups, channels = found
+        nodes = [by_grad_fn[fn] for fn in chain]
+        per_group = channels // groups
+        in_to_out = [(k % per_group) * groups + k // per_group for k in range(channels)]
+        out_to_in = [0] * channels
+        for k, j in enumerate(in_to_out):
+            out_to_in[j] = k
+        for producer in nodes[0].inputs:
+            _set_mapping(producer, nodes[0], None, None)
+        for source, target in zip(nodes[:-1], nodes[1:-1]):
+            _set_mapping(source, target, None, None)
+        _set_mapping(nodes[-2], nodes[-1], _Permute(in_to_out), _Permute(out_to_in))
+        for consumer in nodes[-1].outputs:
+            _set_mapping(nodes[-1], consumer, None, None)
+        for shuffle_node in nodes:
+            failures.pop(shuffle_node, None)
+        nodes[0].compresskit_tie = per_group
+        shuffle_nodes.update(nodes)
+    return shuffle_nodes
+
+
+class _Flatten:
+    """``(N, C, *rest) -> (N, C * S)``: channel ``c`` becomes features ``[c*S, (c+1)*S)`` (reverse: ``j // S``)."""
+
+    def __init__(self, stride: int, reverse: bool) -> None:
+        self.stride, self.reverse = stride, reverse
+
+    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+        if self.reverse:
+            pairs = {(i.idx // self.stride, i.root_idx): None for i in idxs}
+        else:
+            pairs = {(i.idx * self.stride + s, i.root_idx): None for i in idxs for s in range(self.stride)}
+        return [_HybridIndex(idx=idx, root_idx=root) for idx, root in pairs]
+
+
+def _derive_reshapes(graph: tp.DependencyGraph, shapes: dict[Any, Any], skip: set[Any]) -> None:
+    """Index mappings of views/reshapes read off their recorded shapes where that is unambiguous.
+
+    Torch-Pruning infers a flatten's stride from the channel count of the nearest producer it
+    finds, which is wrong behind an inline shuffle or a split. Here: a view that keeps the batch
+    and channel axes maps channels to themselves; ``(N, C, *rest) -> (N, C * S)`` maps channel
+    ``c`` to ``[c*S, (c+1)*S)``. Other reshapes keep Torch-Pruning's mapping.
+    """
+    for node in graph.module2node.values():
+        fn = node.grad_fn
+        if node in skip or fn is None or not fn.name().startswith(_VIEWS) or fn not in shapes:
+            continue
+        out_shape, in_shapes = shapes[fn]
+        in_shape = in_shapes[0] if in_shapes else None
+        if out_shape is None or in_shape is None or len(in_shape) < 2 or len(out_shape) < 2:
+            continue
+        if in_shape[0] != out_shape[0]:
+            continue
+        if in_shape[1] == out_shape[1] and (len(in_shape) > 2 or len(out_shape) > 2):
+            forward = backward = None  # channels untouched: (N, C, H, W) <-> (N, C, H*W)
+        elif len(out_shape) == 2 and math.prod(in_shape[1:]) == out_shape[1]:
+            stride = math.prod(in_shape[2:])
+            forward, backward = _Flatten(stride, reverse=False), _Flatten(stride, reverse=True)
+        else:
+            continue
+        for producer in node.inputs:
+            _set_mapping(producer, node, forward, backward)
+        for consumer in node.outputs:
+            _set_mapping(node, consumer, None, None)
+
+
 def _derive_routing(graph: tp.DependencyGraph) -> None:
     """Replace Torch-Pruning's split / slice / concat index mappings by ones read off the autograd graph.
 
@@ -315,6 +449,8 @@ def _derive_routing(graph: tp.DependencyGraph) -> None:
     if not shapes:
         return
     by_grad_fn = {node.grad_fn: node for node in graph.module2node.values() if node.grad_fn is not None}
+    shuffles = _derive_shuffles(graph, by_grad_fn, shapes)
+    _derive_reshapes(graph, shapes, shuffles)
     for target in graph.module2node.values():
         grad_fn = target.grad_fn
         if grad_fn is None or not hasattr(grad_fn, "next_functions"):
@@ -513,6 +649,19 @@ def _op_reason(grad_fn: Any) -> str | None:
     return None
 
 
+def _chunks(grad_fn: Any) -> int:
+    """Number of equal parts of a ``chunk``/``split(size)`` over channels, else 1.
+
+    The user's code splits the *pruned* tensor into equal parts again, so removal stays exact
+    only if every part loses the same number of channels: the part acts like a grouped conv's
+    group (equal-removal cells, see :func:`_finish`).
+    """
+    ranges = _output_ranges(grad_fn) if grad_fn is not None and grad_fn.name().startswith("SplitBackward") else None
+    if not ranges or len(ranges) < 2 or len({stop - start for start, stop, _ in ranges}) != 1:
+        return 1
+    return len(ranges)
+
+
 def _channel_units(num_channels: int, items: list[Item]) -> list[list[int]]:
     """Partition the root channels into units that must be removed together.
 
@@ -552,7 +701,7 @@ def _by_unit(items: list[Item], units: list[list[int]]) -> list[Item]:
             idxs = sorted({i for r in roots for i in item.index.get(r, ())})
             if idxs:
                 index[u] = tuple(idxs)
-        out.append(Item(item.module, item.kind, item.axis, item.size, index, item.groups))
+        out.append(Item(item.module, item.kind, item.axis, item.size, index, item.groups, item.tied))
     return out
 
 
@@ -575,11 +724,12 @@ def _convert(
         axis = OUT if dep.handler.__name__ == "prune_out_channels" else IN
         name = names.get(module, str(module))
         index: dict[int, list[int]] = {}
+        tie = getattr(node, "compresskit_tie", None)  # an inline shuffle's input: key by slot, see _derive_shuffles
         for idx, root_idx in zip(entry.idxs, entry.root_idxs):
             if root_idx is None:
                 reason = reason or f"Torch-Pruning lost the channel mapping at {name}"
                 continue
-            index.setdefault(int(root_idx), []).append(int(idx))
+            index.setdefault(int(root_idx), []).append(int(idx) % tie if tie else int(idx))
         frozen = {k: tuple(sorted(set(v))) for k, v in index.items()}
         kind, groups = "op", 1
         if node.type == tp_ops.OPTYPE.OUTPUT or (axis == OUT and node.grad_fn in output_nodes):
@@ -631,18 +781,22 @@ def _convert(
             op_reason = _op_reason(node.grad_fn)
             if op_reason is not None:
                 reason = reason or op_reason
-            name = f"{type(module).__name__.strip('_')}:{getattr(node.grad_fn, 'name', lambda: '?')()}"
+            grad_name = getattr(node.grad_fn, "name", lambda: "?")()
+            name = f"{type(module).__name__.strip('_')}:{grad_name}:{getattr(module, 'id', '')}"
+            groups = _chunks(node.grad_fn)
         else:
             reason = reason or f"unsupported layer {name} ({type(module).__name__})"
         if axis in (OUT, BOTH) and name in protected:
             is_protected = True
         size = axis_size(module, axis) or 0  # graph ops have no size of their own
+        if groups > 1 and kind == "op":  # x.chunk(k, dim=1): equal parts, like a grouped conv's groups
+            size = int(node.grad_fn._saved_self_sym_sizes[1])
         if size and any(not 0 <= i < size for idxs in frozen.values() for i in idxs):
             reason = reason or (
                 f"Torch-Pruning's index mapping is inconsistent at {name} (indices beyond its {size} "
                 "channels; a split/chunk whose parts are concatenated again?)"
             )
-        items.append(Item(name, kind, axis, size, frozen, groups))
+        items.append(Item(name, kind, axis, size, frozen, groups, tied=bool(tie)))
     units = _channel_units(num_channels, items)
     if len(units) < num_channels:
         items = _by_unit(items, units)
@@ -658,7 +812,6 @@ class _Diverged(Exception):
 
 
 _TRAVERSAL_BUDGET = 2_000_000  # index entries mapped while collecting one coupled set
-_MAX_VISITS = 16  # times one (node, handler) may be reached with new indices
 
 
 def _coupled_set(
@@ -691,15 +844,19 @@ def _coupled_set(
         [_HybridIndex(idx=i, root_idx=i) for i in range(num_channels)],
     )
     failures = getattr(graph, "compresskit_failures", {})
-    visited = set()
+    # Worklist of deltas: each (node, handler) is pushed only the (index, root) pairs it has not
+    # seen yet, so the traversal is monotone and ends after every pair was reached once (every
+    # index mapping acts on each index on its own). The work budget still catches mappings that
+    # keep producing new indices.
+    seen: dict[tuple[Any, Any], set[tuple[int, Any]]] = {
+        (root, pruning_fn): {(i.idx, i.root_idx) for i in group[0].idxs}
+    }
     stack = [(group[0].dep, group[0].idxs)]
     work = 0
-    pushes: dict[tuple[int, Any], int] = {}
     unsafe: str | None = None
     while stack:
         dep, idxs = stack.pop()
         node, fn = dep.target, dep.handler
-        visited.add(node)
         for new_dep in node.dependencies:
             if not new_dep.is_triggered_by(fn):
                 continue
@@ -724,18 +881,15 @@ def _coupled_set(
             work += len(new_idxs)
             if work > _TRAVERSAL_BUDGET:
                 raise _Diverged(new_dep.target)
-            if not new_idxs:
+            have = seen.setdefault((neighbour, new_dep.handler), set())
+            fresh = [i for i in dict.fromkeys(new_idxs) if (i.idx, i.root_idx) not in have]
+            if not fresh:
                 continue
-            if new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs):
-                continue
-            if is_protected(new_dep.target, new_dep.handler):
+            if is_protected(neighbour, new_dep.handler):
                 raise _Protected
-            key = (id(new_dep.target), new_dep.handler)
-            pushes[key] = pushes.get(key, 0) + 1
-            if pushes[key] > _MAX_VISITS:
-                raise _Diverged(new_dep.target)
-            group.add_dep(new_dep, new_idxs)
-            stack.append((new_dep, new_idxs))
+            have.update((i.idx, i.root_idx) for i in fresh)
+            group.add_dep(new_dep, fresh)
+            stack.append((new_dep, fresh))
     # One item per (target, handler) with *every* (index, root) pair reached. Torch-Pruning's
     # ``add_and_merge`` keeps one root per index; that loses the relation "root j and root k
     # reach the same channel" (a ghost module's cat([x1, cheap(x1)]) into a residual add), which
@@ -808,10 +962,13 @@ def trace_groups(
             groups.append(RawGroup(name, num_channels, [], f"Torch-Pruning could not trace it: {error!r}"))
             continue
         for entry in group.items:
-            if entry.dep.handler.__name__ == "prune_out_channels" and isinstance(
-                entry.dep.target.module, nn.Module
-            ):
-                visited.add(entry.dep.target.module)
+            target = entry.dep.target.module
+            if entry.dep.handler.__name__ == "prune_out_channels" and isinstance(target, nn.Module):
+                # a producer reached with only some of its channels is traced on its own too;
+                # the overlapping sets are merged by _merge_grouped
+                size = axis_size(target, OUT)
+                if size is None or len({int(i) for i in entry.idxs}) >= size:
+                    visited.add(target)
         raw = _convert(graph, group, protected, output_nodes, name, num_channels)
         if unsafe is not None and not raw.protected:
             raw.reason = raw.reason or unsafe  # a layer's own reason is the more specific one
@@ -864,7 +1021,8 @@ def _head_groups(model: nn.Module, protected: set[str]) -> list[RawGroup]:
 
 
 def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
-    """Merge sets that share a grouped conv axis: its groups need equal removal counts."""
+    """Merge sets that share a grouped conv axis (its groups need equal removal counts) or any
+    channel of a layer or op (partial overlaps, e.g. through an inline channel shuffle)."""
     parent = list(range(len(groups)))
 
     def find(i: int) -> int:
@@ -874,8 +1032,18 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
         return i
 
     owner: dict[tuple[str, str], int] = {}
+    slot_owner: dict[tuple[str, str, int], int] = {}
     for g, group in enumerate(groups):
         for item in group.items:
+            # sets that reach the same channel of one layer or op (or the same slot of an inline
+            # shuffle's input) are one set: removing it for one would remove it for the other
+            for idxs in item.index.values():
+                for i in idxs:
+                    slot = (item.module, item.axis, i)
+                    if slot in slot_owner:
+                        parent[find(g)] = find(slot_owner[slot])
+                    else:
+                        slot_owner[slot] = g
             if item.groups > 1:
                 covered = {i for idxs in item.index.values() for i in idxs}
                 if len(covered) < item.size:
@@ -900,7 +1068,8 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
             group = groups[g]
             if group.reason or group.protected:
                 reason = reason or (
-                    f"shares a grouped conv with {group.root}, whose channels cannot be pruned"
+                    f"shares a grouped conv or an inline channel shuffle with {group.root}, whose channels "
+                    f"cannot be pruned ({group.reason or 'protected'})"
                 )
             for item in group.items:
                 key = (item.module, item.kind, item.axis)
@@ -908,9 +1077,15 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
                 if key in combined:
                     combined[key].index.update(shifted)
                 else:
-                    combined[key] = Item(item.module, item.kind, item.axis, item.size, shifted, item.groups)
+                    combined[key] = Item(
+                        item.module, item.kind, item.axis, item.size, shifted, item.groups, item.tied
+                    )
             offset += group.num_channels
-        merged.append(RawGroup(first.root, offset, list(combined.values()), reason))
+        items = list(combined.values())
+        units = _channel_units(offset, items)  # tied slots join channels of different members
+        if len(units) < offset:
+            items = _by_unit(items, units)
+        merged.append(RawGroup(first.root, len(units), items, reason))
     return merged
 
 
@@ -926,7 +1101,7 @@ def _finish(groups: list[RawGroup]) -> list[RawGroup]:
             covered = {i for idxs in item.index.values() for i in idxs}
             if len(covered) < item.size:
                 group.reason = (
-                    f"grouped conv {item.module} (groups={item.groups}) also reads channels "
+                    f"grouped conv or chunk {item.module} (groups={item.groups}) also reads channels "
                     f"that cannot be pruned with this set"
                 )
                 break
@@ -946,7 +1121,7 @@ def _finish(groups: list[RawGroup]) -> list[RawGroup]:
         sizes = sorted({len(c) for c in group.cells})
         if grouped and len(sizes) > 1:
             group.reason = (
-                f"grouped convs split this set into unequal cells (sizes {sizes}); a channel shuffle "
+                f"grouped convs or chunks split this set into unequal cells (sizes {sizes}); a channel shuffle "
                 "between grouped convs with g groups needs a multiple of g channels per group"
             )
     return groups

@@ -25,9 +25,12 @@ Caveats:
       inputs' own producers stay prunable when they are not coupled to such an op.
       Channel max/mean written as :class:`compresskit.ChannelPool` (CBAM's spatial
       gate) is exact under removal and keeps its input channels prunable.
-    * Channel shuffle is only followed when written as
-      :class:`compresskit.ChannelShuffle`; an inline ``view/transpose/reshape`` makes
-      its coupled set fail the check (skipped, never wrong).
+    * Channel shuffle is followed when written as :class:`compresskit.ChannelShuffle` or inline
+      as ``x.view(N, g, C/g, *).transpose(1, 2)(.contiguous()).view(N, C, *)`` (torchvision's
+      ShuffleNetV2); an inline shuffle only stays a shuffle if whole slots (input channels
+      ``b, b + C/g, ...``) are removed, so those form one unit. Other inline permutations fail
+      the check (skipped, never wrong). ``chunk``/equal ``split`` over channels must lose the same
+      number of channels per part (equal-removal cells, like a grouped conv's groups).
 """
 
 from __future__ import annotations

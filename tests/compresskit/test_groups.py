@@ -95,12 +95,19 @@ class InlineShuffleNet(nn.Module):
         return self.head(self.b(x))
 
 
-def test_inline_shuffle_is_skipped_with_a_hint() -> None:
+def test_inline_shuffle_is_recognised_and_pruned_in_whole_slots() -> None:
     model, example = InlineShuffleNet().eval(), torch.randn(1, 3, 8, 8)
-    with pytest.warns(ck.UnprunableWarning, match="ChannelShuffle"):
-        groups = ck.find_groups(model, example)
-    assert [g.name for g in groups] == ["b.0"]
-    assert [s.name for s in groups.skipped] == ["a.0"]
+    groups = ck.find_groups(model, example)
+    assert [g.name for g in groups] == ["a.0", "b.0"] and groups.skipped == []
+    a = groups[0]
+    # input channel k and k + 4 stay one slot of the shuffle: 4 units of 2 channels
+    assert a.num_channels == 4 and _item(a, "a.0", "out").index == {k: (k, k + 4) for k in range(4)}
+    assert _item(a, "b.0", "in").index == {k: (2 * k, 2 * k + 1) for k in range(4)}
+    with torch.no_grad():
+        reference = model(example)
+    ck.prune(model, example, 0.5, groups=groups)  # verified in float64 before the model changes
+    assert model.a[0].out_channels == 4 and model.b[0].in_channels == 4
+    assert model(example).shape == reference.shape
 
 
 class PlainDeformableConv(nn.Module):
@@ -362,12 +369,13 @@ def test_csp_chunk_whose_parts_are_concatenated_again_is_routed_exactly() -> Non
     assert _item(convs1, "blocks.0.fuse.0", "in").index == {r: (24 + r,) for r in range(8)}
 
 
-def test_inline_shufflenetv2_units_are_skipped_with_reasons_not_a_crash() -> None:
-    _, _, groups = _find("shufflenetv2_inline")  # Torch-Pruning's builder raises ZeroDivisionError inside
+def test_inline_shufflenetv2_trunk_is_skipped_with_its_reason_not_a_crash() -> None:
+    _, _, groups = _find("shufflenetv2_inline")  # Torch-Pruning's own builder divides by zero here
     assert [g.name for g in groups] == [f"units.{i}.branch.0.0" for i in range(3)]
-    skipped = {s.name: s.reason for s in groups.skipped}
-    assert set(skipped) == {"stem.0", "units.0.branch.2.0", "units.1.branch.2.0", "units.2.branch.2.0"}
-    assert "ZeroDivisionError" in skipped["stem.0"] and "ChannelShuffle" in skipped["stem.0"]
+    # the trunk: every shuffle keeps its slots whole, every chunk(2) loses as many channels per half;
+    # the cells those constraints leave are unequal, so no rate can satisfy them all
+    assert [s.name for s in groups.skipped] == ["stem.0"]
+    assert "unequal cells" in groups.skipped[0].reason
 
 
 def test_linear_on_tokens_prunes_mlp_hidden_widths_and_layernorm_is_skipped_with_reason() -> None:
