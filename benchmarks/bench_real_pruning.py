@@ -61,6 +61,7 @@ from reference.featherface.detect import evaluate_widerface  # noqa: E402
 from reference.featherface.task import layer_group_specs  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "retinaface_wider.yaml"
+FEATHERFACE_RECIPE = ROOT / "recipes" / "featherface_wider.yaml"
 BUILDER = "reference.featherface.models:build_model"
 MODEL = "retinaface_mnet025"
 
@@ -212,6 +213,53 @@ def compresskit_pipeline(overrides: Sequence[str], run_dir: Path) -> tuple[nn.Mo
                    "distill_start": phases["distill"].get("start")}
 
 
+def featherface_path(profile: str | None, overrides: Sequence[str], run_dir: Path) -> tuple[nn.Module, nn.Module,
+                                                                                             dict[str, Any]]:
+    """``recipes/featherface_wider.yaml`` (Nano-B path, or ``v1_pruned``) up to ``finetune``:
+    ``(pruned model before fine-tune, final model, details)``."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    recipe = load_recipe(FEATHERFACE_RECIPE, [*overrides, f"run_dir={run_dir}"], profile=profile)
+    ctx = pipeline.run(recipe, stop_after="finetune", log=lambda m: print(m, flush=True))
+    phases = ctx.state["phases"]
+    seconds = {name: phases[name]["seconds"] for name in ("distill", "search", "soft_prune", "finetune")}
+    return (load_pruned(ctx.path("pruned.pt"), trust=[BUILDER]), load_pruned(ctx.path("final.pt"), trust=[BUILDER]),
+            {"rates": {k: round(v, 3) for k, v in phases["search"]["rates"].items()},
+             "distill_start": phases["distill"].get("start"), "seconds": seconds,
+             "prune_seconds": round(sum(seconds.values()) - seconds["finetune"], 1),
+             "finetune_seconds": seconds["finetune"]})
+
+
+def run_featherface(args: argparse.Namespace, results: Results, data: Path) -> None:
+    overrides = [
+        "threads=1", f"task_args.image_size={args.crop}",
+        f"task_args.train_size={'null' if args.train_size is None else args.train_size}", "task_args.val_size=2",
+        f"task_args.train_labels={data}/widerface/retinaface_labels/train_label.txt",
+        f"task_args.train_images={data}/widerface/WIDER_train/images",
+        f"task_args.val_labels={data}/widerface/retinaface_labels/val_label.txt",
+        f"task_args.val_images={data}/widerface/WIDER_val/images",
+        f"task_args.gt_dir={data}/widerface/ground_truth",
+        f"teacher.checkpoint={data}/weights/featherface_v1_thirdparty.pth",
+        f"finetune.epochs={args.finetune_epochs}",
+        f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}",
+        f"search.initial_points={max(2, args.trials // 2)}",
+        f"search.iterations={max(0, args.trials - max(2, args.trials // 2))}", "export.onnx=false",
+    ]
+    if not results.done("featherface_v1", None):
+        model = models.build_model("featherface_v1", weights=data / "weights" / "featherface_v1_thirdparty.pth")
+        results.add({"method": "featherface_v1", "budget": None, **size_row(model), "ap_removed": None,
+                     "ap_finetuned": official_ap(model, data), "load_avg_1m": round(os.getloadavg()[0], 2)})
+    paths = {"featherface_nano_b": (None, [f"distill.epochs={args.distill_epochs}"]),
+             "featherface_v1_pruned": ("v1_pruned", [])}
+    for method, (profile, extra) in paths.items():
+        if results.done(method, "120K-180K"):
+            continue
+        pruned, final, details = featherface_path(profile, [*overrides, *extra], args.work / method)
+        results.add({"method": method, "budget": "120K-180K", **size_row(final),
+                     "ap_removed": official_ap(pruned, data), "ap_finetuned": official_ap(final, data),
+                     **details, "load_avg_1m": round(os.getloadavg()[0], 2)})
+
+
 # --------------------------------------------------------------------------------------------
 # driver
 
@@ -271,7 +319,8 @@ def render(data: dict[str, Any]) -> str:
         return "—" if not values else f"{values['easy']:.2f} / {values['medium']:.2f} / {values['hard']:.2f}"
 
     for row in data["rows"]:
-        budget = "100%" if row.get("budget") is None else f"{100 * row['budget']:.0f}%"
+        budget = row.get("budget")
+        budget = "100%" if budget is None else budget if isinstance(budget, str) else f"{100 * budget:.0f}%"
         lines.append(f"| {row['method']} | {budget} | {row['params']:,} | {row['macs_g']:.3f} G | "
                      f"{row['ort_ms_640_1t']:.1f} | {ap(row.get('ap_removed'))} | {ap(row.get('ap_finetuned'))} | "
                      f"{row.get('prune_seconds', 0):.0f} | {row.get('finetune_seconds', 0):.0f} |")
@@ -292,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--soft-epochs", type=int, default=2)
     parser.add_argument("--trials", type=int, default=10, help="search: half initial points, half BO")
+    parser.add_argument("--featherface", action="store_true",
+                        help="instead: the FeatherFace paths (V1 -> Nano-B, V1 pruned) to 120K-180K params")
+    parser.add_argument("--distill-epochs", type=int, default=2, help="FeatherFace Nano-B path: distillation")
     parser.add_argument("--eval-images", type=int, default=None,
                         help="score only the first N val images (smoke runs; default: all 194)")
     args = parser.parse_args(argv)
@@ -325,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         VAL_IMAGES = first_val_images(data, args.eval_images, Path(tempfile.mkdtemp(prefix="val_")))
         config["eval_images"] = args.eval_images
     results = Results(args.out, config)
+    if args.featherface:
+        run_featherface(args, results, data)
+        print(render(results.data))
+        return 0
     example = torch.randn(1, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)) * 50
     total = count_params(released(data))
     if not results.done("unpruned", None):
