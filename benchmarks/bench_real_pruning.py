@@ -129,17 +129,19 @@ class Results:
 
     def __init__(self, path: Path, config: dict[str, Any]) -> None:
         self.path = path
-        self.data: dict[str, Any] = {"config": config, "rows": []}
-        if path.exists():
+        self.data: dict[str, Any] = {"runs": [], "rows": []}
+        if path.exists():  # rows of earlier invocations are kept, each with the index of its run
             previous = json.loads(path.read_text())
+            self.data["runs"] = previous.get("runs") or [previous["config"]]
             self.data["rows"] = previous.get("rows", [])
+        self.data["runs"].append(config)
         self.write()
 
     def done(self, method: str, budget: float | None) -> bool:
         return any(r["method"] == method and r.get("budget") == budget for r in self.data["rows"])
 
     def add(self, row: dict[str, Any]) -> None:
-        self.data["rows"].append(row)
+        self.data["rows"].append({**row, "run": len(self.data["runs"]) - 1})
         self.write()
         print(f"ROW {json.dumps(row)}", flush=True)
 
@@ -306,14 +308,15 @@ def run_budget(budget: float, args: argparse.Namespace, results: Results, overri
 
 
 def render(data: dict[str, Any]) -> str:
-    config = data["config"]
-    lines = [f"Command: `{config['command']}`  ",
-             f"Started {config['started']}; torch threads 1; training crop {config['crop']} px, "
-             f"train images {config['train_size']}, fine-tune {config['finetune_epochs']} epoch(s), "
-             f"soft-prune {config['soft_epochs']} epoch(s), search {config['trials']} trials.", "",
-             "| model | budget | params | MACs @640 | ORT ms @640 1t | AP after removal (E/M/H) | "
-             "AP after fine-tune (E/M/H) | prune s | fine-tune s |",
-             "|---|---:|---:|---:|---:|---|---|---:|---:|"]
+    lines = []
+    for index, config in enumerate(data.get("runs") or [data["config"]]):
+        lines += [f"Run {index}: `{config['command']}`  ",
+                  f"started {config['started']}; torch threads 1; training crop {config['crop']} px, "
+                  f"train images {config['train_size']}, fine-tune {config['finetune_epochs']} epoch(s), "
+                  f"soft-prune {config['soft_epochs']} epoch(s), search {config['trials']} trials.", ""]
+    lines += ["| model | budget | params | MACs @640 | ORT ms @640 1t | AP after removal (E/M/H) | "
+              "AP after fine-tune (E/M/H) | prune s | fine-tune s | run | load |",
+              "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
 
     def ap(values: dict[str, float] | None) -> str:
         return "—" if not values else f"{values['easy']:.2f} / {values['medium']:.2f} / {values['hard']:.2f}"
@@ -323,7 +326,8 @@ def render(data: dict[str, Any]) -> str:
         budget = "100%" if budget is None else budget if isinstance(budget, str) else f"{100 * budget:.0f}%"
         lines.append(f"| {row['method']} | {budget} | {row['params']:,} | {row['macs_g']:.3f} G | "
                      f"{row['ort_ms_640_1t']:.1f} | {ap(row.get('ap_removed'))} | {ap(row.get('ap_finetuned'))} | "
-                     f"{row.get('prune_seconds', 0):.0f} | {row.get('finetune_seconds', 0):.0f} |")
+                     f"{row.get('prune_seconds', 0):.0f} | {row.get('finetune_seconds', 0):.0f} | "
+                     f"{row.get('run', 0)} | {row.get('load_avg_1m', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
 
 
