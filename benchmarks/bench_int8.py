@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pruned", action="append", default=[], metavar="PATH", help="compresskit checkpoint")
     parser.add_argument("--calibration", type=int, default=32, help="calibration images (WIDER train)")
     parser.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                        help="also measure a partial INT8 file keeping these ONNX nodes in FP32; repeatable")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-ap", action="store_true", help="skip the AP evaluation")
@@ -74,22 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         for name, model in models.items():
             fp32 = Path(tmp) / f"{len(results)}.onnx"
             int8 = Path(tmp) / f"{len(results)}.int8.onnx"
+            partial = Path(tmp) / f"{len(results)}.partial.onnx"
             export = export_model(model, (example,), fp32, dynamic=True, atol=1e-3)
             preprocessing = Preprocessing.from_metadata(read_metadata(fp32))
             samples = calibration_images(data / "widerface" / "WIDER_train" / "images", preprocessing,
                                          args.calibration, (size, size))
             start = time.perf_counter()
             quantize_onnx(fp32, int8, samples, method=args.method)
+            files = {"fp32": fp32, "int8": int8}
+            if args.exclude:
+                quantize_onnx(fp32, partial, samples, method=args.method, exclude=args.exclude)
+                files["partial"] = partial
             entry = {"model": name, "export_checks": export.checks, "quantize_seconds": time.perf_counter() - start,
-                     "bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}, "latency": {}, "ap": {}}
+                     "bytes": {k: v.stat().st_size for k, v in files.items()}, "latency": {}, "ap": {}}
             for threads in args.threads:
-                report = benchmark_models({"torch": model, "ort fp32": fp32, "ort int8": int8}, (example,),
+                report = benchmark_models({"torch": model, **{f"ort {k}": v for k, v in files.items()}}, (example,),
                                           threads=threads, warmup=3, rounds=args.rounds)
                 entry["latency"][threads] = {**report.to_dict(), "ratio_vs_fp32": report.ratios("ort fp32")}
                 print(report.table("ort fp32"), file=sys.stderr, flush=True)
             if not args.no_ap:
                 torch.set_num_threads(1)
-                for label, path in (("fp32", fp32), ("int8", int8)):
+                for label, path in files.items():
                     start = time.perf_counter()
                     ap = evaluate_widerface(OrtModule(path, threads=1), data / "widerface" / "WIDER_val" / "images",
                                             data / "widerface" / "ground_truth", progress=False)
@@ -108,33 +115,37 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(results: list[dict], args: argparse.Namespace) -> str:
     machine = machine_notes()
+    partial = f"INT8 except {', '.join(f'`{g}`' for g in args.exclude)} (kept FP32)" if args.exclude else None
     lines = [f"Command: `{_command()}`  ",
              f"Calibration: {args.calibration} WIDER train images resized to 640x640, {args.method}; QDQ, per-channel "
              f"INT8 weights, UINT8 activations. Latency: batch 1, 640x640, {args.rounds} interleaved rounds after 3 "
-             f"warm-up calls, median (p90) ms; ratio = median of per-round FP32/INT8. Machine: {machine['cpu']}, "
-             f"nproc {machine['nproc']} (shared with other jobs), onnxruntime {machine['onnxruntime']}.", "",
-             "| model | threads | torch eager | ORT FP32 | ORT INT8 | INT8 speed-up over FP32 (goal >= 1.5x) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"warm-up calls, median (p90) ms; speed-up = 1 / median of per-round INT8/FP32 ratios. Machine: "
+             f"{machine['cpu']}, nproc {machine['nproc']} (shared with other jobs), onnxruntime {machine['onnxruntime']}."
+             + (f" Partial: {partial}." if partial else ""), "",
+             "| model | threads | torch eager | ORT FP32 | ORT INT8 | INT8 speed-up (goal >= 1.5x) |"
+             + (" ORT partial | partial speed-up |" if partial else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if partial else "")]
     for entry in results:
         for threads, lat in entry["latency"].items():
-            ms = lat["latency_ms"]
+            ms, ratio = lat["latency_ms"], lat["ratio_vs_fp32"]
             cell = {k: f"{ms[k]['median']:.1f} ({ms[k]['p90']:.1f})" for k in ms}
-            lines.append(f"| {entry['model']} | {threads} | {cell['torch']} | {cell['ort fp32']} | {cell['ort int8']} | "
-                         f"{1 / lat['ratio_vs_fp32']['ort int8']:.2f}x |")
+            row = (f"| {entry['model']} | {threads} | {cell['torch']} | {cell['ort fp32']} | {cell['ort int8']} | "
+                   f"{1 / ratio['ort int8']:.2f}x |")
+            if partial:
+                row += f" {cell['ort partial']} | {1 / ratio['ort partial']:.2f}x |"
+            lines.append(row)
     if any(entry["ap"] for entry in results):
-        lines += ["", "WIDERFace AP on the 194 real val images (original size, confidence 0.02, NMS 0.4), "
-                  "ORT FP32 vs ORT INT8 (goal: <= 0.5 AP lost per subset):", "",
-                  "| model | FP32 easy / medium / hard | INT8 easy / medium / hard | change (points) |",
-                  "|---|---|---|---|"]
+        subsets = ("easy", "medium", "hard")
+        lines += ["", "WIDERFace AP on the 194 real val images (original size, confidence 0.02, NMS 0.4), ONNX Runtime, "
+                  "change against FP32 in AP points (goal: <= 0.5 lost per subset):", "",
+                  "| model | file | AP easy / medium / hard | change |", "|---|---|---|---|"]
         for entry in results:
             ap = entry["ap"]
-            if not ap:
-                continue
-            subsets = ("easy", "medium", "hard")
-            fp32 = " / ".join(f"{100 * ap['fp32'][s]:.2f}" for s in subsets)
-            int8 = " / ".join(f"{100 * ap['int8'][s]:.2f}" for s in subsets)
-            change = " / ".join(f"{100 * (ap['int8'][s] - ap['fp32'][s]):+.2f}" for s in subsets)
-            lines.append(f"| {entry['model']} | {fp32} | {int8} | {change} |")
+            for label in [k for k in ("fp32", "int8", "partial") if k in ap]:
+                values = " / ".join(f"{100 * ap[label][s]:.2f}" for s in subsets)
+                change = "—" if label == "fp32" else " / ".join(
+                    f"{100 * (ap[label][s] - ap['fp32'][s]):+.2f}" for s in subsets)
+                lines.append(f"| {entry['model']} | {partial if label == 'partial' else label.upper()} | {values} | {change} |")
     return "\n".join(lines) + "\n"
 
 

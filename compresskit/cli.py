@@ -507,6 +507,8 @@ def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="How activation ranges are set from the calibration data.")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Keep ONNX nodes whose names match in FP32, e.g. '/body/stage1/*'. Repeatable.")
 @click.option("--mean", default=None, metavar="M1,M2,M3", help="Per-channel mean (if the file has no metadata).")
 @click.option("--scale", type=float, default=None, help="Multiplier after the mean (if the file has no metadata).")
 @click.option("--channel-order", type=click.Choice(["BGR", "RGB"]), default=None,
@@ -514,7 +516,7 @@ def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...
 @click.option("--input-size", default=None, metavar="H,W", help="Calibration image size (default: the file's).")
 @_user_errors
 def quantize_command(model: Path, calibration_images: Path, out: Path, count: int, method: str, per_tensor: bool,
-                     mean: str | None, scale: float | None, channel_order: str | None, input_size: str | None) -> None:
+                     exclude: Sequence[str], mean: str | None, scale: float | None, channel_order: str | None, input_size: str | None) -> None:
     """INT8 post-training static quantization of MODEL.onnx (ONNX Runtime, QDQ, per-channel weights).
 
     The preprocessing (channel order, mean, scale, input size) comes from the file's metadata
@@ -547,7 +549,7 @@ def quantize_command(model: Path, calibration_images: Path, out: Path, count: in
         samples = load_images(calibration_images, preprocessing, count,
                               None if size is None else (int(size[0]), int(size[1])))
         out.parent.mkdir(parents=True, exist_ok=True)
-        path = quantize_onnx(model, out, samples, method=method, per_channel=not per_tensor)
+        path = quantize_onnx(model, out, samples, method=method, per_channel=not per_tensor, exclude=exclude)
     except ValueError as error:
         raise UserError(str(error)) from None
     import torch

@@ -960,7 +960,7 @@ def phase_quantize(ctx: RunContext) -> dict[str, Any]:
         if len(samples) >= config.calibration_samples:
             break
     int8 = quantize_onnx(export.path, ctx.path("model.int8.onnx"), samples, method=config.method,
-                         per_channel=config.per_channel)
+                         per_channel=config.per_channel, exclude=config.exclude)
     latency = benchmark_models({"onnx_fp32": export.path, "onnx_int8": int8}, ctx.task.example_inputs(),
                                threads=1, warmup=2, rounds=config.rounds)
     ratios = latency.ratios("onnx_fp32")
@@ -1156,11 +1156,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     distributed.init()  # torchrun: process group from its env (see compresskit.distributed); else no-op
     if not distributed.is_main():
         log, progress = (lambda message: None), False
-    ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)
-    if not {"teacher", "distill"} <= set(ctx.state["completed"]):  # weights still to be read
-        from compresskit.checkpoints import check_checkpoints
-
-        check_checkpoints(recipe, ctx.task, ctx.build)  # a wrong file fails here, before any training
+    ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)  # pre-flight incl. checkpoints
     _configure_determinism(recipe)
     for index, (name, phase) in enumerate(PHASES.items()):
         if name in ctx.state["completed"]:

@@ -21,6 +21,7 @@ Caveats:
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -106,6 +107,7 @@ def quantize_onnx(
     calibration: Iterable[np.ndarray | Sequence[np.ndarray]],
     method: str = "minmax",
     per_channel: bool = True,
+    exclude: Sequence[str] = (),
 ) -> Path:
     """Quantize an FP32 ONNX file to INT8 (QDQ) with static ranges from ``calibration``.
 
@@ -120,12 +122,15 @@ def quantize_onnx(
             :func:`calibration_images`.
         method: One of :data:`CALIBRATION_METHODS`.
         per_channel: Per-output-channel weight scales (else per tensor).
+        exclude: ``fnmatch`` globs over ONNX node names (the TorchScript exporter names nodes after
+            module paths, e.g. ``"/body/stage1/*"``) whose nodes stay in FP32 (sensitive layers).
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: Unknown method, missing input file or folder, no calibration sample.
+        ValueError: Unknown method, missing input file or folder, no calibration sample, or an
+            ``exclude`` glob that matches no node.
 
     Example:
         >>> meta = Preprocessing.from_metadata(read_metadata("model.onnx"))  # doctest: +SKIP
@@ -167,17 +172,33 @@ def quantize_onnx(
             quant_pre_process(str(model_path), str(prepared))
         except Exception:  # noqa: BLE001 - symbolic shape inference cannot follow every graph
             quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+        excluded = _matching_nodes(prepared, exclude)
         with atomic_path(out_path) as temporary:
             quantize_static(
                 str(prepared), str(temporary), Reader(input_names, samples),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[method],
+                calibrate_method=methods[method], nodes_to_exclude=excluded,
                 extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True},
             )
             write_metadata(temporary, {**metadata, "quantization.format": "QDQ",
                                        "quantization.weights": "int8 per-channel" if per_channel else "int8",
                                        "quantization.activations": "uint8",
-                                       "quantization.calibration": f"{method}, {len(samples)} samples"})
+                                       "quantization.calibration": f"{method}, {len(samples)} samples",
+                                       "quantization.fp32_nodes": ",".join(exclude)})
             onnx.checker.check_model(str(temporary))
     return out_path
+
+
+def _matching_nodes(path: Path, patterns: Sequence[str]) -> list[str]:
+    """Names of the nodes of ``path`` matched by any glob; a glob matching nothing is an error."""
+    import onnx
+
+    names = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node]
+    matched: set[str] = set()
+    for pattern in patterns:
+        found = fnmatch.filter(names, pattern)
+        if not found:
+            raise ValueError(f"exclude pattern {pattern!r} matches no node (node names look like {names[:2]!r})")
+        matched.update(found)
+    return sorted(matched)

@@ -380,6 +380,7 @@ class QuantizeConfig:
         method: ``minmax``, ``entropy`` or ``percentile`` (``compresskit.quantize.CALIBRATION_METHODS``).
         per_channel: One weight scale per output channel (else per tensor).
         rounds: Interleaved latency rounds (FP32 vs INT8).
+        exclude: ``fnmatch`` globs over ONNX node names kept in FP32 (``compresskit.quantize.quantize_onnx``).
     """
 
     enabled: bool = False
@@ -387,6 +388,7 @@ class QuantizeConfig:
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     rounds: int = field(default=10, metadata=AT_LEAST_ONE)
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,21 @@ def test_recipe_quantize_phase_reports_metrics_and_latency(tmp_path, monkeypatch
     assert summary["dynamic_input_axes"] == [0, 2, 3] or summary["dynamic_input_axes"] == [0]
     assert is_quantized(tmp_path / "run" / "model.int8.onnx")
     assert "## INT8 quantization" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_excluded_nodes_stay_fp32(tmp_path):
+    model, example_input = ZOO["detection_heads"]()
+    fp32 = export_model(model, example_input, tmp_path / "m.onnx", dynamic=True).path
+    names = [node.name for node in onnx.load(str(fp32)).graph.node if node.op_type == "Conv"]
+    first = names[0]
+    int8 = quantize_onnx(fp32, tmp_path / "q.onnx", _calibration((1, 3, 32, 32)), exclude=[first])
+    graph = onnx.load(str(int8)).graph
+    produced_by = {output: node for node in graph.node for output in node.output}
+    kept = next(node for node in graph.node if node.name == first)
+    # its weight is a plain FP32 initializer, not the output of a DequantizeLinear
+    assert kept.input[1] not in produced_by or produced_by[kept.input[1]].op_type != "DequantizeLinear"
+    quantized = [node for node in graph.node if node.op_type == "Conv" and node.name != first]
+    assert quantized and all(produced_by[node.input[1]].op_type == "DequantizeLinear" for node in quantized)
+    assert read_metadata(int8)["quantization.fp32_nodes"] == first
+    with pytest.raises(ValueError, match="exclude pattern '/nothing/\\*' matches no node"):
+        quantize_onnx(fp32, tmp_path / "q2.onnx", _calibration((1, 3, 32, 32)), exclude=["/nothing/*"])
