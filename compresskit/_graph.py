@@ -3,7 +3,19 @@
 Torch-Pruning (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023)
 traces the autograd graph and propagates channel indices through residual adds,
 concatenations, splits, depthwise convs and flatten->linear. We keep its graph and
-index mapping and add what it lacks:
+replace or add what it gets wrong or lacks:
+
+* index relations are derived, not assumed: split/chunk/slice/concat offsets come from the
+  autograd edges (output numbers) and recorded shapes (:func:`_derive_routing`), flatten strides
+  from recorded shapes, inline ``view/transpose/view`` channel shuffles are recognised
+  (:func:`_derive_shuffles`); the traversal keeps every (index, root) pair, and roots that reach
+  one channel through two paths become one unit (:func:`_channel_units`, e.g. a ghost module's
+  ``cat([x1, cheap(x1)])`` into a residual add couples ``j`` with ``j + C/2``);
+* an op whose mapping Torch-Pruning cannot build (it raises) skips the sets that reach it, and
+  a graph build that fails skips the whole model, with the reason: never a crash;
+* ``nn.Linear`` on any leading shape is one node while tracing (:class:`_LinearNode`);
+  attention modules with ``num_heads`` and q/k/v Linears get sets of whole heads
+  (:func:`_head_groups`);
 
 * :class:`~compresskit.shuffle.ChannelShuffle` is registered as a custom layer whose
   input->output dependency carries the shuffle permutation;
