@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -230,6 +231,7 @@ def _whole_linears(model: nn.Module) -> Iterator[None]:
             vars(module).pop("forward", None)
 
 
+_BUILD_LOCK = threading.Lock()
 _UPDATERS = (
     "update_concat_index_mapping",
     "update_split_index_mapping",
@@ -518,7 +520,8 @@ def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGra
         return output
     failures: dict[Any, str] = {}
     try:
-        with torch.enable_grad(), tracing(), _tolerant_index_mapping(failures), _whole_linears(model):
+        # the lock: _tolerant_index_mapping swaps functions of Torch-Pruning's module for the build
+        with _BUILD_LOCK, torch.enable_grad(), tracing(), _tolerant_index_mapping(failures), _whole_linears(model):
             graph = tp.DependencyGraph().build_dependency(
                 model,
                 example_inputs,
