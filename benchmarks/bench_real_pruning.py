@@ -262,6 +262,63 @@ def run_featherface(args: argparse.Namespace, results: Results, data: Path) -> N
                      **details, "load_avg_1m": round(os.getloadavg()[0], 2)})
 
 
+def architecture(row: dict[str, Any], args: argparse.Namespace, total: int, example: torch.Tensor) -> nn.Module:
+    """A model with the architecture of ``row`` (latency does not depend on the weights): rebuilt by the
+    same deterministic pruning, or read from the run directory the row's pipeline wrote."""
+    method, budget = row["method"], row.get("budget")
+    if method == "unpruned":
+        return released(args.data)
+    if method == "featherface_v1":
+        return models.build_model("featherface_v1")
+    if method.startswith("featherface_"):
+        return load_pruned(args.work / method / "final.pt", trust=[BUILDER])
+    if method == "compresskit":
+        return load_pruned(args.work / f"compresskit_{budget}" / "pruned.pt", trust=[BUILDER])
+    prune_to = {"uniform_fpgm": uniform_fpgm, "tp_magnitude": tp_magnitude}[method]
+    return prune_to(args.data, int(budget * total), example)[0]
+
+
+def measure_latencies(args: argparse.Namespace, results: Results, rounds: int = 30) -> None:
+    """ORT latency (640x640, 1 thread) of every row's model, all sessions timed round-robin in the same
+    minutes (so machine load hits every model alike); median and IQR per row, written to the file."""
+    import onnxruntime as ort
+
+    example = torch.randn(1, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)) * 50
+    total = count_params(released(args.data))
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (1, 3, 640, 640)).astype(np.float32)
+    image -= np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    rows = results.data["rows"]
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions = []
+        for index, row in enumerate(rows):
+            path = export_onnx(architecture(row, args, total, example).eval(), (torch.from_numpy(image),),
+                               Path(tmp) / f"{index}.onnx")
+            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        feeds = [{s.get_inputs()[0].name: image} for s in sessions]
+        for session, feed in zip(sessions, feeds):
+            for _ in range(3):
+                session.run(None, feed)
+        times: list[list[float]] = [[] for _ in rows]
+        loads = [os.getloadavg()[0]]
+        for round_index in range(rounds):
+            order = list(range(len(rows)))
+            order = order[round_index % len(order):] + order[:round_index % len(order)]
+            for index in order:
+                start = time.perf_counter()
+                sessions[index].run(None, feeds[index])
+                times[index].append((time.perf_counter() - start) * 1e3)
+        loads.append(os.getloadavg()[0])
+    for row, samples in zip(rows, times):
+        q25, median, q75 = np.percentile(samples, [25, 50, 75])
+        row["ort_interleaved"] = {"median_ms": round(float(median), 2), "iqr_ms": round(float(q75 - q25), 2),
+                                  "rounds": rounds, "load_1m": [round(v, 2) for v in loads]}
+    results.data["latency_command"] = " ".join([".venv/bin/python", "benchmarks/bench_real_pruning.py", *sys.argv[1:]])
+    results.write()
+
+
 # --------------------------------------------------------------------------------------------
 # driver
 
@@ -321,13 +378,23 @@ def render(data: dict[str, Any]) -> str:
     def ap(values: dict[str, float] | None) -> str:
         return "—" if not values else f"{values['easy']:.2f} / {values['medium']:.2f} / {values['hard']:.2f}"
 
+    def latency(row: dict[str, Any]) -> str:
+        if "ort_interleaved" in row:  # all rows timed in the same minutes: comparable
+            return f"{row['ort_interleaved']['median_ms']:.1f} ({row['ort_interleaved']['iqr_ms']:.1f})"
+        return f"{row['ort_ms_640_1t']:.1f}*"
+
     for row in data["rows"]:
         budget = row.get("budget")
         budget = "100%" if budget is None else budget if isinstance(budget, str) else f"{100 * budget:.0f}%"
         lines.append(f"| {row['method']} | {budget} | {row['params']:,} | {row['macs_g']:.3f} G | "
-                     f"{row['ort_ms_640_1t']:.1f} | {ap(row.get('ap_removed'))} | {ap(row.get('ap_finetuned'))} | "
+                     f"{latency(row)} | {ap(row.get('ap_removed'))} | {ap(row.get('ap_finetuned'))} | "
                      f"{row.get('prune_seconds', 0):.0f} | {row.get('finetune_seconds', 0):.0f} | "
                      f"{row.get('run', 0)} | {row.get('load_avg_1m', float('nan')):.1f} |")
+    if "latency_command" in data:
+        lines += ["", f"ORT ms: median (IQR) of 30 interleaved rounds, all models in the same minutes: "
+                      f"`{data['latency_command']}`."]
+    else:
+        lines += ["", "ORT ms*: measured right after each model, under whatever load the machine had then."]
     return "\n".join(lines) + "\n"
 
 
@@ -348,11 +415,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--featherface", action="store_true",
                         help="instead: the FeatherFace paths (V1 -> Nano-B, V1 pruned) to 120K-180K params")
     parser.add_argument("--distill-epochs", type=int, default=2, help="FeatherFace Nano-B path: distillation")
+    parser.add_argument("--latency", type=Path, default=None,
+                        help="re-time every model of this results file (ORT, interleaved) and add it to the file")
     parser.add_argument("--eval-images", type=int, default=None,
                         help="score only the first N val images (smoke runs; default: all 194)")
     args = parser.parse_args(argv)
     if args.table is not None:
         print(render(json.loads(args.table.read_text())))
+        return 0
+    if args.latency is not None:
+        torch.set_num_threads(1)
+        results = Results.__new__(Results)
+        results.path, results.data = args.latency, json.loads(args.latency.read_text())
+        measure_latencies(args, results)
+        print(render(results.data))
         return 0
     torch.set_num_threads(1)
     args.methods = args.methods.split(",")
