@@ -940,7 +940,7 @@ def trace_groups(
             model.train(was_training)
         reason = f"Torch-Pruning's graph builder failed on this model: {type(error).__name__}: {error}"
         return [
-            RawGroup(name, axis_size(module, OUT) or 0, [], reason)
+            RawGroup(name, axis_size(module, OUT) or 0, [], reason, protected=name in protected)
             for name, module in model.named_modules()
             if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))
         ]

@@ -463,3 +463,20 @@ def test_multihead_attention_is_skipped_with_its_reason() -> None:
     assert list(groups) == []
     assert [s.name for s in groups.skipped] == ["embed"]
     assert "channel-mixing op MmBackward0" in groups.skipped[0].reason  # its in-projection, run inline
+
+
+def test_a_failing_graph_build_skips_the_model_with_its_reason(monkeypatch) -> None:
+    import torch_pruning as tp
+
+    def explode(self, *args, **kwargs):
+        raise ZeroDivisionError("integer division or modulo by zero")
+
+    model, example = ZOO["resnet_downsample"]()
+    monkeypatch.setattr(tp.DependencyGraph, "build_dependency", explode)
+    with pytest.warns(ck.UnprunableWarning, match="graph builder failed"):
+        groups = ck.find_groups(model, example, protect=["fc"])
+    assert list(groups) == [] and {s.name for s in groups.skipped} == {
+        n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)
+    }  # every conv; the protected fc is not listed
+    with pytest.raises(RuntimeError):  # a bad input is the caller's error, not a skip
+        ck.find_groups(model, torch.randn(1, 5, 32, 32), protect=["fc"])
