@@ -21,6 +21,7 @@ from .groups import (
     LayerGroupSpec,
     SkippedCoupling,
     UnprunableWarning,
+    cell_removal_counts,
     channels_to_remove,
     find_groups,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "UnprunableWarning",
     "UntrustedBuilderError",
     "channel_summary",
+    "cell_removal_counts",
     "channels_to_remove",
     "check_onnx",
     "constant",

@@ -125,6 +125,7 @@ class RawGroup:
     reason: str | None = None
     protected: bool = False
     cells: list[list[int]] = field(default_factory=list)
+    balanced: bool = False  # grouped convs / chunks: cells lose channels in proportion to their sizes
 
 
 class _CustomLayerPruner(tp.BasePruningFunc):
@@ -1134,9 +1135,15 @@ def _finish(groups: list[RawGroup]) -> list[RawGroup]:
             cells.setdefault(tuple(signatures[r]), []).append(r)
         group.cells = list(cells.values())
         sizes = sorted({len(c) for c in group.cells})
-        if grouped and len(sizes) > 1:
+        # Each grouped conv / chunk asks for equal removal per group: homogeneous linear constraints
+        # that removing *all* channels satisfies (the set covers those axes), so removing the same
+        # fraction of every cell does too. That is possible in whole channels when every cell size
+        # is a multiple of the smallest: k * size / smallest from each (see ChannelGroup.removal_counts).
+        if grouped and any(size % sizes[0] for size in sizes):
             group.reason = (
-                f"grouped convs or chunks split this set into unequal cells (sizes {sizes}); a channel shuffle "
-                "between grouped convs with g groups needs a multiple of g channels per group"
+                f"grouped convs or chunks split this set into cells of sizes {sizes}, not multiples of the "
+                "smallest; a channel shuffle between grouped convs with g groups needs a multiple of g "
+                "channels per group"
             )
+        group.balanced = bool(grouped)
     return groups

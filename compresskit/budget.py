@@ -3,7 +3,7 @@
 :class:`ParamPredictor` answers "how many parameters would the physically pruned
 model have at these rates?" exactly and without building it (a rate search calls
 it thousands of times). It uses the same rate -> channel-count function as the
-pruner (:func:`compresskit.groups.channels_to_remove`) and the same per-module
+pruner (:func:`compresskit.groups.cell_removal_counts`) and the same per-module
 formulas as the layers themselves, so ``predictor(rates) == count_params(pruned)``.
 
 MACs come from ``torch.utils.flop_counter.FlopCounterMode`` (maintained in PyTorch
@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ._surgery import BOTH, IN, OUT, is_depthwise, run_model
-from .groups import ChannelGroup, channels_to_remove
+from .groups import ChannelGroup, cell_removal_counts, channels_to_remove
 
 __all__ = [
     "LayerChange",
@@ -200,8 +200,8 @@ class ParamPredictor:
         self._layers: list[_Layer] = []
         self._base: list[int] = []
         index_of: dict[str, int] = {}
-        # per group: its layer group, and per cell (size, [(layer index, axis, multiplicity)])
-        self._groups: list[tuple[str, list[tuple[int, list[tuple[int, int, int]]]]]] = []
+        # per group: its layer group, balanced flag, and per cell (size, [(layer index, axis, multiplicity)])
+        self._groups: list[tuple[str, bool, list[tuple[int, list[tuple[int, int, int]]]]]] = []
         axis_codes = {OUT: 0, IN: 1, BOTH: 2}
         for group in groups:
             items = []  # (layer index, axis code, item.index) of the items that hold parameters
@@ -218,16 +218,15 @@ class ParamPredictor:
             for cell in group.cells:
                 multiplicities = [(layer, axis, len(index.get(cell[0], ()))) for layer, axis, index in items]
                 cells.append((len(cell), [term for term in multiplicities if term[2]]))
-            self._groups.append((group.layer_group, cells))
+            self._groups.append((group.layer_group, getattr(group, "balanced", False), cells))
 
     def __call__(self, rates: float | Mapping[str, float]) -> int:
         """Parameters after pruning at ``rates`` (a float, or ``{layer_group: rate}``)."""
         by_group = _rates_by_layer_group(rates, self.layer_groups)
         removed = [[0, 0] for _ in self._layers]  # [in, out] per layer
-        for layer_group, cells in self._groups:
-            rate = by_group[layer_group]
-            for size, terms in cells:
-                count = channels_to_remove(size, rate)
+        for layer_group, balanced, cells in self._groups:
+            counts = cell_removal_counts([size for size, _ in cells], by_group[layer_group], balanced)
+            for (size, terms), count in zip(cells, counts):
                 if not count:
                     continue
                 for layer, axis, multiplicity in terms:

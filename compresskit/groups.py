@@ -54,6 +54,7 @@ __all__ = [
     "LayerGroupSpec",
     "SkippedCoupling",
     "UnprunableWarning",
+    "cell_removal_counts",
     "channels_to_remove",
     "find_groups",
 ]
@@ -133,6 +134,20 @@ def channels_to_remove(num_channels: int, rate: float) -> int:
     return max(0, min(num_channels - 1, math.floor(rate * num_channels + 1e-9)))
 
 
+def cell_removal_counts(sizes: Sequence[int], rate: float, balanced: bool) -> list[int]:
+    """Channels removed from cells of ``sizes`` at ``rate``; the pruner and the predictor both use it.
+
+    Unbalanced: ``channels_to_remove(size, rate)`` per cell. Balanced (grouped convs / chunks, whose
+    cell sizes are multiples of the smallest ``s``): ``channels_to_remove(s, rate) * size // s``, the
+    same fraction of every cell, which keeps every group of every grouped conv / chunk equal.
+    """
+    if not balanced or not sizes:
+        return [channels_to_remove(size, rate) for size in sizes]
+    smallest = min(sizes)
+    per_smallest = channels_to_remove(smallest, rate)
+    return [per_smallest * size // smallest for size in sizes]
+
+
 @dataclass(eq=False)
 class ChannelGroup:
     """One set of coupled channels, removed together.
@@ -141,8 +156,10 @@ class ChannelGroup:
         name: Name of the first producing module (e.g. ``"layer1.conv1.0"``).
         layer_group: The :class:`LayerGroupSpec` it belongs to (``"default"`` without specs).
         num_channels: Original channel count; rates are always against it.
-        cells: Partition of ``range(num_channels)`` into equal-removal cells (one cell
-            unless grouped convs or splits impose a balance).
+        cells: Partition of ``range(num_channels)`` into cells of exchangeable channels (one
+            cell unless grouped convs, chunks or channel multiplicities tell channels apart).
+        balanced: Grouped convs or chunks require equal removal per group: every cell loses the
+            same fraction (see :meth:`removal_counts`).
         items: Every module axis / graph op touched (internal detail).
         model: The model whose modules this group refers to.
     """
@@ -153,6 +170,7 @@ class ChannelGroup:
     cells: tuple[tuple[int, ...], ...]
     items: tuple[_graph.Item, ...] = field(repr=False)
     model: nn.Module = field(repr=False)
+    balanced: bool = False
 
     def _module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
@@ -186,8 +204,8 @@ class ChannelGroup:
         return [w for w, channels in self.producer_slices() if len(channels) == self.num_channels]
 
     def removal_counts(self, rate: float) -> list[int]:
-        """Channels removed from each cell at ``rate``."""
-        return [channels_to_remove(len(cell), rate) for cell in self.cells]
+        """Channels removed from each cell at ``rate`` (see :func:`cell_removal_counts`)."""
+        return cell_removal_counts([len(cell) for cell in self.cells], rate, self.balanced)
 
     def select(self, scores: Tensor, rate: float) -> list[int]:
         """Lowest-scoring channels per cell at ``rate`` (ties: lower index first), sorted."""
@@ -426,6 +444,7 @@ def find_groups(
                 cells=tuple(tuple(cell) for cell in raw.cells),
                 items=tuple(raw.items),
                 model=model,
+                balanced=raw.balanced,
             )
         )
 

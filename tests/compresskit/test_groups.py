@@ -369,13 +369,24 @@ def test_csp_chunk_whose_parts_are_concatenated_again_is_routed_exactly() -> Non
     assert _item(convs1, "blocks.0.fuse.0", "in").index == {r: (24 + r,) for r in range(8)}
 
 
-def test_inline_shufflenetv2_trunk_is_skipped_with_its_reason_not_a_crash() -> None:
-    _, _, groups = _find("shufflenetv2_inline")  # Torch-Pruning's own builder divides by zero here
-    assert [g.name for g in groups] == [f"units.{i}.branch.0.0" for i in range(3)]
-    # the trunk: every shuffle keeps its slots whole, every chunk(2) loses as many channels per half;
-    # the cells those constraints leave are unequal, so no rate can satisfy them all
-    assert [s.name for s in groups.skipped] == ["stem.0"]
-    assert "unequal cells" in groups.skipped[0].reason
+def test_inline_shufflenetv2_trunk_is_pruned_in_balanced_proportions() -> None:
+    model, example, groups = _find("shufflenetv2_inline")  # Torch-Pruning's own builder divides by zero here
+    assert groups.skipped == []
+    trunk = groups[0]
+    # every shuffle keeps its slots whole, every chunk(2) must lose as many channels per half:
+    # cells of 2, 2, 4 and 8 units lose 1, 1, 2 and 4 at rate 0.5 (the same fraction of each)
+    assert trunk.name == "stem.0" and trunk.balanced and sorted(len(c) for c in trunk.cells) == [2, 2, 4, 8]
+    assert sorted(trunk.removal_counts(0.5)) == [1, 1, 2, 4] and trunk.removal_counts(0.3) == [0, 0, 0, 0]
+    predicted = ck.ParamPredictor(model, groups)(0.5)
+    ck.prune(model, example, 0.5, groups=groups)  # raises if not exact in float64
+    assert model.stem[0].out_channels == 8 and ck.count_params(model) == predicted
+
+
+def test_cell_removal_counts() -> None:
+    assert ck.cell_removal_counts([4, 4], 0.5, balanced=False) == [2, 2]
+    assert ck.cell_removal_counts([3, 6], 0.5, balanced=False) == [1, 3]
+    assert ck.cell_removal_counts([3, 6], 0.5, balanced=True) == [1, 2]  # one third of each
+    assert ck.cell_removal_counts([2, 8], 0.9, balanced=True) == [1, 4]  # at least half of each remains
 
 
 def test_linear_on_tokens_prunes_mlp_hidden_widths_and_layernorm_is_skipped_with_reason() -> None:

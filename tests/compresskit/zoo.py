@@ -30,8 +30,8 @@ The zoo covers the channel couplings a structured pruner must get right:
 * ``densenet_concat``: DenseNet's growing concatenation with pre-activation BN on the concat
   (Huang et al. 2017).
 * ``shufflenetv2_inline``: three ShuffleNetV2 units (Ma et al. 2018) with ``chunk``, branch,
-  concat and the inline ``view/transpose/view`` shuffle (made Torch-Pruning's builder divide by zero;
-  the trunk's shuffle and chunk constraints leave unequal cells, so only the branch widths are pruned).
+  concat and the inline ``view/transpose/view`` shuffle (makes Torch-Pruning's builder divide by zero);
+  the trunk is one set whose shuffles and chunks impose whole-slot units and balanced removal.
 * ``vit_block``: patch embedding + two pre-norm ViT blocks (Dosovitskiy et al. 2021), one with q/k/v
   Linears and ``num_heads``, one with ``nn.MultiheadAttention``; Linear on ``(N, L, C)`` tokens.
 * ``convnext_block``: ConvNeXt blocks (Liu et al. 2022): depthwise 7x7, channels-last LayerNorm,
