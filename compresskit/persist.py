@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,38 @@ def is_trusted(builder: str, trust: Iterable[str] = ()) -> bool:
         if item == builder or ":" not in item and (module_name == item or module_name.startswith(item + ".")):
             return True
     return builder in TRUSTED_BUILDERS or builder in _declared_builders()
+
+
+def _trusted_exactly(builder: str, trust: Iterable[str]) -> bool:
+    return builder in trust or builder in TRUSTED_BUILDERS or builder in _declared_builders()
+
+
+def _resolve_builder(path: Path, builder: str, exact: bool) -> Callable[..., Any]:
+    """Import a trusted builder.
+
+    Trusting a *module* trusts the callables defined in it, not every name it imports: a builder
+    trusted only through its module must be a top-level function or class whose ``__module__`` is
+    that module (so ``my_pkg.models:os.system`` or ``my_pkg.models:run`` after
+    ``from subprocess import run`` are refused). Exactly trusted builders may be dotted attributes.
+    """
+    module_name, attribute = _check_builder(builder)
+    if not exact and "." in attribute:
+        raise UntrustedBuilderError(
+            f"{path}: builder {_short(builder)} is a dotted attribute; trusting module {_short(module_name)} "
+            f"covers only its own top-level callables; trust the exact builder string if you mean it")
+    try:
+        resolved: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            resolved = getattr(resolved, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{path}: cannot import builder {builder!r} ({error})") from error
+    if not exact and getattr(resolved, "__module__", None) != module_name:
+        raise UntrustedBuilderError(
+            f"{path}: builder {_short(builder)} is not defined in module {_short(module_name)} (it comes from "
+            f"{_short(getattr(resolved, '__module__', None))}); trusting a module covers only what it defines")
+    if not callable(resolved):
+        raise ValueError(f"{path}: builder {builder!r} is not callable")
+    return resolved
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -225,12 +257,7 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
             f"{path}: builder {_short(payload['builder'])} is not trusted, so it was not imported; if you "
             f"trust module {_short(module_name)}, pass --trust {module_name[:120]} (CLI) or load_pruned(..., trust="
             f"[{_short(module_name)}]), or declare it in the {BUILDER_ENTRY_POINTS!r} entry points")
-    try:
-        builder: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            builder = getattr(builder, part)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"{path}: cannot import builder {payload['builder']!r} ({error})") from error
+    builder = _resolve_builder(path, payload["builder"], exact=_trusted_exactly(payload["builder"], trust))
     model = builder(**payload["builder_kwargs"])
     if not isinstance(model, nn.Module):
         raise ValueError(f"{path}: builder {payload['builder']!r} returned {type(model).__name__}, not an nn.Module")

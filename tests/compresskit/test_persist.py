@@ -103,6 +103,7 @@ def test_pickled_modules_are_refused(tmp_path: Path) -> None:
 # --- trust: a checkpoint's builder runs only when the user trusts it ---------------------------
 
 CALLS: list[dict] = []
+imported_call = os.path.join  # a name this module imports: its __module__ is not test_persist
 
 
 def record_call(**kwargs) -> nn.Module:
@@ -152,6 +153,17 @@ def test_trust_by_module_by_builder_and_by_registry(tmp_path: Path) -> None:
     assert len(CALLS) == 3
     with pytest.raises(ck.UntrustedBuilderError):
         ck.load_pruned(path)
+
+
+@pytest.mark.parametrize("builder", ["test_persist:os.system", "test_persist:torch.load", "test_persist:imported_call"])
+def test_trusting_a_module_does_not_trust_what_it_imports(tmp_path: Path, builder: str) -> None:
+    """`--trust my_module` covers callables my_module defines, not `my_module:os.system` or an imported name."""
+    path = _crafted(tmp_path / "crafted.pt", builder, {"command": "touch pwned"})
+    CALLS.clear()
+    with pytest.raises(ck.UntrustedBuilderError) as raised:
+        ck.load_pruned(path, trust=["test_persist"])
+    assert "\n" not in str(raised.value) and builder in str(raised.value)
+    assert CALLS == [] and not (tmp_path / "pwned").exists()
 
 
 def test_trusting_a_package_trusts_its_submodules_only() -> None:
