@@ -31,6 +31,12 @@ Caveats:
       ``b, b + C/g, ...``) are removed, so those form one unit. Other inline permutations fail
       the check (skipped, never wrong). ``chunk``/equal ``split`` over channels must lose the same
       number of channels per part (equal-removal cells, like a grouped conv's groups).
+    * Transformers: a Linear on tokens ``(*, C)`` prunes like a 1x1 conv (MLP hidden widths);
+      a module with ``num_heads`` and q/k/v (or fused ``qkv``) + projection Linears gets a set of
+      whole heads named ``"<module>:heads"``. Single q/k/v channels (``q @ k^T`` mixes them),
+      channels a LayerNorm normalises over and ``nn.MultiheadAttention`` are skipped with reasons.
+    * Reductions are recognised over dim 1 only: a token tensor ``(N, L, C)`` pooled with
+      ``mean(dim=1)`` is reported as a channel reduction (skipped, never wrong).
 """
 
 from __future__ import annotations
