@@ -1,8 +1,14 @@
-"""ONNX export of (pruned) models and an ONNX Runtime parity check.
+"""ONNX / TorchScript export of (pruned) models, checked against PyTorch.
 
 :func:`export_onnx` writes a checked ``.onnx`` file atomically; :func:`check_onnx`
 runs it with ONNX Runtime on the CPU and compares every output against the
-PyTorch model, returning the largest absolute difference.
+PyTorch model, returning the largest absolute difference. :func:`export_model` is
+what the CLI and the pipeline call: ONNX or a TorchScript trace, optionally with
+dynamic batch and height/width axes (checked at the example shape and at
+:func:`second_shape`), with the model's deployment metadata
+(:class:`Preprocessing`: channel order, mean, scale, nominal input size; plus any
+``onnx_metadata`` the model carries) in the file, so that quantization, detection
+and the browser page read it instead of asking for flags.
 
 Exporter choice: torch 2.9+ defaults ``torch.onnx.export`` to the
 ``torch.export``-based ("dynamo") exporter, which needs the ``onnxscript``
@@ -17,7 +23,9 @@ Caveats:
     * The TorchScript exporter is deprecated upstream; when it is removed this
       module must move to the dynamo exporter (and add ``onnxscript``).
     * Tracing records one path: data-dependent Python control flow is frozen at
-      the example input.
+      the example input. Shape arithmetic done in Python (e.g. padding computed
+      from ``int(x.shape[-1])``) is frozen too; :func:`export_model` checks a
+      second shape to catch it, but only at that shape.
     * Models over 2 GiB (ONNX external data) are not supported by the atomic
       write, which moves a single file.
 """

@@ -98,3 +98,16 @@ def test_real_weights_find_the_couple_in_torch_fp32_and_int8(shared_data, tmp_pa
     assert [len(faces) for faces in results.values()] == [2, 2, 2]
     reference = results[f"retinaface_mnet025:{weights}"]
     assert np.abs(results[str(fp32)][:, :4] - reference[:, :4]).max() < 0.5  # pixels
+
+
+def test_fixed_size_export_gets_a_scaled_and_padded_image(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("retinaface_mnet025").eval()
+    fixed = export_model(model, torch.zeros(1, 3, 64, 64), tmp_path / "fixed.onnx").path
+    detector = FaceDetector(fixed, score_threshold=0.0, top_k=20)
+    assert detector.fixed_size == (64, 64)
+    array, scale = detector.input_for(_image(70, 90))
+    assert array.shape == (1, 3, 64, 64) and scale == pytest.approx(64 / 90)
+    assert np.all(array[:, :, round(70 * 64 / 90):, :] == 0)  # the padded rows are the mean colour
+    faces = detector.detect(_image(70, 90))
+    assert faces.shape[1] == 15 and len(faces) >= 1
