@@ -10,11 +10,13 @@ Public API (see docs/DESIGN.md for the contracts between modules):
   :func:`channel_summary`
 * persistence: :func:`save_pruned`, :func:`load_pruned`
 * schedules: :func:`polynomial`, :func:`linear`, :func:`constant`, :func:`join`, :data:`SCHEDULES`
-* export: :func:`export_onnx`, :func:`check_onnx`
+* export: :func:`export_onnx`, :func:`check_onnx`, :func:`export_model` (ONNX / TorchScript, dynamic axes,
+  :class:`Preprocessing` metadata); deployment: ``compresskit.quantize`` (INT8), ``compresskit.benchmark``
+  (latency), ``compresskit.runtime`` (ONNX Runtime sessions) are imported on use
 """
 
 from .budget import ParamPredictor, channel_summary, count_macs, count_params, predict_params
-from .export import check_onnx, export_onnx
+from .export import Preprocessing, check_onnx, export_model, export_onnx
 from .groups import (
     ChannelGroup,
     ChannelGroups,
@@ -41,6 +43,7 @@ __all__ = [
     "ChannelShuffle",
     "LayerGroupSpec",
     "ParamPredictor",
+    "Preprocessing",
     "PruneSummary",
     "SkippedCoupling",
     "SoftFPGM",
@@ -53,6 +56,7 @@ __all__ = [
     "constant",
     "count_macs",
     "count_params",
+    "export_model",
     "export_onnx",
     "find_groups",
     "fpgm",
