@@ -21,6 +21,7 @@ Caveats:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import tempfile
@@ -166,7 +167,10 @@ def quantize_onnx(
     class Reader(_Reader, CalibrationDataReader):
         pass
 
-    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch:
+    model_path, out_path = Path(model_path).resolve(), Path(out_path).resolve()
+    # ORT's pre-processing writes stray external-data files into the working directory when its symbolic
+    # shape inference fails: run it from the scratch folder so nothing lands beside the user's files.
+    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, _working_directory(scratch):
         prepared = Path(scratch) / "prepared.onnx"
         try:
             quant_pre_process(str(model_path), str(prepared))
@@ -188,6 +192,16 @@ def quantize_onnx(
                                        "quantization.fp32_nodes": ",".join(exclude)})
             onnx.checker.check_model(str(temporary))
     return out_path
+
+
+@contextlib.contextmanager
+def _working_directory(path: str | os.PathLike[str]) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _matching_nodes(path: Path, patterns: Sequence[str]) -> list[str]:
