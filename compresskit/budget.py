@@ -200,6 +200,8 @@ class ParamPredictor:
         self._layers: list[_Layer] = []
         self._base: list[int] = []
         index_of: dict[str, int] = {}
+        #: Module name of each entry of ``_layers`` (what :meth:`layer_channels` reports).
+        self.layer_names: list[str] = []
         # per group: its layer group, balanced flag, and per cell (size, [(layer index, axis, multiplicity)])
         self._groups: list[tuple[str, bool, list[tuple[int, list[tuple[int, int, int]]]]]] = []
         axis_codes = {OUT: 0, IN: 1, BOTH: 2}
@@ -212,20 +214,22 @@ class ParamPredictor:
                 if item.module not in index_of:
                     index_of[item.module] = len(self._layers)
                     self._layers.append(layer)
+                    self.layer_names.append(item.module)
                     self._base.append(layer.params(0, 0))
                 items.append((index_of[item.module], axis_codes[item.axis], item.index))
             cells = []
             for cell in group.cells:
                 multiplicities = [(layer, axis, len(index.get(cell[0], ()))) for layer, axis, index in items]
                 cells.append((len(cell), [term for term in multiplicities if term[2]]))
-            self._groups.append((group.layer_group, getattr(group, "balanced", False), cells))
+            self._groups.append((group.layer_group, getattr(group, "balanced", False), cells,
+                                 getattr(group, "multiple", 1)))
 
-    def __call__(self, rates: float | Mapping[str, float]) -> int:
-        """Parameters after pruning at ``rates`` (a float, or ``{layer_group: rate}``)."""
+    def _removed(self, rates: float | Mapping[str, float]) -> list[list[int]]:
+        """``[in, out]`` channels removed from each layer of ``layer_names`` at ``rates``."""
         by_group = _rates_by_layer_group(rates, self.layer_groups)
         removed = [[0, 0] for _ in self._layers]  # [in, out] per layer
-        for layer_group, balanced, cells in self._groups:
-            counts = cell_removal_counts([size for size, _ in cells], by_group[layer_group], balanced)
+        for layer_group, balanced, cells, multiple in self._groups:
+            counts = cell_removal_counts([size for size, _ in cells], by_group[layer_group], balanced, multiple)
             for (size, terms), count in zip(cells, counts):
                 if not count:
                     continue
@@ -235,6 +239,16 @@ class ParamPredictor:
                         removed[layer][1] += count * multiplicity
                     else:
                         removed[layer][1 - axis] += count * multiplicity
+        return removed
+
+    def layer_channels(self, rates: float | Mapping[str, float]) -> list[tuple[int, int]]:
+        """``(in, out)`` channels of each parameter-holding layer (``layer_names`` order) at ``rates``."""
+        return [(layer.in_channels - r_in, layer.out_channels - r_out)
+                for layer, (r_in, r_out) in zip(self._layers, self._removed(rates))]
+
+    def __call__(self, rates: float | Mapping[str, float]) -> int:
+        """Parameters after pruning at ``rates`` (a float, or ``{layer_group: rate}``)."""
+        removed = self._removed(rates)
         total = self.total
         for layer, base, (r_in, r_out) in zip(self._layers, self._base, removed):
             if r_in or r_out:

@@ -63,6 +63,8 @@ __all__ = [
     "cell_removal_counts",
     "channels_to_remove",
     "find_groups",
+    "round_channels",
+    "round_removal",
 ]
 
 DEFAULT_LAYER_GROUP = "default"
@@ -140,17 +142,36 @@ def channels_to_remove(num_channels: int, rate: float) -> int:
     return max(0, min(num_channels - 1, math.floor(rate * num_channels + 1e-9)))
 
 
-def cell_removal_counts(sizes: Sequence[int], rate: float, balanced: bool) -> list[int]:
+def round_removal(num_channels: int, removed: int, multiple: int) -> int:
+    """Fewer removed channels so that the kept count ``num_channels - removed`` is a multiple of ``multiple``.
+
+    Hardware-friendly widths: the kept count is rounded *up* to the next multiple (never more than
+    ``num_channels``), so rounding never removes more than the rate asks. ``multiple=1`` changes nothing.
+
+    Example:
+        >>> round_removal(72, 30, 8)  # 42 kept -> 48 kept
+        24
+    """
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"channel multiple must be an int >= 1, got {multiple!r}")
+    kept = num_channels - removed
+    rounded = min(num_channels, -(-kept // multiple) * multiple)
+    return num_channels - rounded
+
+
+def cell_removal_counts(sizes: Sequence[int], rate: float, balanced: bool, multiple: int = 1) -> list[int]:
     """Channels removed from cells of ``sizes`` at ``rate``; the pruner and the predictor both use it.
 
     Unbalanced: ``channels_to_remove(size, rate)`` per cell. Balanced (grouped convs / chunks, whose
     cell sizes are multiples of the smallest ``s``): ``channels_to_remove(s, rate) * size // s``, the
     same fraction of every cell, which keeps every group of every grouped conv / chunk equal.
+    With ``multiple > 1`` the kept count of each cell (balanced: of the smallest cell) is rounded up
+    to a multiple of it (:func:`round_removal`); a cell is one unit of the group's channels.
     """
     if not balanced or not sizes:
-        return [channels_to_remove(size, rate) for size in sizes]
+        return [round_removal(size, channels_to_remove(size, rate), multiple) for size in sizes]
     smallest = min(sizes)
-    per_smallest = channels_to_remove(smallest, rate)
+    per_smallest = round_removal(smallest, channels_to_remove(smallest, rate), multiple)
     return [per_smallest * size // smallest for size in sizes]
 
 
@@ -166,6 +187,8 @@ class ChannelGroup:
             cell unless grouped convs, chunks or channel multiplicities tell channels apart).
         balanced: Grouped convs or chunks require equal removal per group: every cell loses the
             same fraction (see :meth:`removal_counts`).
+        multiple: Kept channels per cell are rounded up to a multiple of this (hardware-friendly
+            widths; :func:`round_channels` sets it on every group; 1: no rounding).
         items: Every module axis / graph op touched (internal detail).
         model: The model whose modules this group refers to.
     """
@@ -177,6 +200,7 @@ class ChannelGroup:
     items: tuple[_graph.Item, ...] = field(repr=False)
     model: nn.Module = field(repr=False)
     balanced: bool = False
+    multiple: int = 1
 
     def _module(self, name: str) -> nn.Module:
         return self.model.get_submodule(name)
@@ -211,7 +235,7 @@ class ChannelGroup:
 
     def removal_counts(self, rate: float) -> list[int]:
         """Channels removed from each cell at ``rate`` (see :func:`cell_removal_counts`)."""
-        return cell_removal_counts([len(cell) for cell in self.cells], rate, self.balanced)
+        return cell_removal_counts([len(cell) for cell in self.cells], rate, self.balanced, self.multiple)
 
     def select(self, scores: Tensor, rate: float) -> list[int]:
         """Lowest-scoring channels per cell at ``rate`` (ties: lower index first), sorted."""
@@ -476,3 +500,19 @@ def find_groups(
         dict(specs) if specs is not None else {DEFAULT_LAYER_GROUP: None}
     )
     return ChannelGroups(groups, skipped, names, model, example_inputs)
+
+
+def round_channels(groups: Sequence[ChannelGroup], multiple: int) -> Sequence[ChannelGroup]:
+    """Make every group keep a multiple of ``multiple`` channels per cell (e.g. 4, 8 or 16); returns ``groups``.
+
+    The pruner (through :meth:`ChannelGroup.removal_counts`) and :class:`compresskit.ParamPredictor`
+    read the same setting, so the predictor stays exact. A group smaller than ``multiple`` keeps all
+    of its channels (rounding up never exceeds the original width).
+
+    Example:
+        >>> groups = round_channels(find_groups(model, x), 8)  # doctest: +SKIP
+    """
+    round_removal(1, 0, multiple)  # validates, naming the bad value
+    for group in groups:
+        group.multiple = multiple
+    return groups

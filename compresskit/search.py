@@ -1,4 +1,4 @@
-"""Per-layer-group pruning-rate search under a parameter budget.
+"""Per-layer-group pruning-rate search under a parameter budget (and optionally a latency budget).
 
 ``search_rates`` is Bayesian optimisation with BoTorch: a ``SingleTaskGP``
 (float64, rates mapped to the unit cube, outcomes standardised) fitted by
@@ -65,6 +65,7 @@ __all__ = ["SearchResult", "Trial", "plot_search", "random_search", "search_rate
 
 Objective = Callable[[dict[str, float]], float]
 PredictParams = Callable[[dict[str, float]], int]
+PredictLatency = Callable[[dict[str, float]], float]
 
 HISTORY_FORMAT = "compresskit.search/1"
 _MAX_FEASIBILITY_DRAWS = 1 << 16
@@ -87,6 +88,7 @@ class Trial:
         kind: ``"sobol"`` (initial design), ``"bo"`` (proposed by LogEI) or ``"random"``.
         overhead_seconds: Time spent choosing this candidate (GP fit, acquisition,
             feasibility checks), excluding the objective.
+        predicted_latency_ms: ``predict_latency(rates)`` under a latency budget, else ``None``.
     """
 
     rates: dict[str, float]
@@ -95,6 +97,7 @@ class Trial:
     seconds: float
     kind: str
     overhead_seconds: float = 0.0
+    predicted_latency_ms: float | None = None
 
 
 @dataclass
@@ -173,26 +176,41 @@ def _check_budget(budget: tuple[int, int]) -> tuple[int, int]:
 
 
 class _Feasibility:
-    """Evaluates ``predict_params`` on unit-cube points and checks the budget."""
+    """Evaluates ``predict_params`` (and ``predict_latency``) on unit-cube points and checks the budget."""
 
-    def __init__(self, space: _Space, predict_params: PredictParams, budget: tuple[int, int]) -> None:
-        self.space, self.predict_params, self.budget = space, predict_params, budget
+    def __init__(self, space: _Space, predict_params: PredictParams, budget: tuple[int, int],
+                 latency: tuple[PredictLatency, float] | None = None) -> None:
+        self.space, self.predict_params, self.budget, self.latency = space, predict_params, budget, latency
 
     def params(self, x: Tensor) -> int:
         return int(self.predict_params(self.space.from_unit(x)))
 
+    def latency_ms(self, x: Tensor) -> float | None:
+        return None if self.latency is None else float(self.latency[0](self.space.from_unit(x)))
+
+    def feasible(self, x: Tensor, params: int) -> bool:
+        lo, hi = self.budget
+        if not lo <= params <= hi:
+            return False
+        return self.latency is None or self.latency_ms(x) <= self.latency[1]  # type: ignore[operator]
+
     def check(self, points: Tensor) -> tuple[Tensor, list[int]]:
         """points [n, d] -> (feasible mask [n], params per point)."""
         params = [self.params(x) for x in points]
-        lo, hi = self.budget
-        mask = torch.tensor([lo <= p <= hi for p in params], dtype=torch.bool)
+        mask = torch.tensor([self.feasible(x, p) for x, p in zip(points, params)], dtype=torch.bool)
         return mask, params
 
     def unreachable(self, drawn: int, found: int, seen: list[int]) -> ValueError:
         at_lower = self.params(torch.zeros(self.space.dim, dtype=torch.float64))
         at_upper = self.params(torch.ones(self.space.dim, dtype=torch.float64))
+        latency = ""
+        if self.latency is not None:
+            fastest = self.latency_ms(torch.ones(self.space.dim, dtype=torch.float64))
+            slowest = self.latency_ms(torch.zeros(self.space.dim, dtype=torch.float64))
+            latency = (f" with max_latency_ms {self.latency[1]:.3g} (predicted {fastest:.3g} ms at the upper "
+                       f"bounds, {slowest:.3g} ms at the lower bounds)")
         return ValueError(
-            f"budget {list(self.budget)} is (almost) unreachable: {found} feasible of {drawn} "
+            f"budget {list(self.budget)}{latency} is (almost) unreachable: {found} feasible of {drawn} "
             f"samples; predicted params over the samples span [{min(seen)}, {max(seen)}] "
             f"(all rates at their lower bounds: {at_lower}, at their upper bounds: {at_upper}). "
             "Widen the budget band or the rate bounds."
@@ -314,15 +332,14 @@ def _propose_single_thread(
 def _repair(feasibility: _Feasibility, start: Tensor, end: Tensor) -> tuple[Tensor, int]:
     """Farthest feasible point found by bisection on [start (feasible), end]."""
     end_params = feasibility.params(end)
-    lo, hi = feasibility.budget
-    if lo <= end_params <= hi:
+    if feasibility.feasible(end, end_params):
         return end, end_params
     good, bad = 0.0, 1.0
     good_params = feasibility.params(start)
     for _ in range(_REPAIR_STEPS):
         middle = (good + bad) / 2
         middle_params = feasibility.params(start + middle * (end - start))
-        if lo <= middle_params <= hi:
+        if feasibility.feasible(start + middle * (end - start), middle_params):
             good, good_params = middle, middle_params
         else:
             bad = middle
@@ -332,8 +349,9 @@ def _repair(feasibility: _Feasibility, start: Tensor, end: Tensor) -> tuple[Tens
 # --------------------------------------------------------------------------- history
 
 
-def _history_header(method: str, space: _Space, budget: tuple[int, int], seed: int, initial: int) -> dict[str, Any]:
-    return {
+def _history_header(method: str, space: _Space, budget: tuple[int, int], seed: int, initial: int,
+                    max_latency_ms: float | None = None) -> dict[str, Any]:
+    header = {
         "format": HISTORY_FORMAT,
         "method": method,
         "seed": seed,
@@ -341,6 +359,9 @@ def _history_header(method: str, space: _Space, budget: tuple[int, int], seed: i
         "budget": list(budget),
         "initial_points": initial,
     }
+    if max_latency_ms is not None:  # absent without a latency budget: older histories resume unchanged
+        header["max_latency_ms"] = max_latency_ms
+    return header
 
 
 def _load_history(path: str, header: dict[str, Any]) -> list[Trial]:
@@ -376,6 +397,7 @@ def _run(
     history_path: str | os.PathLike[str] | None,
     raw_samples: int,
     progress: bool,
+    latency: tuple[PredictLatency, float] | None = None,
 ) -> SearchResult:
     space = _check_space(bounds)
     budget = _check_budget(budget)
@@ -385,9 +407,10 @@ def _run(
     raw_samples = _check_int("raw_samples", raw_samples, 16)
     if not callable(objective) or not callable(predict_params):
         raise ValueError(f"objective and predict_params must be callables, got {objective!r}, {predict_params!r}")
-    feasibility = _Feasibility(space, predict_params, budget)
+    latency = _check_latency(latency)
+    feasibility = _Feasibility(space, predict_params, budget, latency)
     total = initial + iterations
-    header = _history_header(method, space, budget, seed, initial)
+    header = _history_header(method, space, budget, seed, initial, None if latency is None else latency[1])
     path = os.fspath(history_path) if history_path is not None else None
     trials = _load_history(path, header) if path is not None else []
 
@@ -410,8 +433,7 @@ def _run(
             kind = "bo"
         rates = space.from_unit(x)
         overhead = time.perf_counter() - started
-        lo, hi = budget
-        assert lo <= params <= hi, "internal: an infeasible candidate reached evaluation"
+        assert feasibility.feasible(x, params), "internal: an infeasible candidate reached evaluation"
         started = time.perf_counter()
         value = objective(dict(rates))
         seconds = time.perf_counter() - started
@@ -421,7 +443,7 @@ def _run(
             raise ValueError(f"objective must return a number, got {value!r} for rates {rates}") from error
         if not math.isfinite(value):
             raise ValueError(f"objective returned {value} for rates {rates}; the search needs finite values")
-        trials.append(Trial(rates, params, value, seconds, kind, overhead))
+        trials.append(Trial(rates, params, value, seconds, kind, overhead, feasibility.latency_ms(x)))
         if path is not None:
             _write_history(path, header, trials)
         bar.update(1)
@@ -430,6 +452,20 @@ def _run(
 
     best = min(trials, key=lambda t: t.objective)
     return SearchResult(dict(best.rates), best.objective, trials, budget)
+
+
+def _check_latency(latency: Any) -> tuple[PredictLatency, float] | None:
+    if latency is None:
+        return None
+    try:
+        predict, max_ms = latency
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"latency must be a (predict_latency, max_latency_ms) pair, got {latency!r}") from error
+    if not callable(predict):
+        raise ValueError(f"predict_latency must be a callable rates -> ms, got {predict!r}")
+    if isinstance(max_ms, bool) or not isinstance(max_ms, (int, float)) or not 0 < max_ms < math.inf:
+        raise ValueError(f"max_latency_ms must be a positive number, got {max_ms!r}")
+    return predict, float(max_ms)
 
 
 def search_rates(
@@ -443,6 +479,7 @@ def search_rates(
     history_path: str | os.PathLike[str] | None = None,
     raw_samples: int = 1024,
     progress: bool = True,
+    latency: tuple[PredictLatency, float] | None = None,
 ) -> SearchResult:
     """Minimise ``objective(rates)`` over rates whose predicted size is within ``budget``.
 
@@ -466,6 +503,9 @@ def search_rates(
             trials are loaded and not re-evaluated (the settings must match).
         raw_samples: Size of the global Sobol candidate pool per iteration.
         progress: Show a tqdm bar.
+        latency: ``(predict_latency, max_latency_ms)``: a candidate is also feasible only when
+            ``predict_latency(rates) <= max_latency_ms`` (e.g. ``compresskit.latency.LatencyModel``,
+            ~0.1 ms per call); both budgets hold for every evaluated candidate.
 
     Returns:
         A :class:`SearchResult` with every :class:`Trial` in evaluation order.
@@ -485,7 +525,7 @@ def search_rates(
         >>> result.best_rates
     """
     return _run("bo", objective, bounds, predict_params, budget, iterations, initial_points,
-                seed, history_path, raw_samples, progress)
+                seed, history_path, raw_samples, progress, latency)
 
 
 def random_search(
@@ -499,6 +539,7 @@ def random_search(
     history_path: str | os.PathLike[str] | None = None,
     raw_samples: int = 1024,
     progress: bool = True,
+    latency: tuple[PredictLatency, float] | None = None,
 ) -> SearchResult:
     """Baseline: ``initial_points + iterations`` feasible uniform random samples.
 
@@ -509,7 +550,7 @@ def random_search(
     feasible set.
     """
     return _run("random", objective, bounds, predict_params, budget, iterations, initial_points,
-                seed, history_path, raw_samples, progress)
+                seed, history_path, raw_samples, progress, latency)
 
 
 # --------------------------------------------------------------------------- plotting

@@ -1,0 +1,331 @@
+"""Latency model of the target runtime: ONNX Runtime CPU milliseconds as a function of channel counts.
+
+Two layers, after NetAdapt (Yang et al., ECCV 2018: measured latency drives every step) and HALP
+(Shen et al., NeurIPS 2022: a latency lookup table calibrated once drives a constrained search):
+
+* **Direct measurement** (:meth:`LatencyModel.measure`): the candidate is pruned, exported to ONNX
+  at the measurement input size and timed with ONNX Runtime by :func:`compresskit.benchmark.measure`
+  *interleaved with the unpruned reference model* in the same rounds. What is stored is the median of
+  per-round ratios candidate / reference (load drift on a shared machine cancels); milliseconds are that
+  ratio times the reference's median from the first measurement of the cache. Results are cached by
+  *channel configuration* (the exact per-layer ``(in, out)`` channels from
+  :meth:`compresskit.ParamPredictor.layer_channels`), so two rate vectors that give the same widths
+  are measured once.
+* **Prediction** (:meth:`LatencyModel.predict`, microseconds, what a search's feasibility check calls
+  thousands of times): a linear cost model over exact per-layer features -- multiply-accumulates of
+  dense convs / linears, of depthwise convs, and output elements of every conv (memory traffic), each
+  summed per output resolution -- whose non-negative weights (``scipy.optimize.nnls``) are fitted once
+  to direct measurements of calibration rate vectors (:meth:`LatencyModel.calibrate`). Non-negative
+  weights over features that never grow when channels are removed make the prediction monotone in
+  every layer's channel count.
+
+The cache is one JSON file per key -- model name and architecture fingerprint, input shape, threads,
+onnxruntime version -- under ``cache_dir``; a file whose stored key differs is never read.
+
+Caveats:
+    * The model is only as good as the features: operators without channel-proportional cost
+      (resize, softmax over few channels, concat copies) are folded into the per-resolution weights.
+      ``benchmarks/bench_latency.py`` reports the prediction error against direct measurement.
+    * Milliseconds are wall-clock on the machine at hand; a cache is meaningless on another machine
+      (the key does not name the CPU, so keep ``cache_dir`` inside the run directory).
+    * Weights do not matter for latency: candidates are pruned by weight magnitude without the
+      float64 verification (they are measured, never returned).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._atomic import atomic_write_text
+from .budget import ParamPredictor
+
+__all__ = ["CACHE_FORMAT", "LatencyKey", "LatencyModel", "architecture_fingerprint"]
+
+CACHE_FORMAT = "compresskit.latency/1"
+_CONV_KINDS = ("conv", "conv_transpose", "linear")
+
+
+@dataclass(frozen=True)
+class LatencyKey:
+    """What a latency measurement depends on; one cache file per key.
+
+    Attributes:
+        model: The caller's model name plus its architecture fingerprint.
+        input_shape: Shape of the timed input, e.g. ``(1, 3, 640, 640)``.
+        threads: ONNX Runtime intra-op threads.
+        runtime: ``"onnxruntime <version>"``.
+    """
+
+    model: str
+    input_shape: tuple[int, ...]
+    threads: int
+    runtime: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "input_shape": list(self.input_shape), "threads": self.threads,
+                "runtime": self.runtime}
+
+    def file_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model.split("@")[0])[:40]
+        return f"{stem}-{digest}.json"
+
+
+def architecture_fingerprint(model: nn.Module) -> str:
+    """Short hash of every module's type and the channel/kernel/stride/group settings of its layers."""
+    parts = []
+    for name, module in model.named_modules():
+        settings = [type(module).__name__]
+        for attribute in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                          "in_features", "out_features", "num_features"):
+            if hasattr(module, attribute):
+                settings.append(f"{attribute}={getattr(module, attribute)}")
+        parts.append(f"{name}:{','.join(settings)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def _output_positions(model: nn.Module, names: Sequence[str], inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:
+    """Output positions (``H * W`` of a conv, tokens of a linear) of each named layer, by one forward."""
+    positions: dict[str, int] = {}
+    handles = []
+    modules = dict(model.named_modules())
+    for name in names:
+        module = modules[name]
+        width = getattr(module, "out_channels", None) or getattr(module, "out_features", None)
+        if width is None:
+            continue
+
+        def hook(_module: nn.Module, _args: Any, output: Any, name: str = name, width: int = width) -> None:
+            if isinstance(output, torch.Tensor):
+                positions[name] = output.numel() // (output.shape[0] * width)
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(*inputs)
+        model.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return positions
+
+
+class LatencyModel:
+    """ONNX Runtime latency of ``model`` pruned at given rates: direct (cached) and predicted.
+
+    Args:
+        model: The unpruned model the groups were found on (not modified).
+        groups: Its channel groups (:func:`compresskit.find_groups`, possibly rounded).
+        input_shape: Timed input shape, e.g. ``(1, 3, 640, 640)`` (may differ from the traced one).
+        threads: ONNX Runtime intra-op threads.
+        cache_dir: Folder of the cache files (``None``: no cache file, memory only).
+        name: The model's name in the cache key.
+
+    Attributes:
+        rounds: Interleaved timed rounds per direct measurement (default 10).
+        warmup: Untimed calls per model before them (default 2).
+
+    Example:
+        >>> latency = LatencyModel(model, groups, (1, 3, 640, 640), threads=1, cache_dir="runs/x/latency")
+        >>> latency.calibrate(bounds, samples=12)  # direct measurements, cached
+        >>> latency.predict({"backbone": 0.3, "neck": 0.5})  # microseconds, for the search
+        >>> latency.measure({"backbone": 0.3, "neck": 0.5})  # export + ORT, cached by channel counts
+    """
+
+    def __init__(self, model: nn.Module, groups: Sequence[Any], input_shape: Sequence[int], threads: int = 1,
+                 cache_dir: str | os.PathLike[str] | None = None, name: str = "model") -> None:
+        import onnxruntime
+
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) < 2 or any(v < 1 for v in shape):
+            raise ValueError(f"input_shape must be positive dimensions like (1, 3, 640, 640), got {input_shape!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        self.model, self.groups = model, groups
+        self.predictor = ParamPredictor(model, groups)
+        self.key = LatencyKey(f"{name}@{architecture_fingerprint(model)}", shape, threads,
+                              f"onnxruntime {onnxruntime.__version__}")
+        self.rounds, self.warmup = 10, 2
+        self.cache_path = Path(cache_dir) / self.key.file_name() if cache_dir is not None else None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self.reference_ms: float | None = None
+        self.weights: np.ndarray | None = None
+        self._load()
+        self._reference_runner: Callable[[], object] | None = None
+        self._folder = tempfile.TemporaryDirectory(prefix="compresskit-latency-")
+        self._features_setup()
+
+    # ------------------------------------------------------------------ cache
+
+    def _load(self) -> None:
+        if self.cache_path is None or not self.cache_path.is_file():
+            return
+        try:
+            data = json.loads(self.cache_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{self.cache_path}: latency cache is unreadable ({error}); delete it") from None
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("key") != self.key.to_dict():
+            return  # another key (a hash collision in the file name) or format: never read
+        self._entries = {str(k): dict(v) for k, v in data.get("entries", {}).items()}
+        self.reference_ms = data.get("reference_ms")
+
+    def _save(self) -> None:
+        if self.cache_path is None:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.cache_path, json.dumps({"format": CACHE_FORMAT, "key": self.key.to_dict(),
+                                                       "reference_ms": self.reference_ms,
+                                                       "entries": self._entries}, indent=1))
+
+    def config_key(self, rates: float | Mapping[str, float]) -> str:
+        """Hash of the exact per-layer channel counts at ``rates`` (the cache key of a measurement)."""
+        channels = self.predictor.layer_channels(rates)
+        return hashlib.sha256(json.dumps(channels).encode()).hexdigest()[:20]
+
+    @property
+    def measurements(self) -> int:
+        """Number of cached direct measurements."""
+        return len(self._entries)
+
+    # ------------------------------------------------------------------ direct measurement
+
+    def _export(self, model: nn.Module, file_name: str) -> Path:
+        from .export import export_onnx
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return export_onnx(model, torch.zeros(self.key.input_shape), Path(self._folder.name) / file_name)
+
+    def _runner(self, path: Path) -> Callable[[], object]:
+        from .benchmark import ort_runner
+
+        array = np.random.default_rng(0).standard_normal(self.key.input_shape).astype(np.float32)
+        return ort_runner(path, [array], self.key.threads)
+
+    def pruned(self, rates: float | Mapping[str, float]) -> nn.Module:
+        """A copy of the model pruned at ``rates`` (channels ranked by weight magnitude; for timing)."""
+        from .prune import prune
+
+        candidate, candidate_groups = copy.deepcopy((self.model, self.groups))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prune(candidate, getattr(candidate_groups, "example_inputs", None), rates, groups=candidate_groups,
+                  importance="magnitude", verify=False)
+        return candidate
+
+    def measure(self, rates: float | Mapping[str, float]) -> float:
+        """Directly measured milliseconds of the model pruned at ``rates`` (cached by channel counts)."""
+        key = self.config_key(rates)
+        if key not in self._entries:
+            from .benchmark import measure, paired_ratio
+
+            if self._reference_runner is None:
+                self._reference_runner = self._runner(self._export(self.model, "reference.onnx"))
+            candidate = self._runner(self._export(self.pruned(rates), "candidate.onnx"))
+            times = measure({"reference": self._reference_runner, "candidate": candidate},
+                            warmup=self.warmup, rounds=self.rounds)
+            ratio = paired_ratio(times["candidate"].samples_ms, times["reference"].samples_ms)
+            if self.reference_ms is None:
+                self.reference_ms = times["reference"].median_ms
+            rates_record = rates if isinstance(rates, Mapping) else {"*": rates}
+            self._entries[key] = {"ratio": ratio, "candidate_ms": times["candidate"].median_ms,
+                                  "reference_ms": times["reference"].median_ms,
+                                  "rates": {k: round(float(v), 6) for k, v in rates_record.items()}}
+            self._save()
+        assert self.reference_ms is not None
+        return float(self._entries[key]["ratio"]) * float(self.reference_ms)
+
+    def reachable(self, bounds: Mapping[str, tuple[float, float]]) -> tuple[float, float]:
+        """``(fastest, slowest)`` measured milliseconds inside ``bounds`` (all upper / all lower rates)."""
+        return (self.measure({name: high for name, (low, high) in bounds.items()}),
+                self.measure({name: low for name, (low, high) in bounds.items()}))
+
+    def unpruned_ms(self) -> float:
+        """Measured milliseconds of the unpruned model (all rates 0)."""
+        return self.measure(0.0)
+
+    # ------------------------------------------------------------------ prediction
+
+    def _features_setup(self) -> None:
+        layers = self.predictor._layers  # noqa: SLF001 - same package, same channel arithmetic
+        names = self.predictor.layer_names
+        inputs = (torch.zeros(self.key.input_shape),)
+        positions = _output_positions(self.model, names, inputs)
+        self._conv_index = [i for i, (layer, name) in enumerate(zip(layers, names))
+                            if layer.kind in _CONV_KINDS and name in positions]
+        conv_layers = [layers[i] for i in self._conv_index]
+        self._positions = np.array([positions[names[i]] for i in self._conv_index], dtype=np.float64)
+        self._kernel = np.array([layer.kernel for layer in conv_layers], dtype=np.float64)
+        self._groups = np.array([layer.groups for layer in conv_layers], dtype=np.float64)
+        self._depthwise = np.array([layer.depthwise for layer in conv_layers], dtype=bool)
+        resolutions = sorted(set(self._positions.tolist()), reverse=True)
+        self._bucket = np.array([resolutions.index(p) for p in self._positions.tolist()], dtype=np.int64)
+        self._buckets = len(resolutions)
+        base = self._raw_features(0.0)
+        self._scale = np.where(base > 0, base, 1.0)  # unpruned totals: features are fractions of them
+
+    def features(self, rates: float | Mapping[str, float]) -> np.ndarray:
+        """Cost features at ``rates``: per output resolution, dense MACs, depthwise MACs and conv output
+        elements, each as a fraction of the unpruned model's, plus a constant 1."""
+        return self._raw_features(rates) / self._scale
+
+    def _raw_features(self, rates: float | Mapping[str, float]) -> np.ndarray:
+        channels = self.predictor.layer_channels(rates)
+        cin = np.array([channels[i][0] for i in self._conv_index], dtype=np.float64)
+        cout = np.array([channels[i][1] for i in self._conv_index], dtype=np.float64)
+        per_group_in = np.where(self._depthwise, 1.0, np.floor(cin / self._groups))
+        macs = cout * per_group_in * self._kernel * self._positions
+        elements = cout * self._positions
+        columns = []
+        for values, mask in ((macs, ~self._depthwise), (macs, self._depthwise), (elements, None)):
+            selected = values if mask is None else np.where(mask, values, 0.0)
+            columns.append(np.bincount(self._bucket, weights=selected, minlength=self._buckets))
+        return np.concatenate(columns + [np.ones(1)])
+
+    def calibrate(self, bounds: Mapping[str, tuple[float, float]], samples: int = 12, seed: int = 0) -> None:
+        """Fit the prediction weights to direct measurements (cached) of calibration rate vectors.
+
+        The vectors: the unpruned model, the two corners of ``bounds`` and ``samples`` scrambled-Sobol
+        points inside them. Fitted in ratio-to-unpruned units by non-negative least squares.
+        """
+        from scipy.optimize import nnls
+
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"calibration samples must be an int >= 1, got {samples!r}")
+        names = list(bounds)
+        low = np.array([bounds[n][0] for n in names])
+        high = np.array([bounds[n][1] for n in names])
+        points = torch.quasirandom.SobolEngine(len(names), scramble=True, seed=seed).draw(samples,
+                                                                                          dtype=torch.float64)
+        vectors: list[float | dict[str, float]] = [0.0, dict(zip(names, high.tolist())),
+                                                   dict(zip(names, low.tolist()))]
+        vectors += [dict(zip(names, (low + p.numpy() * (high - low)).tolist())) for p in points]
+        for rates in vectors:
+            self.measure(rates)
+        assert self.reference_ms is not None
+        matrix = np.stack([self.features(r) for r in vectors])
+        target = np.array([self.measure(r) / self.reference_ms for r in vectors])
+        self.weights, _ = nnls(matrix, target)
+
+    def predict(self, rates: float | Mapping[str, float]) -> float:
+        """Predicted milliseconds at ``rates`` (after :meth:`calibrate`)."""
+        if self.weights is None or self.reference_ms is None:
+            raise ValueError("the latency model is not calibrated; call calibrate(bounds) first")
+        return float(self.features(rates) @ self.weights) * float(self.reference_ms)
+
+    __call__ = predict
