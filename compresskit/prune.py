@@ -21,17 +21,21 @@ Caveats:
       Use ``zero_every_step=True`` to keep them at zero after every optimizer step.
     * ``apply`` replaces parameters: rebuild optimizers, schedulers and EMA copies.
       The groups refer to the old shapes afterwards; call ``find_groups`` again to
-      prune further.
+      prune further. An optimizer built before ``apply`` that is stepped again emits a
+      :class:`compresskit._stale.StaleOptimizerWarning` (once per optimizer).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+import sys
+import types
 from typing import Any
 
 from torch import nn
 
+from ._stale import retire
 from ._surgery import ChannelOp, inexact_reason, remove_channels
 from .budget import LayerChange, _rates_by_layer_group, channel_counts, channel_summary, count_params
 from .groups import ChannelGroup, SkippedCoupling, find_groups
@@ -129,7 +133,10 @@ def remove_zeroed(
     if verify and example_inputs is not None:
         _verify(model, example_inputs, groups, removed, ops)
     before, params_before = channel_counts(model), count_params(model)
+    old_parameters = list(model.parameters())
     remove_channels(model, ops)
+    kept = {id(parameter) for parameter in model.parameters()}
+    retire(p for p in old_parameters if id(p) not in kept)  # an optimizer still holding them warns
     step = [op.to_list() for op in ops]
     history = getattr(model, HISTORY_ATTRIBUTE, None)
     if not isinstance(history, list):
@@ -338,3 +345,15 @@ def _constant_rates(rates: float | Mapping[str, float]) -> Schedule | dict[str, 
     if isinstance(rates, Mapping):
         return {name: (lambda epoch, rate=rate: rate) for name, rate in rates.items()}
     return lambda epoch: rates
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`prune`: ``compresskit.prune`` is the module (``import
+    compresskit.prune`` gives the module, not a function shadowing it), and
+    ``from compresskit import prune; prune(model, inputs, 0.3)`` still prunes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module:
+        return prune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

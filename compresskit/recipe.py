@@ -86,6 +86,7 @@ __all__ = [
 TASKS: dict[str, str] = {
     "featherface": "reference.featherface.task:FeatherFaceTask",
     "shapes": "examples.shapes_classifier:ShapesTask",
+    "image_classification": "compresskit.tasks.classification:image_folders",
 }
 
 

@@ -16,6 +16,14 @@ Data flow of one training step, as the pipeline runs it::
 ``outputs`` may be a tensor or a tuple of tensors; ``distill_kinds`` says, per
 output and in the same order, whether it is ``"classification"`` (logits:
 softened KL) or ``"regression"`` (smooth-L1 toward the teacher).
+
+``Task`` is also a base class: a subclass inherits defaults for everything but
+``build_model``, ``train_loader``, ``val_loader``, ``task_loss`` and ``evaluate``
+(``inputs``: the batch's first element; ``example_inputs``: the first validation
+sample; ``distill_mask``: None; ``layer_groups``: one group ``all`` over every prunable
+layer; ``protect``: nothing; ``builder``: asks for one). A class that does not
+subclass it still works when it has every member (checked by :func:`check_task`).
+Ready task types live in :mod:`compresskit.tasks` (image classification).
 """
 
 from __future__ import annotations
@@ -46,23 +54,33 @@ class Task(Protocol):
         >>> outputs = model(*task.inputs(next(iter(task.train_loader(8)))))  # doctest: +SKIP
     """
 
-    distill_kinds: Sequence[str]
+    distill_kinds: Sequence[str] = ("classification",)
 
     def build_model(self, name: str, **kwargs: Any) -> nn.Module:
-        """A freshly initialised model called ``name`` (seeded by the caller)."""
-        ...
+        """A freshly initialised model called ``name`` (seeded by the caller).
+
+        Raises:
+            ValueError: ``name`` is not a model of this task (list the valid names).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define build_model")
 
     def builder(self, name: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         """``("module:callable", builder_kwargs)`` rebuilding model ``name`` for persistence.
 
         ``callable(**builder_kwargs)`` must return the same architecture as
         ``build_model(name, **kwargs)``; ``compresskit.persist.save_pruned`` stores both.
+        The default raises: a saved model must name an importable, module-level builder.
         """
-        ...
+        raise ValueError(f"{type(self).__name__} cannot save model {name!r}: define builder(name, **kwargs) "
+                         "returning ('package.module:callable', kwargs) that rebuilds it")
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
-        """Positional inputs of one forward pass (batch of 1), for tracing and export."""
-        ...
+        """Positional inputs of one forward pass (batch of 1), for tracing and export.
+
+        Default: the inputs of the first validation batch, cut to one sample.
+        """
+        batch = next(iter(self.val_loader(1)))
+        return tuple(x[:1] for x in self.inputs(batch))
 
     def train_loader(self, batch_size: int, subset: float = 1.0, seed: int = 0) -> Iterable[Any]:
         """Shuffled training batches; ``subset`` in (0, 1] takes a fraction chosen by ``seed``.
@@ -70,36 +88,42 @@ class Task(Protocol):
         Shuffle with the global torch RNG (the default ``DataLoader`` behaviour) so
         that seeding and checkpoint RNG restore make resumed runs exact.
         """
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define train_loader")
 
     def val_loader(self, batch_size: int) -> Iterable[Any]:
         """Validation batches in a fixed order."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define val_loader")
 
     def inputs(self, batch: Any) -> tuple[torch.Tensor, ...]:
-        """The model's positional inputs from a batch."""
-        ...
+        """The model's positional inputs from a batch; default: ``(batch[0],)`` for a tuple/list
+        batch such as ``(images, labels)``, ``(batch,)`` for a tensor."""
+        return (batch[0],) if isinstance(batch, (tuple, list)) else (batch,)
 
     def task_loss(self, outputs: Any, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """The task's own loss of ``outputs`` against the batch's targets, and logs."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define task_loss")
 
     def distill_mask(self, outputs: Any, batch: Any) -> torch.Tensor | None:
-        """Which predictions the distillation term covers (e.g. positive priors); None: all."""
-        ...
+        """Which predictions the distillation term covers (e.g. positive priors); None: all (default)."""
+        return None
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Task metrics on the validation data; the first key is the headline metric."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} must define evaluate")
 
     def layer_groups(self, model_name: str) -> list[LayerGroupSpec]:
-        """Default layer groups of model ``model_name`` when the recipe names none."""
-        ...
+        """Default layer groups of model ``model_name`` when the recipe names none.
+
+        Default: one group ``"all"`` over every prunable layer (``patterns=("*",)``, rates in [0, 0.7]).
+        """
+        from compresskit.groups import LayerGroupSpec
+
+        return [LayerGroupSpec("all", patterns=("*",), bounds=(0.0, 0.7))]
 
     def protect(self, model_name: str) -> Sequence[str]:
         """Module globs of ``model_name`` whose output channels are never pruned (logits,
-        detection heads, gates); the recipe's ``prune.protect`` is added to them."""
-        ...
+        detection heads, gates); the recipe's ``prune.protect`` is added to them. Default: none."""
+        return ()
 
 
 _REQUIRED = (
