@@ -11,6 +11,8 @@ each followed by the *same* fine-tune (``compresskit.pipeline.finetune_model`` w
   largest parameter count within the budget.
 * ``tp_magnitude`` -- Torch-Pruning's ``MetaPruner`` with ``MagnitudeImportance`` (L2), local, one
   pruning ratio for every layer (head outputs ignored), bisected to the budget.
+* ``unpruned_finetuned`` (``--methods unpruned_finetuned --budgets 1.0``) -- control: the released
+  model through the same fine-tune, to show what the short CPU fine-tune alone does to it.
 
 Every AP is measured at each val image's original size on the dev images with the official protocol
 (``reference.featherface.detect.evaluate_widerface``, the code behind ``compresskit evaluate``), right
@@ -266,7 +268,7 @@ def architecture(row: dict[str, Any], args: argparse.Namespace, total: int, exam
     """A model with the architecture of ``row`` (latency does not depend on the weights): rebuilt by the
     same deterministic pruning, or read from the run directory the row's pipeline wrote."""
     method, budget = row["method"], row.get("budget")
-    if method == "unpruned":
+    if method in ("unpruned", "unpruned_finetuned"):
         return released(args.data)
     if method == "featherface_v1":
         return models.build_model("featherface_v1")
@@ -347,6 +349,8 @@ def run_budget(budget: float, args: argparse.Namespace, results: Results, overri
         "compresskit": lambda: compresskit_pipeline(budget_overrides, args.work / f"compresskit_{budget}"),
         "uniform_fpgm": lambda: uniform_fpgm(args.data, max_params, example),
         "tp_magnitude": lambda: tp_magnitude(args.data, max_params, example),
+        # control: the released model through the same fine-tune (what the fine-tune alone does)
+        "unpruned_finetuned": lambda: (released(args.data), {}),
     }
     for method in args.methods:
         if results.done(method, budget):
