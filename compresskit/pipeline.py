@@ -496,10 +496,13 @@ def _protect(ctx: RunContext) -> tuple[str, ...]:
 
 
 def _find_groups(ctx: RunContext, model: nn.Module) -> list[Any]:
+    from compresskit.bypass import fit_patterns, fit_specs
     from compresskit.groups import find_groups
 
+    # a student built with bypassed blocks (compresskit.bypass) drops the globs that named only them
+    specs, protect = fit_specs(layer_group_specs(ctx), model), fit_patterns(_protect(ctx), model)
     try:
-        return find_groups(model, ctx.task.example_inputs(), layer_group_specs(ctx), protect=_protect(ctx))
+        return find_groups(model, ctx.task.example_inputs(), specs, protect=protect)
     except ValueError as error:  # unknown pattern, overlapping groups
         raise RecipeError(f"{ctx.recipe.source}: prune.groups: {error}") from None
 

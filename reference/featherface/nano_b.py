@@ -18,8 +18,12 @@ size scales roughly with ``(1 - r_in)(1 - r_out)``; see ``models.NANO_B_LAYER_GR
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from compresskit.bypass import bypass_blocks
 
 from .backbone import STAGE_CHANNELS, MobileNetV1
 from .bifpn import BiFPN
@@ -50,6 +54,9 @@ class FeatherFaceNanoB(nn.Module):
 
     Args:
         channels: BiFPN / SSH width (72 in the seed design; must be divisible by 8).
+        bypass: Optional blocks to switch off (names from :attr:`bypassable`), replaced by
+            ``compresskit.bypass.Bypass`` (identity, or P3 itself for ASSN). Saved pruned models
+            record it, so they rebuild the same reduced architecture.
 
     Example:
         >>> model = FeatherFaceNanoB()
@@ -57,7 +64,14 @@ class FeatherFaceNanoB(nn.Module):
         [torch.Size([168, 4]), torch.Size([168, 2]), torch.Size([168, 10])]
     """
 
-    def __init__(self, channels: int = NANO_CHANNELS) -> None:
+    #: Blocks that may be switched off (``compresskit.bypass``): name -> stand-in. Each is an
+    #: attention / enhancement module whose output has its input's shape.
+    bypassable = {"scale_decoupling": "identity",
+                  **{f"backbone_cbam.{i}": "identity" for i in range(len(STAGE_CHANNELS))},
+                  **{f"semantic.{i}": "identity" for i in range(3)},
+                  "assn": "first", "fpn_cbam.p4": "identity", "fpn_cbam.p5": "identity"}
+
+    def __init__(self, channels: int = NANO_CHANNELS, bypass: Sequence[str] = ()) -> None:
         super().__init__()
         if channels % (4 * SSH_GROUPS) != 0:
             raise ValueError(f"channels must be divisible by {4 * SSH_GROUPS}, got {channels}")
@@ -73,6 +87,8 @@ class FeatherFaceNanoB(nn.Module):
         self.ssh2 = SSH(channels, channels, groups=SSH_GROUPS, context_channels=context)
         self.ssh3 = SSH(channels, channels, groups=SSH_GROUPS, context_channels=context)
         self.ClassHead, self.BboxHead, self.LandmarkHead = make_heads(channels)
+        if bypass:
+            bypass_blocks(self, list(bypass))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c3, c4, c5 = self.body(images)
