@@ -196,6 +196,8 @@ def _unavailable(name: str, short_help: str, reason: str) -> click.Command:
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(None, "-V", "--version", package_name="compresskit", prog_name="compresskit",
+                      message="%(prog)s %(version)s")
 def cli() -> None:
     """compresskit: structured pruning, rate search and distillation for PyTorch models."""
 
@@ -344,11 +346,10 @@ def _parse_kwargs(pairs: Sequence[str]) -> dict[str, Any]:
 def _load_model(spec: str, model_args: dict[str, Any] | None = None,
                 trust: Sequence[str] = ()) -> tuple[Any, str]:
     """A model from a compresskit checkpoint path (its builder trusted, see ``--trust``) or a
-    ``module:callable`` builder."""
-    from compresskit.recipe import RecipeError, resolve_object
-
+    model spec (``torchvision:NAME``, ``timm:NAME``, ``module:callable``, a declared ``NAME``; each
+    ``[:WEIGHTS]``, see :mod:`compresskit.model_spec`)."""
     path = Path(spec)
-    if path.exists():
+    if path.exists() and path.is_file():
         from compresskit.persist import UntrustedBuilderError, load_pruned
         from compresskit.recipe import ensure_cwd_importable
 
@@ -361,18 +362,26 @@ def _load_model(spec: str, model_args: dict[str, Any] | None = None,
         except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError,
                 pickle.UnpicklingError) as error:
             first_line = (str(error).splitlines() or [""])[0]
+            missing = error.__cause__ if isinstance(error.__cause__, ModuleNotFoundError) else None
+            hint = (f"; the builder's module {missing.name!r} is not importable from here: add the folder that "
+                    f"holds it to PYTHONPATH (PYTHONPATH=/path/to/that/folder compresskit ...) or run from that "
+                    f"folder" if missing is not None and missing.name else "")
             raise UserError(f"{spec}: not a readable compresskit checkpoint "
-                            f"({type(error).__name__}: {first_line})") from None
-    if ":" not in spec:
-        raise UserError(f"{spec}: no such file, and not a 'module:callable' model builder")
+                            f"({type(error).__name__}: {first_line}){hint}") from None
+    return _build_spec(spec, model_args)[0], "builder"
+
+
+def _build_spec(spec: str, model_args: dict[str, Any] | None = None,
+                weights: Path | None = None) -> tuple[Any, str, dict[str, Any]]:
+    """``(model, builder, builder_kwargs)`` from a model spec (see :mod:`compresskit.model_spec`)."""
+    from compresskit.model_spec import WEIGHT_SUFFIXES, build, parse_spec
+
+    if ":" not in spec and spec.lower().endswith((*WEIGHT_SUFFIXES, ".onnx")):
+        raise UserError(f"file not found: {spec}")
     try:
-        builder = resolve_object(spec, "MODEL_SPEC", "compresskit")
-    except RecipeError as error:
-        raise UserError(str(error).removeprefix("compresskit: ")) from None
-    try:
-        return builder(**(model_args or {})), "builder"
-    except (TypeError, ValueError) as error:
-        raise UserError(f"{spec}: building the model failed: {error}") from None
+        return build(parse_spec(spec, weights, model_args))
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 @cli.command("prune")
@@ -383,8 +392,8 @@ def _load_model(spec: str, model_args: dict[str, Any] | None = None,
 @click.option("--protect", multiple=True, metavar="GLOB", help="Never prune outputs of these modules.")
 @click.option("--input-shape", required=True, help="Example input shape, e.g. 1,3,32,32.")
 @click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Builder keyword argument.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A state_dict to load into the built model first.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A state_dict to load into the built model first (or MODEL_SPEC:WEIGHTS).")
 @click.option("--importance", default="fpgm", show_default=True, help="fpgm or magnitude.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to save the pruned model (compresskit.persist format).")
@@ -392,27 +401,22 @@ def _load_model(spec: str, model_args: dict[str, Any] | None = None,
 def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], protect: Sequence[str],
                   input_shape: str, model_args: Sequence[str], weights: Path | None, importance: str,
                   out: Path) -> None:
-    """One-shot prune MODEL_SPEC ('package.module:builder') and save it.
+    """One-shot prune MODEL_SPEC and save it.
 
+    MODEL_SPEC: torchvision:NAME, timm:NAME, package.module:builder or a declared model NAME,
+    each optionally followed by :WEIGHTS (a state_dict file), e.g. torchvision:resnet18:r18.pth.
     The result is a physically smaller model saved with its builder reference, so
     'compresskit inspect/export OUT' and compresskit.persist.load_pruned rebuild it.
     """
     import torch
 
+    from compresskit._inspect import check_forward
     from compresskit.budget import count_params
     from compresskit.groups import LayerGroupSpec, find_groups
     from compresskit.persist import save_pruned
     from compresskit.prune import prune
 
-    if ":" not in model_spec:
-        raise UserError(f"MODEL_SPEC must be 'package.module:builder', got {model_spec!r}")
-    kwargs = _parse_kwargs(model_args)
-    model, _ = _load_model(model_spec, kwargs)
-    if weights is not None:
-        try:
-            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        except Exception as error:  # noqa: BLE001 - reported as a user error
-            raise UserError(f"{weights}: cannot load into {model_spec}: {str(error).splitlines()[0]}") from None
+    model, builder, kwargs = _build_spec(model_spec, _parse_kwargs(model_args), weights)
     specs, rates = [], {}
     for text in groups:
         name, sep, rest = text.partition("=")
@@ -432,6 +436,7 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
         if not 0.0 <= value < 1.0:
             raise UserError(f"{name} must be in [0, 1), got {value}")
     example = torch.zeros(_parse_shape(input_shape))
+    check_forward(model, (example,))  # a wrong --input-shape is one line, not a trace from the tracer
     before = count_params(model)
     try:
         groups_found = find_groups(model, (example,), specs or None, protect=tuple(protect))
@@ -440,7 +445,7 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
     except ValueError as error:  # unknown pattern / importance, overlapping groups
         raise UserError(str(error)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_pruned(out, pruned, model_spec, kwargs)  # the removal history travels with the model
+    save_pruned(out, pruned, builder, kwargs)  # the removal history travels with the model
     after = count_params(pruned)
     click.echo(f"{before:,} -> {after:,} parameters ({after / before:.1%}); saved {out}")
 
@@ -471,9 +476,12 @@ def export_command(checkpoint: Path, out: Path, input_shape: str, export_format:
 
     if not checkpoint.exists():
         raise UserError(f"file not found: {checkpoint}")
+    from compresskit._inspect import check_forward
+
     model, _ = _load_model(str(checkpoint), trust=trust)
     model.eval()
     example = (torch.randn(_parse_shape(input_shape), generator=torch.Generator().manual_seed(0)),)
+    check_forward(model, example)  # a wrong --input-shape is one line, not an exporter trace
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = export_model(model, example, out, format=export_format, dynamic=dynamic, atol=atol, opset=opset)
@@ -613,24 +621,63 @@ def benchmark_command(models: Sequence[str], input_shape: str, threads: int, war
 @click.option("--input-shape", default=None, help="Input shape for MACs, e.g. 1,3,32,32.")
 @click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Builder keyword argument.")
 @click.option("--trust", multiple=True, metavar="MODULE", help=_TRUST_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @_user_errors
 def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequence[str],
-                    trust: Sequence[str]) -> None:
-    """Parameters, MACs and per-layer channels of a checkpoint or a 'module:builder'."""
+                    trust: Sequence[str], as_json: bool) -> None:
+    """Parameters, MACs and per-layer channels/MACs of a checkpoint or a model spec.
+
+    MODEL_OR_CHECKPOINT: a pruned checkpoint (shown before -> after pruning: the builder's
+    unpruned model against the pruned one), or a model spec as 'prune' takes it
+    (torchvision:resnet18, package.module:builder, NAME:WEIGHTS).
+    """
+    import json
+
     import torch
 
-    from compresskit.budget import count_macs, count_params
-    from compresskit.pipeline import layer_channels
+    from compresskit._inspect import describe
 
     model, kind = _load_model(model_spec, _parse_kwargs(model_args), trust)
-    click.echo(f"{model_spec} ({kind}): {type(model).__name__}")
-    click.echo(f"parameters: {count_params(model):,}")
-    if input_shape is not None:
-        macs = count_macs(model.eval(), (torch.zeros(_parse_shape(input_shape)),))
-        click.echo(f"MACs @ {input_shape}: {macs:,}")
-    click.echo("layer                                    out channels")
-    for name, channels in layer_channels(model).items():
-        click.echo(f"{name:<40} {channels}")
+    before = None
+    if kind == "checkpoint" and getattr(model, "compresskit_history", None):
+        before = _unpruned(Path(model_spec))
+    inputs = (torch.zeros(_parse_shape(input_shape)),) if input_shape is not None else None
+    info = {"source": model_spec, "kind": kind, "input_shape": input_shape, **describe(model, inputs, before)}
+    if as_json:
+        click.echo(json.dumps(info, indent=1))
+        return
+    click.echo(f"{model_spec} ({kind}): {info['model']}")
+
+    def change(key: str) -> str:
+        now = info[key]
+        if now is None:
+            return "-"
+        if "before" not in info:
+            return f"{now:,}"
+        was = info["before"][key]
+        return f"{was:,} -> {now:,} ({now / was:.1%})" if was else f"{was:,} -> {now:,}"
+
+    click.echo(f"parameters: {change('params')}")
+    if inputs is not None:
+        click.echo(f"MACs @ {input_shape}: {change('macs')}")
+    pruned = "before" in info
+    click.echo(f"{'layer':<40} {'out channels':>14} {'params':>10} {'MACs':>14}")
+    for name, row in info["layers"].items():
+        channels = f"{row['out_before']} -> {row['out']}" if pruned and row["out_before"] != row["out"] \
+            else str(row["out"])
+        macs = "-" if row["macs"] is None else f"{row['macs']:,}"
+        click.echo(f"{name:<40} {channels:>14} {row['params']:>10,} {macs:>14}")
+
+
+def _unpruned(path: Path) -> Any:
+    """The fresh, unpruned model the (already trusted and loaded) checkpoint's builder makes."""
+    import torch
+
+    from compresskit.recipe import resolve_object
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    builder = resolve_object(payload["builder"], "builder", str(path))
+    return builder(**payload["builder_kwargs"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
