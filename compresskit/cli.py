@@ -12,8 +12,8 @@ Commands::
     compresskit detect ... / compresskit evaluate ...   (from reference.featherface.detect)
 
 User errors (a malformed recipe, a missing file, an unreadable checkpoint, a run
-directory that cannot be used) print one line ``Error: ...`` and exit with
-status 2, without a traceback. The boundary is the command group's ``invoke``
+directory that cannot be used, a bad option or argument) print one line ``Error: ...``
+and exit with status 2, without a traceback or usage block. The boundary is the command group's ``invoke``
 (:func:`_boundary`), so it covers every command, plugins included: ``ValueError``,
 ``TypeError``, YAML and unpickling errors and file-system errors (missing file,
 permission denied, read-only or full disk) are user errors; anything else prints
@@ -150,6 +150,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:  # a bad option or argument: one line too, with where to look
+            where = error.ctx.command_path if error.ctx is not None else ctx.command_path
+            raise UserError(_one_line(f"{error.format_message()} (see '{where} --help')")) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as error:  # noqa: BLE001 - the CLI's one error boundary
@@ -655,7 +658,7 @@ def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequen
         if "before" not in info:
             return f"{now:,}"
         was = info["before"][key]
-        return f"{was:,} -> {now:,} ({now / was:.1%})" if was else f"{was:,} -> {now:,}"
+        return f"{now:,} (before pruning {was:,}: {now / was:.1%})" if was else f"{now:,} (before pruning 0)"
 
     click.echo(f"parameters: {change('params')}")
     if inputs is not None:

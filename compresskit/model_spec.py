@@ -132,9 +132,12 @@ def resolve_spec(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
         module = _import(prefix, spec.source)
         target: Any = module
         for part in name.split("."):
-            target = getattr(target, part, None)
+            if not hasattr(target, part):
+                raise ValueError(f"model spec {spec.source!r}: module {prefix} has no attribute {name!r}; "
+                                 "name a function or class that returns the model")
+            target = getattr(target, part)
         if not callable(target):
-            raise ValueError(f"model spec {spec.source!r}: module {prefix} has no callable {name!r}")
+            raise ValueError(f"model spec {spec.source!r}: {name!r} in module {prefix} is not callable")
         return spec.source, dict(spec.kwargs)
     return _named_builder(spec)
 

@@ -66,7 +66,7 @@ from compresskit.budget import count_macs, count_params
 from compresskit.recipe import (
     TASKS, Recipe, RecipeError, TrainConfig, checkpoint_path, recipe_to_dict, resolve_object,
 )
-from compresskit.task import Task, check_task
+from compresskit.task import Task, check_task, task_args_error
 from compresskit.train import Callback, NonFiniteLossError, TrainState, fit, load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -208,7 +208,7 @@ def build_task(recipe: Recipe) -> Task:
         task = factory(**recipe.task_args)
     except Exception as error:  # noqa: BLE001 - the user's task refused its arguments or its data
         raise RecipeError(f"{recipe.source}: task_args rejected by {spec!r}: "
-                          f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
+                          f"{task_args_error(error, recipe.task_args)}") from None
     try:
         return check_task(task, spec)
     except TypeError as error:
@@ -502,9 +502,14 @@ def _find_groups(ctx: RunContext, model: nn.Module) -> list[Any]:
     # a student built with bypassed blocks (compresskit.bypass) drops the globs that named only them
     specs, protect = fit_specs(layer_group_specs(ctx), model), fit_patterns(_protect(ctx), model)
     try:
-        return find_groups(model, ctx.task.example_inputs(), specs, protect=protect)
+        groups = find_groups(model, ctx.task.example_inputs(), specs, protect=protect)
     except ValueError as error:  # unknown pattern, overlapping groups
         raise RecipeError(f"{ctx.recipe.source}: prune.groups: {error}") from None
+    if ctx.recipe.prune.channel_multiple > 1:  # hardware-friendly widths, read by pruner and predictor alike
+        from compresskit.groups import round_channels
+
+        round_channels(groups, ctx.recipe.prune.channel_multiple)
+    return groups
 
 
 # --- phases -------------------------------------------------------------------------------
@@ -641,12 +646,14 @@ class SearchProblem:
         bounds: Rate bounds per layer group.
         predict_params: Exact parameter count of the pruned student for given rates.
         budget: ``(min_params, max_params)``.
+        latency: With a latency budget, the calibrated ``compresskit.latency.LatencyBudget``.
     """
 
     objective: Callable[[dict[str, float]], float]
     bounds: dict[str, tuple[float, float]]
     predict_params: Callable[[dict[str, float]], int]
     budget: tuple[int, int]
+    latency: Any = None
 
 
 def search_problem(ctx: RunContext) -> SearchProblem:
@@ -684,9 +691,12 @@ def search_problem(ctx: RunContext) -> SearchProblem:
 
     bounds = {spec.name: tuple(spec.bounds) for spec in specs}
     check_budget(recipe, predictor, bounds)
+    from compresskit.latency import latency_budget
+
     return SearchProblem(objective=objective, bounds=bounds,
                          predict_params=lambda rates: int(predictor(rates)),
-                         budget=(recipe.search.budget.min_params, recipe.search.budget.max_params))
+                         budget=(recipe.search.budget.min_params, recipe.search.budget.max_params),
+                         latency=latency_budget(recipe, student, groups, bounds, task.example_inputs()))
 
 
 def _trial_data(ctx: RunContext) -> tuple[Callable[[], Iterable[Any]], Callable[[nn.Module], float]]:
@@ -740,14 +750,20 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
             raise _damaged(ctx.path("search.json"), ValueError("not a search history"))
     problem = search_problem(ctx)
     search = search_rates if recipe.search.method == "bo" else random_search
+    latency = None if problem.latency is None else (problem.latency.model.predict, problem.latency.limit_ms)
     result = search(problem.objective, problem.bounds, problem.predict_params, problem.budget,
                     iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
-                    seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress)
+                    seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress,
+                    latency=latency)
     rates = {name: float(result.best_rates[name]) for name in names}
     predicted = problem.predict_params(rates)
     summary = {"rates": rates, "source": f"search ({recipe.search.method})",
                "predicted_params": predicted, "objective": float(result.best_objective),
                "trials": len(result.trials)}
+    if problem.latency is not None:  # the chosen rates, measured directly (compresskit.latency)
+        summary["latency"] = {**problem.latency.to_dict(),
+                              "predicted_ms": round(problem.latency.model.predict(rates), 4),
+                              "measured_ms": round(problem.latency.model.measure(rates), 4)}
     _write_json(ctx.path("rates.json"), summary)
     return summary
 

@@ -37,7 +37,7 @@ from torch import nn
 if TYPE_CHECKING:  # only for annotations; groups.py is owned by the core area
     from compresskit.groups import LayerGroupSpec
 
-__all__ = ["Task", "check_task"]
+__all__ = ["Task", "check_task", "task_args_error"]
 
 
 @runtime_checkable
@@ -155,3 +155,27 @@ def check_task(task: object, spec: str = "<task>") -> Task:
         raise TypeError(f"task {spec!r}: distill_kinds must be a sequence of 'classification'/"
                         f"'regression', got {kinds!r}")
     return task  # type: ignore[return-value]
+
+
+def task_args_error(error: BaseException, task_args: Mapping[str, Any]) -> str:
+    """One line for a task that refused its ``task_args``, naming the recipe key where it can.
+
+    A file-system error whose path is the value of a ``task_args`` key (``FileNotFoundError``
+    for ``/data/labels.txt`` given as ``task_args.train_labels``) is reported as
+    ``task_args.train_labels: file not found: /data/labels.txt``; other errors as
+    ``ExceptionType: message``.
+
+    Example:
+        >>> task_args_error(FileNotFoundError(2, "No such file or directory", "/x.txt"), {"train_labels": "/x.txt"})
+        'task_args.train_labels: file not found: /x.txt'
+    """
+    text = " ".join(str(error).split())[:300]
+    filename = getattr(error, "filename", None)
+    if isinstance(error, OSError) and filename is not None:
+        keys = [key for key, value in task_args.items() if isinstance(value, str) and value
+                and (value == str(filename) or str(filename).startswith(value.rstrip("/") + "/"))]
+        what = "file not found" if isinstance(error, FileNotFoundError) else (error.strerror or text)
+        if keys:
+            return f"task_args.{keys[0]}: {what}: {filename}"
+        return f"{what}: {filename}"
+    return f"{type(error).__name__}: {text}"

@@ -1,0 +1,129 @@
+"""Every command, given bad input, prints one line naming the input, the problem and the fix, and exits 2.
+
+A table of (command line, a fragment the line must contain). The commands run in a fresh user
+project (``user_project.py``: a torchvision-style classifier module, weights, image folders).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compresskit.cli import cli
+from user_project import write_user_project
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE = "ck_errors_models"
+SPEC = f"{MODULE}:resnet_tiny"
+CLASSIFICATION = str(REPO / "recipes" / "image_classification.yaml")
+FEATHERFACE = str(REPO / "recipes" / "featherface_nano_b.yaml")
+RUN = ["run", CLASSIFICATION, "--dry-run", "--set", f"task_args.model={SPEC}", "--set", "task_args.image_size=16",
+       "--set", "task_args.train_dir=data/train", "--set", "task_args.val_dir=data/val"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("project")
+    weights = write_user_project(folder, MODULE)
+    state = torch.load(weights, weights_only=True)
+    torch.save({**state, "layer1.0.conv1.extra": torch.zeros(1), "not_a_layer.weight": torch.zeros(2)},
+               folder / "wrong_keys.pth")
+    torch.save({**state, "total_ops": torch.zeros(1), "conv1.total_ops": torch.zeros(1),
+                "conv1.total_params": torch.zeros(1)}, folder / "profiled.pth")
+    (folder / "notes.pth").write_text("not a tensor file")
+    (folder / "model.onnx").write_text("not onnx")
+    torch.save({"format": "something else"}, folder / "foreign.pt")
+    return folder
+
+
+@pytest.fixture
+def runner(project, monkeypatch) -> CliRunner:
+    monkeypatch.chdir(project)
+    return CliRunner()
+
+
+@pytest.fixture
+def checkpoint(runner) -> str:
+    result = runner.invoke(cli, ["prune", SPEC, "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "pruned.pt"])
+    assert result.exit_code == 0, result.output
+    return "pruned.pt"
+
+
+TRUST = ["--trust", MODULE]
+
+CASES = [
+    # prune
+    (["prune", SPEC, "--rate", "0.3", "--input-shape", "1,3,16", "--out", "p.pt"],
+     "does not accept an input of shape 1,3,16"),
+    (["prune", SPEC, "--rate", "0.3", "--input-shape", "1,1,16,16", "--out", "p.pt"],
+     "does not accept an input of shape 1,1,16,16"),
+    (["prune", SPEC, "--weights", "wrong_keys.pth", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "2 unexpected keys (first: layer1.0.conv1.extra, not_a_layer.weight)"),
+    (["prune", f"{SPEC}:notes.pth", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "notes.pth: not a torch state_dict"),
+    (["prune", f"{SPEC}:missing.pth", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "weights file not found: missing.pth"),
+    (["prune", "no_such_module:build", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "cannot import no_such_module"),
+    (["prune", f"{MODULE}:no_builder", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "has no attribute 'no_builder'"),
+    (["prune", SPEC, "--rate", "1.5", "--input-shape", "1,3,16,16", "--out", "p.pt"], "--rate must be in [0, 1)"),
+    (["prune", SPEC, "--rate", "0.3", "--input-shape", "1,x,16,16", "--out", "p.pt"], "expected integers"),
+    (["prune", SPEC, "--rate", "0.3", "--out", "p.pt"], "Missing option '--input-shape'"),
+    (["prune", SPEC, "--group", "nonsense", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "expected NAME=GLOB[,GLOB]:RATE"),
+    (["prune", SPEC, "--arg", "num_classes=x", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"],
+     "building the model failed"),
+    (["prune", "final.pt", "--rate", "0.3", "--input-shape", "1,3,16,16", "--out", "p.pt"], "file not found: final.pt"),
+    # export
+    (["export", "{checkpoint}", *TRUST, "--input-shape", "1,1,16,16", "--out", "m.onnx"],
+     "does not accept an input of shape 1,1,16,16"),
+    (["export", "{checkpoint}", "--input-shape", "1,3,16,16", "--out", "m.onnx"], f"--trust {MODULE}"),
+    (["export", "missing.pt", "--input-shape", "1,3,16,16", "--out", "m.onnx"], "file not found: missing.pt"),
+    (["export", "foreign.pt", "--input-shape", "1,3,16,16", "--out", "m.onnx"], "not a compresskit pruned-model"),
+    (["export", "{checkpoint}", *TRUST, "--input-shape", "1,3,16,16", "--out", "m.onnx", "--format", "tflite"],
+     "'tflite' is not one of"),
+    # inspect
+    (["inspect", "{checkpoint}", *TRUST, "--input-shape", "1,3"], "does not accept an input of shape 1,3"),
+    (["inspect", "notes.pth"], "not a readable compresskit checkpoint"),
+    (["inspect", "nothing_here"], "no file of that name"),
+    (["inspect", "torchvision_typo:resnet18"], "cannot import torchvision_typo"),
+    # quantize / benchmark
+    (["quantize", "notes.pth", "--calibration-images", "data", "--out", "q.onnx"], "not an existing .onnx file"),
+    (["quantize", "model.onnx", "--calibration-images", "no_folder", "--out", "q.onnx"], "not a folder"),
+    (["benchmark", SPEC, "--threads", "0"], "need --threads >= 1"),
+    (["benchmark", "missing.onnx"], "file not found: missing.onnx"),
+    # run
+    (["run", "no_recipe.yaml"], "file not found"),
+    ([*RUN, "--set", "student.model=resnet_nope"], "unknown model 'resnet_nope'"),
+    ([*RUN, "--set", "task_args.train_dir=no_images"], "task_args.train_dir"),
+    ([*RUN, "--set", "task_args.model=ck_errors_models:resnet_tiny:missing.pth"], "task_args.weights"),
+    (["run", FEATHERFACE, "--dry-run", "--set", "task_args.data=widerface", "--set",
+      "task_args.train_labels=no/labels.txt", "--set", "task_args.val_labels=no/val.txt"],
+     "task_args.train_labels: file not found: no/labels.txt"),
+    (["run", FEATHERFACE, "--stop-after", "nap"], "unknown phase 'nap'"),
+    (["no-such-command"], "No such command"),
+]
+
+
+@pytest.mark.parametrize(("args", "fragment"), CASES, ids=[" ".join(a[:2]) + f" [{i}]" for i, (a, _) in enumerate(CASES)])
+def test_bad_input_is_one_line_and_exit_2(runner, request, args, fragment):
+    if "{checkpoint}" in args:
+        path = request.getfixturevalue("checkpoint")
+        args = [path if a == "{checkpoint}" else a for a in args]
+    result = runner.invoke(cli, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ") and "Traceback" not in result.output
+    assert fragment in lines[0], lines[0]
+
+
+def test_profiler_leftovers_in_weights_are_dropped(runner):
+    result = runner.invoke(cli, ["prune", SPEC, "--weights", "profiled.pth", "--rate", "0.3",
+                                 "--input-shape", "1,3,16,16", "--out", "profiled_pruned.pt"])
+    assert result.exit_code == 0, result.output
+    assert Path("profiled_pruned.pt").is_file()
