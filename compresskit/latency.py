@@ -52,7 +52,8 @@ from torch import nn
 from ._atomic import atomic_write_text
 from .budget import ParamPredictor
 
-__all__ = ["CACHE_FORMAT", "LatencyKey", "LatencyModel", "architecture_fingerprint"]
+__all__ = ["CACHE_FORMAT", "LatencyBudget", "LatencyKey", "LatencyModel", "architecture_fingerprint", "default_cache_dir",
+           "latency_budget"]
 
 CACHE_FORMAT = "compresskit.latency/1"
 _CONV_KINDS = ("conv", "conv_transpose", "linear")
@@ -329,3 +330,104 @@ class LatencyModel:
         return float(self.features(rates) @ self.weights) * float(self.reference_ms)
 
     __call__ = predict
+
+
+@dataclass
+class LatencyBudget:
+    """A calibrated :class:`LatencyModel` and the limit a search must meet.
+
+    Attributes:
+        model: The calibrated latency model of the student.
+        limit_ms: The budget in milliseconds (``max_latency_ms``, or the ratio times ``unpruned_ms``).
+        unpruned_ms: Measured latency of the unpruned student.
+        reachable_ms: ``(fastest, slowest)`` measured inside the rate bounds.
+        description: The budget as the recipe wrote it, for messages.
+    """
+
+    model: LatencyModel
+    limit_ms: float
+    unpruned_ms: float
+    reachable_ms: tuple[float, float]
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        key = self.model.key
+        return {"limit_ms": round(self.limit_ms, 4), "unpruned_ms": round(self.unpruned_ms, 4),
+                "reachable_ms": [round(v, 4) for v in self.reachable_ms], "budget": self.description,
+                "input_shape": list(key.input_shape), "threads": key.threads, "runtime": key.runtime,
+                "measurements": self.model.measurements}
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/compresskit/latency`` (``~/.cache/compresskit/latency``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compresskit" / "latency"
+
+
+def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds: Mapping[str, tuple[float, float]],
+                   example_inputs: Sequence[torch.Tensor]) -> LatencyBudget | None:
+    """The recipe's latency budget for ``model`` (``None`` without one), calibrated and checked reachable.
+
+    Reads ``search.budget.max_latency_ms`` / ``max_latency_ratio`` and ``search.latency``; measures the
+    unpruned student and the two corners of ``bounds``, fits the predictor, and checks that some rates
+    in ``bounds`` meet both the latency and the parameter budget (4,096 uniform samples). Direct
+    measurements are cached (:func:`default_cache_dir` unless ``search.latency.cache_dir``), so the
+    pre-flight check and the search measure once.
+
+    Raises:
+        RecipeError: the budget cannot be met; the message names the budget and the reachable range.
+    """
+    from .recipe import RecipeError
+
+    budget, settings = recipe.search.budget, recipe.search.latency
+    if budget.max_latency_ms is None and budget.max_latency_ratio is None:
+        return None
+    first = example_inputs[0]
+    size = settings.input_size or recipe.export.input_size or tuple(first.shape[-2:])
+    shape = (1, *first.shape[1:-2], *size)
+    cache = Path(settings.cache_dir) if settings.cache_dir is not None else default_cache_dir()
+    latency = LatencyModel(model, groups, shape, threads=settings.threads, cache_dir=cache,
+                           name=recipe.student.model)
+    latency.rounds = settings.rounds
+    unpruned = latency.unpruned_ms()
+    fastest, slowest = latency.reachable(bounds)
+    limits, parts = [], []
+    if budget.max_latency_ms is not None:
+        limits.append(float(budget.max_latency_ms))
+        parts.append(f"max_latency_ms {budget.max_latency_ms:g}")
+    if budget.max_latency_ratio is not None:
+        limits.append(float(budget.max_latency_ratio) * unpruned)
+        parts.append(f"max_latency_ratio {budget.max_latency_ratio:g} (= {budget.max_latency_ratio * unpruned:.2f} ms "
+                     f"of the unpruned {unpruned:.2f} ms)")
+    limit = min(limits)
+    where = f"ONNX Runtime, {settings.threads} thread(s), input {'x'.join(map(str, shape))}"
+    description = " and ".join(parts)
+    if fastest > limit:
+        raise RecipeError(f"{recipe.source}: search.budget {description} cannot be met: rates within the "
+                          f"layer-group bounds measure {fastest:.2f} to {slowest:.2f} ms ({where})")
+    latency.calibrate(bounds, samples=settings.calibration, seed=recipe.seed)
+    _check_joint(recipe, latency, bounds, limit, description, (fastest, slowest), where)
+    return LatencyBudget(latency, limit, unpruned, (fastest, slowest), description)
+
+
+def _check_joint(recipe: Any, latency: LatencyModel, bounds: Mapping[str, tuple[float, float]], limit: float,
+                 description: str, reachable: tuple[float, float], where: str) -> None:
+    from .recipe import RecipeError
+
+    budget = recipe.search.budget
+    names = list(bounds)
+    generator = np.random.default_rng(recipe.seed)
+    low = np.array([bounds[n][0] for n in names])
+    high = np.array([bounds[n][1] for n in names])
+    in_band = []
+    for point in generator.uniform(low, high, size=(4096, len(names))):
+        rates = dict(zip(names, point.tolist()))
+        if budget.min_params <= latency.predictor(rates) <= budget.max_params:
+            predicted = latency.predict(rates)
+            if predicted <= limit:
+                return
+            in_band.append(predicted)
+    within = (f"rates inside the parameter band predict {min(in_band):.2f} to {max(in_band):.2f} ms"
+              if in_band else "no sampled rates fall inside the parameter band")
+    raise RecipeError(f"{recipe.source}: search.budget {description} cannot be met together with "
+                      f"[{budget.min_params}, {budget.max_params}] parameters: {within}; the bounds reach "
+                      f"{reachable[0]:.2f} to {reachable[1]:.2f} ms ({where})")

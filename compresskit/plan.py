@@ -29,7 +29,7 @@ from torch import nn
 from compresskit.recipe import Recipe, RecipeError
 from compresskit.task import Task
 
-__all__ = ["CHECKS", "Plan", "check_budget", "check_checkpoints", "check_data", "check_groups", "check_models",
+__all__ = ["CHECKS", "Plan", "check_budget", "check_checkpoints", "check_data", "check_groups", "check_latency_budget", "check_models",
            "check_rates", "plan"]
 
 
@@ -44,6 +44,7 @@ class Plan:
         specs: The layer-group specs (recipe's ``prune.groups`` or the task's defaults).
         groups: The student's channel groups.
         reachable: ``(fewest, most)`` parameters reachable inside the layer-group bounds.
+        latency: With a latency budget: its limit, the unpruned and reachable milliseconds.
         data: What the task's ``check_data`` reported (counts of images, boxes, dropped items).
         checked: Names of the checks that passed.
     """
@@ -54,6 +55,7 @@ class Plan:
     specs: list[Any] = field(default_factory=list)
     groups: list[Any] = field(default_factory=list)
     reachable: tuple[int, int] | None = None
+    latency: dict[str, Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     checked: list[str] = field(default_factory=list)
 
@@ -130,6 +132,21 @@ def check_budget(plan: Plan) -> None:
         pipeline.check_budget(plan.recipe, predictor, bounds)
 
 
+def check_latency_budget(plan: Plan) -> None:
+    """With a search and a latency budget, some rates inside the bounds must meet it (and the parameter
+    budget): measures the unpruned student and the corners with ONNX Runtime, fits the latency predictor
+    (``compresskit.latency.latency_budget``; cached, so the run reuses the measurements) -- before any
+    training. The message names the budget and the reachable range."""
+    from compresskit.latency import latency_budget
+
+    if not plan.specs or not plan.recipe.search.enabled:
+        return
+    bounds = {spec.name: tuple(spec.bounds) for spec in plan.specs}
+    found = latency_budget(plan.recipe, plan.models["student"], plan.groups, bounds, plan.task.example_inputs())
+    if found is not None:
+        plan.latency = found.to_dict()
+
+
 def check_data(plan: Plan) -> None:
     """The task's data: its own ``check_data()`` if it has one, then a non-empty training loader.
 
@@ -168,7 +185,7 @@ def _train_configs(recipe: Recipe) -> list[Any]:
 
 #: The pre-flight checks, in order (later ones read what earlier ones recorded).
 CHECKS: list[Callable[[Plan], None]] = [check_models, check_checkpoints, check_groups, check_rates, check_budget,
-                                        check_data]
+                                        check_latency_budget, check_data]
 
 
 def plan(recipe: Recipe, task: Task) -> Plan:

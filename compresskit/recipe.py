@@ -239,10 +239,41 @@ class DistillConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """Feasible parameter counts of the pruned student, ``[min_params, max_params]``."""
+    """Feasible pruned students: parameter counts in ``[min_params, max_params]`` and, optionally,
+    ONNX Runtime latency (``compresskit.latency``, settings in ``search.latency``).
+
+    Attributes:
+        max_latency_ms: Largest predicted latency in milliseconds (on this machine).
+        max_latency_ratio: Largest predicted latency as a fraction of the unpruned student's.
+            With both, the smaller limit holds.
+    """
 
     min_params: int = field(default=0, metadata=NON_NEGATIVE)
     max_params: int = field(default=2**62, metadata=AT_LEAST_ONE)
+    max_latency_ms: float | None = field(default=None, metadata=POSITIVE)
+    max_latency_ratio: float | None = field(default=None, metadata=_in(0.0, 1.0, low_inclusive=False))
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """How a latency budget is measured and predicted (``compresskit.latency.LatencyModel``).
+
+    Attributes:
+        input_size: ``[height, width]`` of the timed input (``null``: ``export.input_size``, else the
+            task's example input).
+        threads: ONNX Runtime intra-op threads.
+        calibration: Sobol rate vectors measured directly to fit the predictor (plus the unpruned
+            model and the two corners of the bounds).
+        rounds: Interleaved timing rounds per direct measurement.
+        cache_dir: Cache folder (``null``: ``$XDG_CACHE_HOME/compresskit/latency``); files are keyed
+            by model, input size, threads and ONNX Runtime version.
+    """
+
+    input_size: tuple[int, int] | None = field(default=None, metadata=AT_LEAST_ONE)
+    threads: int = field(default=1, metadata=AT_LEAST_ONE)
+    calibration: int = field(default=12, metadata=AT_LEAST_ONE)
+    rounds: int = field(default=10, metadata=AT_LEAST_ONE)
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -277,8 +308,9 @@ class SearchConfig:
         method: ``bo`` (BoTorch LogEI) or ``random``.
         iterations: Candidates evaluated after the initial points.
         initial_points: Sobol/random initial points (``null``: the search's default).
-        budget: Feasible parameter counts.
+        budget: Feasible parameter counts (and latency).
         trial: How a candidate is scored.
+        latency: How latency is measured, with a latency budget.
     """
 
     enabled: bool = True
@@ -287,6 +319,7 @@ class SearchConfig:
     initial_points: int | None = field(default=None, metadata=AT_LEAST_ONE)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
 @dataclass(frozen=True)
@@ -340,6 +373,8 @@ class PruneConfig:
             the task's own).
         rates: Fixed rate per layer group, used when ``search.enabled`` is false.
         schedule: The soft-pruning training phase.
+        channel_multiple: Kept channels are rounded up to a multiple of this (e.g. 4, 8, 16:
+            hardware-friendly widths; ``compresskit.groups.round_channels``); 1: no rounding.
     """
 
     importance: Literal["fpgm", "magnitude"] = "fpgm"
@@ -347,6 +382,7 @@ class PruneConfig:
     protect: tuple[str, ...] = ()
     rates: dict[str, float] | None = field(default=None, metadata=RATE)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    channel_multiple: int = field(default=1, metadata=AT_LEAST_ONE)
 
 
 @dataclass(frozen=True)
