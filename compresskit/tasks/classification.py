@@ -67,6 +67,8 @@ def _prunable(module: nn.Module, head: str, prefix: str) -> bool:
 def stage_groups(model: nn.Module, bounds: tuple[float, float] = (0.0, 0.6)) -> list[Any]:
     """Layer groups by stage: ``stem`` (leaf layers before the first block) and one group per block.
 
+    A flat run of layers with no blocks is treated as blocks of one layer each.
+
     The module tree is descended while a single child holds every prunable layer (e.g.
     ``features`` of a MobileNet). More than ``MAX_STAGES`` blocks are merged into ``MAX_STAGES``
     contiguous ``stage1..`` groups. The classifier (:func:`classifier_name`) belongs to no group.
@@ -89,6 +91,8 @@ def stage_groups(model: nn.Module, bounds: tuple[float, float] = (0.0, 0.6)) -> 
             continue
         break
     stem = [f"{prefix}{name}" for name, child in itertools.takewhile(lambda c: not list(c[1].children()), children)]
+    if len(stem) == len(children):  # a flat run of layers (VGG-style features): they are the blocks
+        stem = []
     blocks = [(f"{prefix}{name}", (f"{prefix}{name}", f"{prefix}{name}.*")) for name, child in children[len(stem):]]
     named: list[tuple[str, tuple[str, ...]]] = [("stem", tuple(stem))] if stem else []
     if len(blocks) > MAX_STAGES:
