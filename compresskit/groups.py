@@ -165,13 +165,15 @@ def cell_removal_counts(sizes: Sequence[int], rate: float, balanced: bool, multi
     Unbalanced: ``channels_to_remove(size, rate)`` per cell. Balanced (grouped convs / chunks, whose
     cell sizes are multiples of the smallest ``s``): ``channels_to_remove(s, rate) * size // s``, the
     same fraction of every cell, which keeps every group of every grouped conv / chunk equal.
-    With ``multiple > 1`` the kept count of each cell (balanced: of the smallest cell) is rounded up
-    to a multiple of it (:func:`round_removal`); a cell is one unit of the group's channels.
+    With ``multiple > 1`` the group's kept total becomes a multiple of it (or stays whole):
+    unbalanced, each cell's kept count is rounded up to a multiple (:func:`round_removal`); balanced,
+    the smallest cell's kept count ``k`` is rounded up so that ``k * sum(size // s)`` is a multiple.
     """
     if not balanced or not sizes:
         return [round_removal(size, channels_to_remove(size, rate), multiple) for size in sizes]
     smallest = min(sizes)
-    per_smallest = round_removal(smallest, channels_to_remove(smallest, rate), multiple)
+    step = multiple // math.gcd(multiple, sum(size // smallest for size in sizes))
+    per_smallest = round_removal(smallest, channels_to_remove(smallest, rate), step)
     return [per_smallest * size // smallest for size in sizes]
 
 
