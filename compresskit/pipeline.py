@@ -751,10 +751,13 @@ def phase_search(ctx: RunContext) -> dict[str, Any]:
     problem = search_problem(ctx)
     search = search_rates if recipe.search.method == "bo" else random_search
     latency = None if problem.latency is None else (problem.latency.model.predict, problem.latency.limit_ms)
-    result = search(problem.objective, problem.bounds, problem.predict_params, problem.budget,
-                    iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
-                    seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress,
-                    latency=latency)
+    from compresskit._logs import forward_logs
+
+    with forward_logs("compresskit.search", lambda line: ctx.log(f"[search] {line}")):  # a line per trial
+        result = search(problem.objective, problem.bounds, problem.predict_params, problem.budget,
+                        iterations=recipe.search.iterations, initial_points=recipe.search.initial_points,
+                        seed=recipe.seed, history_path=ctx.path("search.json"), progress=ctx.progress,
+                        latency=latency)
     rates = {name: float(result.best_rates[name]) for name in names}
     predicted = problem.predict_params(rates)
     summary = {"rates": rates, "source": f"search ({recipe.search.method})",
@@ -1036,7 +1039,7 @@ def _configure_determinism(recipe: Recipe) -> None:
 #: Files a run writes (see the module docstring); ``--replace`` deletes these and ``*.last.pt`` only.
 RUN_FILES = ("recipe.yaml", "state.json", "metrics.jsonl", "teacher.pt", "student.pt", "search.json",
              "rates.json", "schedule.json", "channels.json", "soft_pruned.pt", "pruned.pt", "final.pt",
-             "evaluation.json", "model.onnx", "report.md")
+             "evaluation.json", "model.onnx", "report.md", "metrics.csv")
 
 
 def _read_run_state(directory: Path) -> tuple[Any, dict[str, Any]]:

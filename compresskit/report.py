@@ -12,7 +12,13 @@ Plots use matplotlib's object API on the Agg canvas (no global backend change):
 * ``plots/channels.png`` -- output channels per conv/linear layer, before vs after;
 * ``plots/search_trace.png`` -- the rate-search trace (objective and predicted size);
 * ``plots/schedule.png`` -- the soft-pruning rate of each layer group per epoch;
-* ``plots/training.png`` -- the training loss per epoch of every phase.
+* ``plots/training.png`` -- the training loss per epoch of every phase and, below it, the
+  validation metrics logged at each epoch (``val/...``);
+* ``metrics.csv`` -- ``metrics.jsonl`` as one CSV table (a column per key, blank where a phase
+  does not log it), for spreadsheets and plotting tools.
+
+The search section names the objective (from the recipe: what a trial trains and how it is scored)
+and marks the chosen trial, in the text, in a table of every trial and in the trace plot.
 
 Caveats:
     Latency is the median of 20 CPU forward passes of one example input after 3
@@ -30,7 +36,7 @@ from typing import Any
 
 from ._atomic import atomic_path, atomic_write_text
 
-__all__ = ["write_report"]
+__all__ = ["describe_objective", "write_metrics_csv", "write_report"]
 
 MODEL_ORDER = ("teacher", "student", "pruned")
 
@@ -98,17 +104,22 @@ def plot_channels(before: Mapping[str, int], after: Mapping[str, int], path: Pat
     _save(figure, path)
 
 
-def plot_search_trace(trials: Sequence[Mapping[str, Any]], budget: Sequence[int] | None, path: Path) -> None:
-    """Objective per trial with the best so far, and predicted parameters per trial."""
+def plot_search_trace(trials: Sequence[Mapping[str, Any]], budget: Sequence[int] | None, path: Path,
+                      objective: str = "objective") -> None:
+    """Objective per trial with the best so far (the chosen trial starred), and predicted parameters per trial."""
     figure = _figure(7, 5)
     top, bottom = figure.subplots(2, 1, sharex=True)
     steps = list(range(1, len(trials) + 1))
     values = [float(t["objective"]) for t in trials]
+    chosen = _chosen_trial(trials)
     top.scatter(steps, values, s=14, label="trial")
     top.plot(steps, [min(values[: i + 1]) for i in range(len(values))], color="k", label="best so far")
-    top.set_ylabel("objective (lower is better)")
+    top.scatter([chosen + 1], [values[chosen]], s=120, marker="*", color="tab:red", zorder=3,
+                label=f"chosen: trial {chosen + 1}")
+    top.set_ylabel(f"{objective}\n(lower is better)")
     top.legend()
     bottom.scatter(steps, [t["predicted_params"] for t in trials], s=14)
+    bottom.scatter([chosen + 1], [trials[chosen]["predicted_params"]], s=120, marker="*", color="tab:red", zorder=3)
     if budget:
         for bound in budget:
             bottom.axhline(bound, color="grey", linestyle="--", linewidth=0.8)
@@ -131,23 +142,70 @@ def plot_schedule(rates: Mapping[str, Sequence[float]], path: Path) -> None:
 
 
 def plot_training(records: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """Mean training loss per epoch, one panel per phase."""
+    """Mean training loss per epoch, one panel per phase; below, the validation metrics of each phase."""
     phases: dict[str, dict[int, float]] = {}
+    validation: dict[str, dict[str, dict[int, float]]] = {}  # phase -> metric -> epoch -> value
     for record in records:
         loss = record.get("epoch_loss", record.get("loss"))
         if loss is not None:
             phases.setdefault(record["phase"], {})[int(record["epoch"])] = float(loss)
+        for key, value in record.items():
+            if key.startswith("val/") and isinstance(value, (int, float)):
+                validation.setdefault(record["phase"], {}).setdefault(key[4:], {})[int(record["epoch"])] = float(value)
     if not phases:
         return
-    figure = _figure(3.2 * len(phases), 3)
-    axes = figure.subplots(1, len(phases), squeeze=False)[0]
-    for ax, (phase, by_epoch) in zip(axes, phases.items()):
+    rows = 2 if validation else 1
+    figure = _figure(3.2 * len(phases), 3 * rows)
+    axes = figure.subplots(rows, len(phases), squeeze=False)
+    for column, (phase, by_epoch) in enumerate(phases.items()):
+        ax = axes[0][column]
         epochs = sorted(by_epoch)
         ax.plot(epochs, [by_epoch[e] for e in epochs], marker="o", markersize=3)
         ax.set_title(phase)
         ax.set_xlabel("epoch")
-    axes[0].set_ylabel("training loss")
+        if rows == 2:
+            below = axes[1][column]
+            for metric, values in validation.get(phase, {}).items():
+                points = sorted(values)
+                below.plot(points, [values[e] for e in points], marker="o", markersize=3, label=metric)
+            if validation.get(phase):
+                below.legend(fontsize=7)
+            below.set_xlabel("epoch")
+    axes[0][0].set_ylabel("training loss")
+    if rows == 2:
+        axes[1][0].set_ylabel("validation")
     _save(figure, path)
+
+
+def _chosen_trial(trials: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the trial the search returns: the lowest objective, the first of equals."""
+    return min(range(len(trials)), key=lambda i: float(trials[i]["objective"]))
+
+
+def describe_objective(recipe: Mapping[str, Any]) -> str:
+    """What a search trial is scored by, from the resolved recipe (see ``pipeline.search_problem``)."""
+    trial = (recipe.get("search") or {}).get("trial") or {}
+    train = (f"the candidate is pruned one-shot, trained {trial.get('epochs', '?')} epoch(s) on "
+             f"{float(trial.get('subset', 1.0)):.0%} of the training data")
+    if trial.get("holdout") is not None:
+        return (f"{train} minus a held-out {float(trial['holdout']):.0%}, then scored by the task loss on that "
+                "held-out part (validation images are never seen by the search)")
+    batches = trial.get("max_val_batches")
+    return (f"{train}, then scored by the task loss on "
+            + (f"the first {batches} validation batches" if batches else "the validation data"))
+
+
+def write_metrics_csv(records: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """``metrics.jsonl`` records as CSV: ``phase, epoch`` first, then every other key in first-seen order."""
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(["phase", "epoch", *(key for record in records for key in record)]))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _short(value: float) -> str:
@@ -245,9 +303,22 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         lines += [""] + _table(["layer group", "rate"], [[k, f"{v:.3f}"] for k, v in rates["rates"].items()])
         lines.append("")
     if search and search.get("trials"):
-        plot_search_trace(search["trials"], search.get("budget"), plots / "search_trace.png")
+        trials = search["trials"]
+        plot_search_trace(trials, search.get("budget"), plots / "search_trace.png", "task loss")
+        chosen = _chosen_trial(trials)
+        best = trials[chosen]
         lines += ["## Search trace", "", f"Method `{search.get('method')}`, budget {search.get('budget')}.",
+                  "", f"Objective (lower is better): {describe_objective(recipe)}.",
+                  "", f"Chosen: trial {chosen + 1} ({best.get('kind')}), objective {float(best['objective']):.4f}, "
+                  f"{int(best['predicted_params']):,} predicted parameters (marked ★ below and in the plot).",
                   "", "![search](plots/search_trace.png)", ""]
+        groups = list(best.get("rates", {}))
+        lines += _table(["trial", "kind", *groups, "predicted params", "objective", "seconds", ""],
+                        [[i + 1, t.get("kind", ""), *[f"{float(t['rates'].get(g, 0.0)):.3f}" for g in groups],
+                          f"{int(t['predicted_params']):,}", f"{float(t['objective']):.4f}",
+                          f"{float(t.get('seconds', 0.0)):.1f}", "★ chosen" if i == chosen else ""]
+                         for i, t in enumerate(trials)])
+        lines.append("")
     if schedule:
         plot_schedule(schedule["rates"], plots / "schedule.png")
         lines += ["## Soft-pruning schedule", "",
@@ -263,7 +334,9 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
             lines += _table(["layer", "before", "after"], changed) + [""]
     if records:
         plot_training(records, plots / "training.png")
-        lines += ["## Training", "", "![training](plots/training.png)", ""]
+        write_metrics_csv(records, run_dir / "metrics.csv")
+        lines += ["## Training", "", "Training loss per epoch (top) and validation metrics (bottom); every "
+                  "number is in `metrics.csv` (and `metrics.jsonl`).", "", "![training](plots/training.png)", ""]
     export = phases.get("export")
     if export and "max_abs_difference" in export:
         lines += ["## Export", "",

@@ -47,11 +47,12 @@ Caveats:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -59,9 +60,11 @@ import torch
 from torch import Tensor
 
 from ._atomic import atomic_write_text
+
+_LOG = logging.getLogger(__name__)  # one INFO line per trial (format_trial); the pipeline forwards it
 from tqdm.auto import tqdm
 
-__all__ = ["SearchResult", "Trial", "plot_search", "random_search", "search_rates"]
+__all__ = ["SearchResult", "Trial", "format_trial", "plot_search", "random_search", "search_rates"]
 
 Objective = Callable[[dict[str, float]], float]
 PredictParams = Callable[[dict[str, float]], int]
@@ -446,12 +449,29 @@ def _run(
         trials.append(Trial(rates, params, value, seconds, kind, overhead, feasibility.latency_ms(x)))
         if path is not None:
             _write_history(path, header, trials)
+        _LOG.info(format_trial(trials, total))
         bar.update(1)
         bar.set_postfix(best=f"{min(t.objective for t in trials):.4g}", refresh=False)
     bar.close()
 
     best = min(trials, key=lambda t: t.objective)
     return SearchResult(dict(best.rates), best.objective, trials, budget)
+
+
+def format_trial(trials: Sequence[Trial], total: int) -> str:
+    """One log line for the last of ``trials``: rates, predicted size, objective, best so far, time.
+
+    Example:
+        ``trial 3/10 (sobol): rates stem=0.12 layer1=0.40; 41,230 params; objective 0.8123 (best 0.7990);
+        12.4 s + 0.3 s proposing``
+    """
+    trial = trials[-1]
+    rates = " ".join(f"{name}={rate:.2f}" for name, rate in trial.rates.items())
+    latency = "" if trial.predicted_latency_ms is None else f"; {trial.predicted_latency_ms:.3g} ms predicted"
+    best = min(t.objective for t in trials)
+    return (f"trial {len(trials)}/{total} ({trial.kind}): rates {rates}; {trial.predicted_params:,} params{latency}; "
+            f"objective {trial.objective:.4g} (best {best:.4g}); {trial.seconds:.1f} s + "
+            f"{trial.overhead_seconds:.1f} s proposing")
 
 
 def _check_latency(latency: Any) -> tuple[PredictLatency, float] | None:
