@@ -117,7 +117,8 @@ def _boundary(error: Exception) -> click.ClickException:
     """The one-line CLI error for an exception escaping a command.
 
     User errors (exit 2): the library's ``ValueError``/``TypeError`` (``RecipeError`` and
-    ``UntrustedBuilderError`` among them), ``RunDirError``, YAML and unpickling errors, and
+    ``UntrustedBuilderError`` among them), ``RunDirError``, YAML and unpickling errors, a missing
+    optional package (naming the extra to install, :mod:`compresskit._optional`), and
     file-system errors such as a missing file, permission denied, a read-only or full disk.
     A stopped phase (``PhaseError``) exits 1 in one line. Anything else exits 1 with one line
     naming a log file that holds the traceback.
@@ -128,6 +129,11 @@ def _boundary(error: Exception) -> click.ClickException:
 
     if isinstance(error, PhaseError):
         return click.ClickException(_one_line(str(error)))
+    from compresskit._optional import missing_extra
+
+    missing = missing_extra(error)
+    if missing is not None:  # an optional package (extra) is not installed: the user's to fix
+        return UserError(_one_line(missing))
     if isinstance(error, OSError) and error.errno in _USER_ERRNOS:
         where = error.filename if error.filename is not None else ""
         reason = error.strerror or str(error)

@@ -42,6 +42,9 @@ MODEL_ORDER = ("teacher", "student", "pruned")
 
 
 def _figure(width: float, height: float) -> Any:
+    from compresskit._optional import require
+
+    require("matplotlib")  # a missing extra is one line naming compresskit[report]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install compresskit with its test extras.
+# Create .venv and install compresskit with every extra (compresskit[all]) and the test tools.
 # Torch: a CPU build where no NVIDIA GPU is present (a local wheel when the machine ships one),
 # the default (CUDA) build otherwise. An already-installed torch is kept.
 set -euo pipefail
@@ -16,4 +16,4 @@ if ! python -c "import torch" 2>/dev/null; then
     pip install torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-pip install -e ".[test]"
+pip install -e ".[all,test]"  # every extra: search, onnx, report, vision, detection

@@ -83,7 +83,9 @@ class ImageFolder(Dataset):
 
     def load(self, path: Path) -> torch.Tensor:
         """Decode, resize and normalise one image: ``float32[3, H, W]``."""
-        from PIL import Image
+        from compresskit._optional import require
+
+        Image = require("PIL.Image")
 
         try:
             with Image.open(path) as image:
