@@ -9,7 +9,8 @@ Grammar (``WEIGHTS`` optional, also given as ``--weights``)::
                                      points, e.g. retinaface_mnet025:weights.pth as 'detect' accepts)
 
 ``WEIGHTS`` is recognised as the last ``:`` part when it names an existing file or ends in
-``.pt``/``.pth``/``.bin``/``.ckpt``. It is a ``state_dict`` read with ``torch.load(weights_only=True)``
+``.pt``/``.pth``/``.bin``/``.ckpt``. A builder with a ``weights`` argument (FeatherFace's) loads it
+itself; otherwise it is a ``state_dict`` read with ``torch.load(weights_only=True)``
 (a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DDP ``module.`` prefix are unwrapped,
 and the ``total_ops``/``total_params`` buffers the ``thop`` profiler leaves are dropped), then loaded
 strictly: a mismatch is one ``ValueError`` line naming the file and the first differing keys.
@@ -214,11 +215,25 @@ def build(spec: ModelSpec) -> tuple[Any, str, dict[str, Any]]:
     function: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         function = getattr(function, part)
+    # A builder with its own `weights` argument knows its checkpoints' key names (e.g. FeatherFace's
+    # load_weights for official releases): it loads them; the saved builder_kwargs never name the file.
+    own_weights = spec.weights is not None and _accepts(function, "weights")
+    if own_weights and not spec.weights.is_file():
+        raise ValueError(f"weights file not found: {spec.weights}")
     try:
-        model = function(**kwargs)
+        model = function(**kwargs, **({"weights": str(spec.weights)} if own_weights else {}))
     except (TypeError, ValueError) as error:
         raise ValueError(f"model spec {spec.source!r}: building the model failed: "
                          f"{' '.join(str(error).split())[:300]}") from None
-    if spec.weights is not None:
+    if spec.weights is not None and not own_weights:
         load_state_dict(model, spec.weights)
     return model, builder, kwargs
+
+
+def _accepts(function: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # builtins, some C extensions
+        return False
