@@ -127,3 +127,21 @@ def test_profiler_leftovers_in_weights_are_dropped(runner):
                                  "--input-shape", "1,3,16,16", "--out", "profiled_pruned.pt"])
     assert result.exit_code == 0, result.output
     assert Path("profiled_pruned.pt").is_file()
+
+
+def test_a_user_module_checkpoint_from_another_folder_says_to_add_it_to_pythonpath(checkpoint, project, tmp_path):
+    import subprocess
+    import sys
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run([sys.executable, "-m", "compresskit", "inspect", str(project / checkpoint), *TRUST],
+                            cwd=elsewhere, capture_output=True, text=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"the builder's module '{MODULE}' is not importable from here: add the folder that holds it to " \
+           "PYTHONPATH" in lines[0]
+    fixed = subprocess.run([sys.executable, "-m", "compresskit", "inspect", str(project / checkpoint), *TRUST],
+                           cwd=elsewhere, capture_output=True, text=True, env={**__import__("os").environ,
+                                                                               "PYTHONPATH": str(project)})
+    assert fixed.returncode == 0 and "(before pruning " in fixed.stdout, fixed.stderr
