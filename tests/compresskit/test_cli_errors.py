@@ -106,6 +106,12 @@ CASES = [
      "task_args.train_labels: file not found: no/labels.txt"),
     (["run", FEATHERFACE, "--stop-after", "nap"], "unknown phase 'nap'"),
     (["no-such-command"], "No such command"),
+    # detect / evaluate (plugins from reference.featherface)
+    (["detect", "nothing.onnx", "data/val", "--out", "o"], "'nothing.onnx' does not exist"),
+    (["detect", "resnet_tiny.pth", "data/val", "--out", "o"], "not a compresskit pruned-model checkpoint"),
+    (["detect", "retinaface_mnet025:nothere.pth", "data/val", "--out", "o"], "nothere.pth"),
+    (["detect", "retinaface_mnet025", "no_images", "--out", "o"], "'no_images' does not exist"),
+    (["evaluate", "retinaface_mnet025:x.pth"], "Missing option '--gt'"),
 ]
 
 
