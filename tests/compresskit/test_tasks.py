@@ -144,3 +144,46 @@ def test_load_state_dict_unwraps_and_names_mismatches(user_module, tmp_path):
     torch.save({**state, "fc.weight": torch.zeros(5, 16)}, tmp_path / "shape.pth")
     with pytest.raises(ValueError, match=r"fc.weight \(5, 16\) vs \(3, 16\)"):
         load_state_dict(model, tmp_path / "shape.pth")
+
+
+def test_timm_and_torchvision_specs_resolve_to_the_function_that_builds(monkeypatch):
+    """timm/torchvision do not import on this machine: stand-in modules with their API check the wiring."""
+    import sys
+    import types
+
+    timm = types.ModuleType("timm")
+
+    def create_model(model_name, pretrained=False, **kwargs):
+        return nn.Linear(2, 2)
+
+    create_model.__module__, create_model.__qualname__ = "timm.models._factory", "create_model"
+    timm.create_model = create_model
+    timm.is_model = lambda name: name == "resnet18"
+    timm.list_models = lambda pattern: ["resnet18", "resnet26"]
+    monkeypatch.setitem(sys.modules, "timm", timm)
+    assert resolve_spec(parse_spec("timm:resnet18")) == ("timm.models._factory:create_model",
+                                                         {"model_name": "resnet18"})
+    with pytest.raises(ValueError, match="timm has no model 'resnet99'"):
+        resolve_spec(parse_spec("timm:resnet99"))
+
+    vision = types.ModuleType("torchvision")
+    vision_models = types.ModuleType("torchvision.models")
+
+    def resnet18(**kwargs):
+        return nn.Linear(2, 2)
+
+    resnet18.__module__, resnet18.__qualname__ = "torchvision.models.resnet", "resnet18"
+
+    def get_model_builder(name):
+        if name != "resnet18":
+            raise ValueError(f"Unknown model {name}")
+        return resnet18
+
+    vision_models.get_model_builder = get_model_builder
+    vision_models.list_models = lambda: ["resnet18", "resnet34"]
+    vision.models = vision_models
+    monkeypatch.setitem(sys.modules, "torchvision", vision)
+    monkeypatch.setitem(sys.modules, "torchvision.models", vision_models)
+    assert resolve_spec(parse_spec("torchvision:resnet18:r.pth")) == ("torchvision.models.resnet:resnet18", {})
+    with pytest.raises(ValueError, match=r"did you mean \['resnet18'"):
+        resolve_spec(parse_spec("torchvision:resnet1"))
