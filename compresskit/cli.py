@@ -317,7 +317,11 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     click.echo(f"search: {search.method if search.enabled else 'off'}"
                + (f", {search.initial_points or 'default'} initial + {search.iterations} iterations, "
                   f"budget [{search.budget.min_params:,}, {search.budget.max_params:,}] params"
-                  if search.enabled else f", rates {recipe.prune.rates}"))
+                  if search.enabled else f", rates {recipe.prune.rates}")
+               + (f", latency <= {search.budget.max_latency_ms} ms" if search.enabled and search.budget.max_latency_ms
+                  else "")
+               + (f", latency <= {search.budget.max_latency_ratio}x the unpruned student's (ONNX Runtime, "
+                  f"{search.latency.threads} thread(s))" if search.enabled and search.budget.max_latency_ratio else ""))
     click.echo(f"epochs: distill {recipe.distill.epochs}, soft prune {recipe.prune.schedule.epochs}, "
                f"finetune {recipe.finetune.epochs}")
     click.echo("phases: " + " -> ".join(pipeline.PHASES))
