@@ -75,3 +75,22 @@ def test_readme_walkthrough_prunes_finetunes_and_exports(tmp_path, monkeypatch):
     assert re.search(r"\n(layer\d\.\S+) +\d+ -> \d+ ", inspected), inspected  # per-layer before -> after
     assert "wrote " in outputs[3] and (tmp_path / "r18_pruned.onnx").stat().st_size > 0
     assert "accuracy" in json.dumps(final)
+
+
+def test_inspect_json_before_after_and_per_layer_macs_add_up(tmp_path, monkeypatch):
+    write_user_project(tmp_path, "ck_inspect_models")
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["prune", "ck_inspect_models:resnet_tiny:resnet_tiny.pth", "--rate", "0.4",
+                                 "--input-shape", "1,3,16,16", "--out", "p.pt"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["inspect", "p.pt", "--trust", "ck_inspect_models", "--input-shape", "1,3,16,16",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    layers = info["layers"]
+    assert info["kind"] == "checkpoint" and info["params"] < info["before"]["params"]
+    assert sum(row["macs"] for row in layers.values()) == info["macs"]  # conv + linear are all the MACs here
+    assert sum(row["macs_before"] for row in layers.values()) == info["before"]["macs"]
+    assert layers["fc"]["out"] == layers["fc"]["out_before"] == 3  # the classifier keeps its logits
+    assert any(row["out"] < row["out_before"] for row in layers.values())
