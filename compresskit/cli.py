@@ -634,10 +634,12 @@ def benchmark_command(models: Sequence[str], input_shape: str, threads: int, war
 @click.option("--input-shape", default=None, help="Input shape for MACs, e.g. 1,3,32,32.")
 @click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Builder keyword argument.")
 @click.option("--trust", multiple=True, metavar="MODULE", help=_TRUST_HELP)
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A state_dict to load into a model spec (or MODEL_SPEC:WEIGHTS).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @_user_errors
 def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequence[str],
-                    trust: Sequence[str], as_json: bool) -> None:
+                    trust: Sequence[str], weights: Path | None, as_json: bool) -> None:
     """Parameters, MACs and per-layer channels/MACs of a checkpoint or a model spec.
 
     MODEL_OR_CHECKPOINT: a pruned checkpoint (shown before -> after pruning: the builder's
@@ -650,7 +652,12 @@ def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequen
 
     from compresskit._inspect import describe
 
-    model, kind = _load_model(model_spec, _parse_kwargs(model_args), trust)
+    if weights is not None and Path(model_spec).is_file():
+        raise UserError(f"--weights applies to a model spec, not to the checkpoint {model_spec} (it has its own)")
+    if weights is not None:
+        model, kind = _build_spec(model_spec, _parse_kwargs(model_args), weights)[0], "builder"
+    else:
+        model, kind = _load_model(model_spec, _parse_kwargs(model_args), trust)
     before = None
     if kind == "checkpoint" and getattr(model, "compresskit_history", None):
         before = _unpruned(Path(model_spec))

@@ -8,8 +8,8 @@ Grammar (``WEIGHTS`` optional, also given as ``--weights``)::
     NAME[:WEIGHTS]                   a model a declared builder knows (the 'compresskit.builders' entry
                                      points, e.g. retinaface_mnet025:weights.pth as 'detect' accepts)
 
-``WEIGHTS`` is recognised as the last ``:`` part when it names an existing file or ends in
-``.pt``/``.pth``/``.bin``/``.ckpt``. A builder with a ``weights`` argument (FeatherFace's) loads it
+``WEIGHTS`` is recognised as the last ``:`` part when it ends in ``.pt``/``.pth``/``.bin``/``.ckpt``,
+or names an existing file after a full ``module:callable`` (``--weights`` takes any name). A builder with a ``weights`` argument (FeatherFace's) loads it
 itself; otherwise it is a ``state_dict`` read with ``torch.load(weights_only=True)``
 (a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DDP ``module.`` prefix are unwrapped,
 and the ``total_ops``/``total_params`` buffers the ``thop`` profiler leaves are dropped), then loaded
@@ -57,8 +57,12 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def _is_weights(text: str) -> bool:
-    return text.lower().endswith(WEIGHT_SUFFIXES) or (bool(text) and os.path.isfile(text))
+def _is_weights(source: str, text: str) -> bool:
+    """Whether ``text`` (the last ``:`` part) names weights: a weights suffix, or an existing file after
+    a full ``module:callable`` (so ``pkg:build`` stays a builder even if a file ``build`` exists)."""
+    if text.lower().endswith(WEIGHT_SUFFIXES):
+        return True
+    return ":" in source and bool(text) and os.path.isfile(text)
 
 
 def parse_spec(text: str, weights: str | os.PathLike[str] | None = None,
@@ -73,7 +77,7 @@ def parse_spec(text: str, weights: str | os.PathLike[str] | None = None,
         ModelSpec(source='torchvision:resnet18', weights=PosixPath('r18.pth'), kwargs={})
     """
     source, sep, last = text.rpartition(":")
-    if sep and source and _is_weights(last):
+    if sep and source and _is_weights(source, last):
         if weights is not None:
             raise ValueError(f"model spec {text!r} names weights {last!r} and --weights {str(weights)!r}: give one")
         spec_weights: Path | None = Path(last)

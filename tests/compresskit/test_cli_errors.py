@@ -91,6 +91,8 @@ CASES = [
     (["inspect", "notes.pth"], "not a readable compresskit checkpoint"),
     (["inspect", "nothing_here"], "no file of that name"),
     (["inspect", "torchvision_typo:resnet18"], "cannot import torchvision_typo"),
+    (["inspect", SPEC, "--weights", "wrong_keys.pth"], "2 unexpected keys"),
+    (["inspect", "{checkpoint}", *TRUST, "--weights", "resnet_tiny.pth"], "--weights applies to a model spec"),
     # quantize / benchmark
     (["quantize", "notes.pth", "--calibration-images", "data", "--out", "q.onnx"], "not an existing .onnx file"),
     (["quantize", "model.onnx", "--calibration-images", "no_folder", "--out", "q.onnx"], "not a folder"),

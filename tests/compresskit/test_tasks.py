@@ -122,6 +122,13 @@ def test_model_spec_grammar_and_resolution(user_module):
     assert parse_spec(f"{MODULE}:resnet_tiny", weights="w.pt").weights == Path("w.pt")
     with pytest.raises(ValueError, match="give one"):
         parse_spec("a:b:w.pth", weights="x.pth")
+    assert parse_spec(f"{MODULE}:resnet_tiny:resnet_tiny.pth").source == f"{MODULE}:resnet_tiny"
+    (Path.cwd() / "resnet_tiny").write_bytes(b"")  # a file named like the callable is not weights
+    try:
+        assert parse_spec(f"{MODULE}:resnet_tiny") == parse_spec(f"{MODULE}:resnet_tiny", kwargs={})
+        assert parse_spec(f"{MODULE}:resnet_tiny").weights is None
+    finally:
+        (Path.cwd() / "resnet_tiny").unlink()
     assert resolve_spec(parse_spec(f"{MODULE}:resnet_tiny", kwargs={"num_classes": 5})) == \
         (f"{MODULE}:resnet_tiny", {"num_classes": 5})
     try:
