@@ -9,9 +9,9 @@ Grammar (``WEIGHTS`` optional, also given as ``--weights``)::
                                      points, e.g. retinaface_mnet025:weights.pth as 'detect' accepts)
 
 ``WEIGHTS`` is recognised as the last ``:`` part when it ends in ``.pt``/``.pth``/``.bin``/``.ckpt``,
-or names an existing file after a full ``module:callable`` (``--weights`` takes any name). A builder with a ``weights`` argument (FeatherFace's) loads it
-itself; otherwise it is a ``state_dict`` read with ``torch.load(weights_only=True)``
-(a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DDP ``module.`` prefix are unwrapped,
+or names an existing file after a full ``module:callable`` (``--weights`` takes any name). A declared
+builder (bare ``NAME``) with a ``weights`` argument (FeatherFace's) loads it itself; otherwise it is a
+``state_dict`` read with ``torch.load(weights_only=True)`` (a ``{"state_dict": ...}`` or ``{"model": ...}`` wrapper and a DDP ``module.`` prefix are unwrapped,
 and the ``total_ops``/``total_params`` buffers the ``thop`` profiler leaves are dropped), then loaded
 strictly: a mismatch is one ``ValueError`` line naming the file and the first differing keys.
 
@@ -219,9 +219,10 @@ def build(spec: ModelSpec) -> tuple[Any, str, dict[str, Any]]:
     function: Any = importlib.import_module(module_name)
     for part in attribute.split("."):
         function = getattr(function, part)
-    # A builder with its own `weights` argument knows its checkpoints' key names (e.g. FeatherFace's
-    # load_weights for official releases): it loads them; the saved builder_kwargs never name the file.
-    own_weights = spec.weights is not None and _accepts(function, "weights")
+    # A declared builder (bare NAME) with its own `weights` argument knows its checkpoints' key names (e.g.
+    # FeatherFace's load_weights for official releases): it loads them; builder_kwargs never name the file.
+    # Not torchvision's `weights=` (an enum of its downloads) nor a user's builder: those get a state_dict.
+    own_weights = spec.weights is not None and ":" not in spec.source and _accepts(function, "weights")
     if own_weights and not spec.weights.is_file():
         raise ValueError(f"weights file not found: {spec.weights}")
     try:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from compresskit.model_spec import load_state_dict, parse_spec, resolve_spec
+from compresskit.model_spec import build, load_state_dict, parse_spec, resolve_spec
 from compresskit.task import Task, check_task, task_args_error
 from compresskit.tasks.classification import ClassificationTask, classifier_name, image_folders, stage_groups
 from compresskit.tasks.image_folder import ImageFolder
@@ -176,7 +176,8 @@ def test_timm_and_torchvision_specs_resolve_to_the_function_that_builds(monkeypa
     vision = types.ModuleType("torchvision")
     vision_models = types.ModuleType("torchvision.models")
 
-    def resnet18(**kwargs):
+    def resnet18(*, weights=None, **kwargs):  # torchvision's `weights` is an enum of downloads, not a path
+        assert weights is None
         return nn.Linear(2, 2)
 
     resnet18.__module__, resnet18.__qualname__ = "torchvision.models.resnet", "resnet18"
@@ -191,6 +192,16 @@ def test_timm_and_torchvision_specs_resolve_to_the_function_that_builds(monkeypa
     vision.models = vision_models
     monkeypatch.setitem(sys.modules, "torchvision", vision)
     monkeypatch.setitem(sys.modules, "torchvision.models", vision_models)
+    resnet_module = types.ModuleType("torchvision.models.resnet")
+    resnet_module.resnet18 = resnet18
+    monkeypatch.setitem(sys.modules, "torchvision.models.resnet", resnet_module)
     assert resolve_spec(parse_spec("torchvision:resnet18:r.pth")) == ("torchvision.models.resnet:resnet18", {})
     with pytest.raises(ValueError, match=r"did you mean \['resnet18'"):
         resolve_spec(parse_spec("torchvision:resnet1"))
+    trained = nn.Linear(2, 2)
+    torch.save(trained.state_dict(), Path.cwd() / "r18_test.pth")
+    try:
+        model, builder, kwargs = build(parse_spec("torchvision:resnet18:r18_test.pth"))
+    finally:
+        (Path.cwd() / "r18_test.pth").unlink()
+    assert torch.equal(model.weight, trained.weight) and kwargs == {}  # a state_dict, loaded by compresskit
