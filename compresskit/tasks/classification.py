@@ -147,6 +147,7 @@ class ClassificationTask(Task):
         self._builder, self._builder_kwargs = builder, dict(builder_kwargs or {})
         self.label_smoothing = label_smoothing
         self._structure: dict[str, tuple[list[Any], tuple[str, ...]]] = {}
+        self._kwargs: dict[str, dict[str, Any]] = {}  # the model_args each name was last built with
 
     # --- models ----------------------------------------------------------------------
 
@@ -163,6 +164,7 @@ class ClassificationTask(Task):
         return None
 
     def build_model(self, name: str = MODEL, **kwargs: Any) -> nn.Module:
+        self._kwargs[name] = dict(kwargs)
         spec = self._spec(name, kwargs)
         if spec is not None:
             from compresskit.model_spec import build
@@ -189,8 +191,18 @@ class ClassificationTask(Task):
         return f"{function.__module__}:{qualname}", {**self._builder_kwargs, **kwargs}
 
     def _model_structure(self, name: str) -> tuple[list[Any], tuple[str, ...]]:
+        """Groups and classifier of ``name`` as last built (same ``model_args``; weights not loaded)."""
         if name not in self._structure:
-            model = self.build_model(name)
+            import dataclasses
+
+            kwargs = self._kwargs.get(name, {})
+            spec = self._spec(name, kwargs)
+            if spec is not None:
+                from compresskit.model_spec import build
+
+                model = build(dataclasses.replace(spec, weights=None))[0]
+            else:
+                model = self.model_fn(**kwargs)  # type: ignore[operator]
             self._structure[name] = (stage_groups(model), (classifier_name(model),))
         return self._structure[name]
 

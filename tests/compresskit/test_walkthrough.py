@@ -4,7 +4,7 @@
 
 The commands are read from the README's walkthrough block. Substitutions, and only these: the
 model spec ``torchvision:resnet18:r18.pth`` becomes the test's own module and weights (torchvision
-does not import on this machine), 10 classes become 3, 224x224 inputs become 16x16, the budget
+does not import on this machine), 10 classes become 4 (weights saved for 4; the data has 3), 224x224 inputs become 16x16, the budget
 becomes 75% of the small model, and ``run`` gets short epochs and search settings so it takes seconds.
 """
 
@@ -40,7 +40,7 @@ def substitute(args: list[str], budget: int) -> list[str]:
     replaced = []
     for arg in args[1:]:  # drop the program name
         arg = arg.replace("torchvision:resnet18:r18.pth", f"{MODULE}:resnet_tiny:resnet_tiny.pth")
-        arg = arg.replace("num_classes=10", "num_classes=3").replace("num_classes: 10", "num_classes: 3")
+        arg = arg.replace("num_classes=10", "num_classes=4").replace("num_classes: 10", "num_classes: 4")
         arg = arg.replace("224,224", "16,16").replace("max_params=5500000", f"max_params={budget}")
         arg = str(REPO / arg) if arg.startswith("recipes/") else arg
         replaced.append(MODULE if arg == "torchvision" else arg)
@@ -49,7 +49,7 @@ def substitute(args: list[str], budget: int) -> list[str]:
 
 @pytest.mark.slow
 def test_readme_walkthrough_prunes_finetunes_and_exports(tmp_path, monkeypatch):
-    write_user_project(tmp_path, MODULE)
+    write_user_project(tmp_path, MODULE, num_classes=4)  # not the builder's default (3), as 10 is not ResNet's
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     commands = walkthrough_commands()

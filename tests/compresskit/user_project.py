@@ -64,8 +64,9 @@ def resnet_tiny(num_classes=3):
 
 
 def write_user_project(folder: Path, module: str, train_per_class: int = 8, val_per_class: int = 4,
-                       size: int = 16) -> Path:
-    """Write ``module.py``, ``resnet_tiny.pth`` and ``data/{train,val}/CLASS/*.png`` under ``folder``.
+                       size: int = 16, num_classes: int = 3) -> Path:
+    """Write ``module.py``, ``resnet_tiny.pth`` (for ``num_classes`` outputs) and
+    ``data/{train,val}/CLASS/*.png`` (3 classes) under ``folder``.
 
     Returns the weights path. The module is importable once ``folder`` is on ``sys.path``
     (callers chdir there: compresskit puts the working directory on the path, as ``python -m`` does).
@@ -88,7 +89,7 @@ def write_user_project(folder: Path, module: str, train_per_class: int = 8, val_
         user_module = importlib.import_module(module)
         torch.manual_seed(0)
         weights = folder / "resnet_tiny.pth"
-        torch.save(user_module.resnet_tiny().state_dict(), weights)
+        torch.save(user_module.resnet_tiny(num_classes=num_classes).state_dict(), weights)
     finally:
         sys.path.remove(str(folder))
         sys.modules.pop(module, None)  # imported again, from the working directory, by compresskit
