@@ -16,7 +16,10 @@ each followed by the *same* fine-tune (``compresskit.pipeline.finetune_model`` w
 
 Every AP is measured at each val image's original size on the dev images with the official protocol
 (``reference.featherface.detect.evaluate_widerface``, the code behind ``compresskit evaluate``), right
-after removal and after the fine-tune. Latency: ONNX Runtime, 640x640, 1 thread, median of 20.
+after removal and after the fine-tune. Latency: ONNX Runtime, 640x640, 1 thread, median of 20 right after
+each model; ``--latency FILE`` re-times every row's architecture with all models interleaved in the same
+minutes (the comparable figure on a shared machine). ``--featherface`` runs the two FeatherFace paths of
+``recipes/featherface_wider.yaml`` (V1 -> Nano-B inheriting V1's backbone; V1 pruned) to 120K-180K params.
 
 Rows are written to ``--out`` (JSON) as each model finishes, so a crash loses no finished row;
 ``--table`` prints the markdown table of a results file.
@@ -25,13 +28,14 @@ Usage::
 
     .venv/bin/python benchmarks/bench_real_pruning.py --out benchmarks/logs/real_pruning.json \\
         --budgets 0.5,0.7,0.35 [--train-size N] [--finetune-epochs E] [--soft-epochs S] [--trials T]
+    .venv/bin/python benchmarks/bench_real_pruning.py --featherface --out ... [--train-size N] [--distill-epochs D]
+    .venv/bin/python benchmarks/bench_real_pruning.py --latency benchmarks/logs/real_pruning.json
     .venv/bin/python benchmarks/bench_real_pruning.py --table benchmarks/logs/real_pruning.json
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shutil

@@ -11,7 +11,7 @@ from torch import nn
 
 from compresskit.checkpoints import check_checkpoints, inherit_matching, load_checkpoint, load_state_dict_file
 from compresskit.cli import cli
-from compresskit.pipeline import build_task, prepare, run
+from compresskit.pipeline import build_task, run
 from compresskit.recipe import RecipeError, load_recipe, validate_recipe
 
 from test_pipeline import TOY, quiet, write_recipe
