@@ -96,7 +96,7 @@ def accuracy(cache: Path, samples: int, rounds: int) -> dict[str, LatencyModel]:
 
 def _final_ap(run: Path) -> str:
     try:
-        metrics = json.loads((run / "evaluation.json").read_text())["final"]["metrics"]
+        metrics = json.loads((run / "evaluation.json").read_text())["pruned"]["metrics"]
     except (OSError, KeyError, ValueError):
         return "-"
     return "/".join(f"{metrics[k]:.2f}" for k in ("ap_easy", "ap_medium", "ap_hard") if k in metrics) or "-"
