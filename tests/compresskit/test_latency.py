@@ -135,3 +135,17 @@ def test_a_latency_budget_unreachable_with_the_parameter_band_fails_before_train
     # either the corners already miss it, or the parameter band does: both name budget and range
     assert "search.budget max_latency_ratio 0.3 (= " in last and "cannot be met" in last
     assert " ms (ONNX Runtime, 1 thread(s), input 1x3x24x24)" in last
+
+
+def test_the_history_names_a_latency_budget_only_when_there_is_one(tmp_path):
+    bounds = {"a": (0.0, 0.9)}
+    random_search(lambda rates: rates["a"], bounds, lambda rates: 1, (0, 10), iterations=0, initial_points=2,
+                  progress=False, history_path=tmp_path / "plain.json")
+    random_search(lambda rates: rates["a"], bounds, lambda rates: 1, (0, 10), iterations=0, initial_points=2,
+                  progress=False, history_path=tmp_path / "latency.json", latency=(lambda rates: 1.0, 2.5))
+    plain, latency = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "latency.json"))
+    assert "max_latency_ms" not in plain and latency["max_latency_ms"] == 2.5
+    assert [t["predicted_latency_ms"] for t in plain["trials"]] == [None, None]
+    with pytest.raises(ValueError, match="cannot resume, max_latency_ms is 2.5 in the history but 3.0 now"):
+        random_search(lambda rates: rates["a"], bounds, lambda rates: 1, (0, 10), iterations=1, initial_points=2,
+                      progress=False, history_path=tmp_path / "latency.json", latency=(lambda rates: 1.0, 3.0))
