@@ -61,7 +61,7 @@ def test_every_phase_completes(toy_run):
     run_dir, _ = toy_run
     state = json.loads((run_dir / "state.json").read_text())
     assert state["completed"] == ["teacher", "distill", "search", "soft_prune", "remove", "finetune",
-                                  "evaluate", "export", "report"]
+                                  "evaluate", "export", "quantize", "report"]
     assert all(phase["peak_rss_mb"] > 0 for phase in state["phases"].values())
 
 
