@@ -36,6 +36,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from _results import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Architectures: exactness guard and Torch-Pruning side by side"
 FEATHERFACE = ("nano_b", "featherface_v1")
@@ -219,19 +221,6 @@ def coverage_rows() -> list[str]:
     return rows
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    content = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION in content:
-        start = content.index(SECTION)
-        following = content.find("\n## ", start + len(SECTION))
-        end = len(content) if following == -1 else following + 1
-        content = content[:start] + text + ("\n" if following != -1 else "") + content[end:]
-    else:
-        content = content.rstrip("\n") + "\n\n" + text
-    path.write_text(content)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", default="73ec8bf", help="git revision to compare against")
@@ -294,7 +283,7 @@ def main() -> None:
     )
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "compresskit"))
 
 import compresskit as ck  # noqa: E402
 from zoo import ZOO, ZOO_PROTECT  # noqa: E402
+from _results import write_section  # noqa: E402
 
 SECTION = "## Core pruning"
 EPOCH_IMAGES = 2048
@@ -98,19 +99,6 @@ def bench_step_vs_epoch(repeats: int) -> list[str]:
     return rows
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    content = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION in content:
-        start = content.index(SECTION)
-        following = content.find("\n## ", start + len(SECTION))
-        end = len(content) if following == -1 else following + 1
-        content = content[:start] + text + ("\n" if following != -1 else "") + content[end:]
-    else:
-        content = content.rstrip("\n") + "\n\n" + text
-    path.write_text(content)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
@@ -144,7 +132,7 @@ def main() -> None:
     )
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["InheritSummary", "check_checkpoints", "inherit_matching", "load_checkpoint", "load_state_dict_file"]
+__all__ = ["InheritSummary", "check_checkpoints", "check_state_dict", "inherit_matching", "load_checkpoint",
+           "load_state_dict_file"]
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -59,8 +60,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(checkpoint)
 
 
-def _strict_load(model: nn.Module, path: str | Path) -> nn.Module:
-    state = load_state_dict_file(path)
+def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, hint: str = "") -> None:
+    """Raise ``ValueError`` unless ``state`` has exactly ``model``'s keys and shapes.
+
+    The one-line message names ``path``, the architecture, the first missing, unexpected and wrongly
+    shaped keys, then ``hint`` (what the caller's user should do).
+    """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -69,7 +74,12 @@ def _strict_load(model: nn.Module, path: str | Path) -> nn.Module:
     if missing or unexpected or bad_shapes:
         raise ValueError(f"{path}: does not match {type(model).__name__} ({len(missing)} missing keys, e.g. "
                          f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; "
-                         f"{len(bad_shapes)} wrong shapes, e.g. {bad_shapes[:3]})")
+                         f"{len(bad_shapes)} wrong shapes, e.g. {bad_shapes[:3]}){hint}")
+
+
+def _strict_load(model: nn.Module, path: str | Path) -> nn.Module:
+    state = load_state_dict_file(path)
+    check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True)
     return model
 

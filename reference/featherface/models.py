@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from compresskit.checkpoints import check_state_dict
+
 from .backbone import load_pretrained_backbone
 from .featherface_v1 import FeatherFaceV1, convert_official_state_dict
 from .nano_b import FeatherFaceNanoB
@@ -176,17 +178,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
              if key.rsplit(".", 1)[-1] not in _PROFILER_SUFFIXES}
     if isinstance(model, FeatherFaceV1):
         state = convert_official_state_dict(state)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or bad_shapes:
-        raise ValueError(
-            f"{path}: does not match {type(model).__name__} ({len(missing)} missing keys, e.g. "
-            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; "
-            f"{len(bad_shapes)} wrong shapes, e.g. {bad_shapes[:3]}); build the model the file was "
-            f"saved from (build_model names: {list(MODEL_NAMES)}), or for a pruned model use "
-            "compresskit's load_pruned")
+    check_state_dict(model, state, path, hint=f"; build the model the file was saved from (build_model names: "
+                                               f"{list(MODEL_NAMES)}), or for a pruned model use compresskit's load_pruned")
     model.load_state_dict(state, strict=True)
     return model
