@@ -276,43 +276,32 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
 
 def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     from compresskit import pipeline
-    from compresskit.budget import ParamPredictor, count_params
+    from compresskit.budget import count_params
 
     from compresskit.plan import plan
 
     task = pipeline.build_task(recipe)
-    plan(recipe, task)  # the pre-flight `run` does: the same checks, the same one-line errors
-    ctx = pipeline.RunContext(recipe=recipe, run_dir=Path(run_dir or recipe.resolved_run_dir), task=task,
-                              log=click.echo)
+    checked = plan(recipe, task)  # the pre-flight `run` does: the same checks, the same one-line errors
     click.echo(f"recipe {recipe.name} ({recipe.source})" + (f", profile {recipe.profile}" if recipe.profile else ""))
-    click.echo(f"run directory: {ctx.run_dir}")
+    click.echo(f"run directory: {Path(run_dir or recipe.resolved_run_dir)}")
     click.echo(f"task: {recipe.task}")
     if recipe.teacher is not None:
-        teacher = ctx.build("teacher")
-        click.echo(f"teacher: {recipe.teacher.model}, {count_params(teacher):,} params, "
+        click.echo(f"teacher: {recipe.teacher.model}, {count_params(checked.models['teacher']):,} params, "
                    + (f"checkpoint {recipe.teacher.checkpoint}" if recipe.teacher.checkpoint
                       else f"trained {recipe.teacher.train.epochs} epochs"))
-    student = ctx.build("student")
-    click.echo(f"student: {recipe.student.model}, {count_params(student):,} params"
+    click.echo(f"student: {recipe.student.model}, {count_params(checked.models['student']):,} params"
                + (f", checkpoint {recipe.student.checkpoint}" if recipe.student.checkpoint else "")
                + (f", initialised from the {recipe.student.init_from}" if recipe.student.init_from else ""))
-    from compresskit.checkpoints import check_checkpoints
-
-    for key, path in check_checkpoints(recipe, task, ctx.build).items():
+    for key, path in checked.checkpoints.items():
         click.echo(f"{key} {path}: loads strictly")
-    specs = pipeline.layer_group_specs(ctx)
-    for spec in specs:
+    for spec in checked.specs:
         click.echo(f"  layer group {spec.name}: patterns {list(spec.patterns)} types {list(spec.types)} "
                    f"bounds {list(spec.bounds)}")
-    if specs:
-        groups = pipeline._find_groups(ctx, student)
-        bounds = {spec.name: tuple(spec.bounds) for spec in specs}
-        predictor = ParamPredictor(student, groups)
-        fewest, most = pipeline.reachable_params(predictor, bounds)
+    if checked.specs and checked.reachable is not None:
+        groups = checked.groups
+        fewest, most = checked.reachable
         click.echo(f"  {len(groups)} channel groups; rates within the bounds give {fewest:,} to {most:,} params"
                    + (f" ({len(groups.skipped)} couplings left unpruned)" if getattr(groups, "skipped", None) else ""))
-        if recipe.search.enabled:
-            pipeline.check_budget(recipe, predictor, bounds)
     search = recipe.search
     click.echo(f"search: {search.method if search.enabled else 'off'}"
                + (f", {search.initial_points or 'default'} initial + {search.iterations} iterations, "

@@ -46,6 +46,7 @@ class Plan:
         reachable: ``(fewest, most)`` parameters reachable inside the layer-group bounds.
         latency: With a latency budget: its limit, the unpruned and reachable milliseconds.
         data: What the task's ``check_data`` reported (counts of images, boxes, dropped items).
+        checkpoints: Recipe key -> file of every checkpoint that loaded strictly.
         checked: Names of the checks that passed.
     """
 
@@ -57,6 +58,7 @@ class Plan:
     reachable: tuple[int, int] | None = None
     latency: dict[str, Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    checkpoints: dict[str, str] = field(default_factory=dict)
     checked: list[str] = field(default_factory=list)
 
     def context(self) -> Any:
@@ -95,7 +97,7 @@ def check_checkpoints(plan: Plan) -> None:
     into a freshly built model (:func:`compresskit.checkpoints.check_checkpoints`)."""
     from compresskit.checkpoints import check_checkpoints as load_each
 
-    load_each(plan.recipe, plan.task, plan.context().build)
+    plan.checkpoints = load_each(plan.recipe, plan.task, plan.context().build)
 
 
 def check_groups(plan: Plan) -> None:
