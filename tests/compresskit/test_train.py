@@ -161,10 +161,11 @@ class _NaNAt:
 
     def __call__(self, model, batch):
         self.calls += 1
+        return self._loss(model, batch, bad=self.calls == self.bad_step)
+
+    def _loss(self, model, batch, bad: bool):
         loss, logs = _loss_fn(model, batch)
-        if self.calls == self.bad_step:
-            loss = loss * float("nan")
-        return loss, logs
+        return (loss * float("nan") if bad else loss), logs
 
 
 def test_non_finite_loss_raises_before_the_step():
@@ -329,18 +330,13 @@ def test_sampler_set_epoch_called_each_epoch_and_progress_bar_runs():
 # --- non-finite gradients and weights never reach a checkpoint ---------------------------------
 
 
-class _NaNGradientAt:
+class _NaNGradientAt(_NaNAt):
     """A finite loss whose gradient is NaN at one step (what a bad op on the last batch does)."""
 
-    def __init__(self, bad_step: int) -> None:
-        self.bad_step = bad_step
-        self.calls = 0
-
-    def __call__(self, model, batch):
-        self.calls += 1
+    def _loss(self, model, batch, bad: bool):
         x, y = batch
         logits = model(x)
-        if self.calls == self.bad_step:
+        if bad:
             logits.register_hook(lambda grad: torch.full_like(grad, float("nan")))
         return F.cross_entropy(logits, y), {}
 
