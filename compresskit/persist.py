@@ -87,14 +87,17 @@ def is_trusted(builder: str, trust: Iterable[str] = ()) -> bool:
         trust: Module names (trusting every callable in them and their submodules) or exact
             ``"module:callable"`` strings.
     """
+    trust = list(trust)
+    return _trusted_by_module(builder, trust) or _trusted_exactly(builder, trust)
+
+
+def _trusted_by_module(builder: str, trust: Sequence[str]) -> bool:
+    """``builder`` lies in a module (or submodule of one) named in ``trust``."""
     module_name = builder.partition(":")[0]
-    for item in trust:
-        if item == builder or ":" not in item and (module_name == item or module_name.startswith(item + ".")):
-            return True
-    return builder in TRUSTED_BUILDERS or builder in _declared_builders()
+    return any(":" not in item and (module_name == item or module_name.startswith(item + ".")) for item in trust)
 
 
-def _trusted_exactly(builder: str, trust: Iterable[str]) -> bool:
+def _trusted_exactly(builder: str, trust: Sequence[str]) -> bool:
     return builder in trust or builder in TRUSTED_BUILDERS or builder in _declared_builders()
 
 
@@ -231,8 +234,7 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
     Example:
         >>> model = load_pruned("runs/shapes/final.pt", trust=["examples.shapes_classifier"])
     """
-    if isinstance(trust, str):
-        trust = [trust]
+    trust = [trust] if isinstance(trust, str) else list(trust)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
@@ -252,12 +254,13 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
             raise ValueError(f"builder_kwargs must be a dict, got {payload['builder_kwargs']!r}")
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
-    if not is_trusted(payload["builder"], trust):
+    exact = _trusted_exactly(payload["builder"], trust)  # reads the entry points once
+    if not exact and not _trusted_by_module(payload["builder"], trust):
         raise UntrustedBuilderError(
             f"{path}: builder {_short(payload['builder'])} is not trusted, so it was not imported; if you "
             f"trust module {_short(module_name)}, pass --trust {module_name[:120]} (CLI) or load_pruned(..., trust="
             f"[{_short(module_name)}]), or declare it in the {BUILDER_ENTRY_POINTS!r} entry points")
-    builder = _resolve_builder(path, payload["builder"], exact=_trusted_exactly(payload["builder"], trust))
+    builder = _resolve_builder(path, payload["builder"], exact=exact)
     model = builder(**payload["builder_kwargs"])
     if not isinstance(model, nn.Module):
         raise ValueError(f"{path}: builder {payload['builder']!r} returned {type(model).__name__}, not an nn.Module")
