@@ -58,11 +58,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ._atomic import atomic_write_text
 
 _LOG = logging.getLogger(__name__)  # one INFO line per trial (format_trial); the pipeline forwards it
-from tqdm.auto import tqdm
 
 __all__ = ["SearchResult", "Trial", "format_trial", "plot_search", "random_search", "search_rates"]
 
@@ -341,8 +341,9 @@ def _repair(feasibility: _Feasibility, start: Tensor, end: Tensor) -> tuple[Tens
     good_params = feasibility.params(start)
     for _ in range(_REPAIR_STEPS):
         middle = (good + bad) / 2
-        middle_params = feasibility.params(start + middle * (end - start))
-        if feasibility.feasible(start + middle * (end - start), middle_params):
+        point = start + middle * (end - start)
+        middle_params = feasibility.params(point)
+        if feasibility.feasible(point, middle_params):
             good, good_params = middle, middle_params
         else:
             bad = middle
