@@ -266,21 +266,26 @@ def image_problem(path: str | Path) -> str | None:
     Refused: a missing or empty file, a JPEG whose last scan has no end-of-image marker after it (truncated),
     a PNG without its ``IEND`` chunk. Other formats are left to the decoder (:func:`read_image`).
     """
+    return _read_checked(path)[1]
+
+
+def _read_checked(path: str | Path) -> tuple[bytes, str | None]:
+    """``(content, problem)`` of the image file at ``path``: one read serves the check and the decoding."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
-        return f"cannot read ({error.strerror or error})"
+        return b"", f"cannot read ({error.strerror or error})"
     if not data:
-        return "empty file (0 bytes)"
+        return data, "empty file (0 bytes)"
     if data.startswith(_JPEG_START):
         # 0xFF in entropy-coded data is stuffed (FF 00), so FF D9 after the last scan start is the real end
         scan = data.rfind(_JPEG_SCAN)
         if scan < 0 or data.rfind(_JPEG_END) < scan:
-            return f"truncated JPEG ({len(data):,} bytes, no end-of-image marker after the last scan)"
+            return data, f"truncated JPEG ({len(data):,} bytes, no end-of-image marker after the last scan)"
     elif data.startswith(_PNG_SIGNATURE):
         if b"IEND" not in data[-64:]:
-            return f"truncated PNG ({len(data):,} bytes, no IEND chunk)"
-    return None
+            return data, f"truncated PNG ({len(data):,} bytes, no IEND chunk)"
+    return data, None
 
 
 def read_image(path: str | Path, source: str | None = None) -> np.ndarray:
@@ -289,9 +294,9 @@ def read_image(path: str | Path, source: str | None = None) -> np.ndarray:
     Unlike ``cv2.imread``, an empty or truncated file is an error, not a half-grey picture or ``None``.
     """
     where = f" (annotated at {source})" if source else ""
-    problem = image_problem(path)
+    data, problem = _read_checked(path)
     if problem is None:
-        image = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             problem = "not decodable (corrupt or not an image)"
         else:
