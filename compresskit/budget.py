@@ -202,8 +202,9 @@ class ParamPredictor:
         index_of: dict[str, int] = {}
         #: Module name of each entry of ``_layers`` (what :meth:`layer_channels` reports).
         self.layer_names: list[str] = []
-        # per group: its layer group, balanced flag, and per cell (size, [(layer index, axis, multiplicity)])
-        self._groups: list[tuple[str, bool, list[tuple[int, list[tuple[int, int, int]]]]]] = []
+        # per group: its layer group, balanced flag, per cell (size, [(layer index, axis, multiplicity)]),
+        # and its channel multiple
+        self._groups: list[tuple[str, bool, list[tuple[int, list[tuple[int, int, int]]]], int]] = []
         axis_codes = {OUT: 0, IN: 1, BOTH: 2}
         for group in groups:
             items = []  # (layer index, axis code, item.index) of the items that hold parameters
@@ -221,8 +222,7 @@ class ParamPredictor:
             for cell in group.cells:
                 multiplicities = [(layer, axis, len(index.get(cell[0], ()))) for layer, axis, index in items]
                 cells.append((len(cell), [term for term in multiplicities if term[2]]))
-            self._groups.append((group.layer_group, getattr(group, "balanced", False), cells,
-                                 getattr(group, "multiple", 1)))
+            self._groups.append((group.layer_group, group.balanced, cells, group.multiple))
 
     def _removed(self, rates: float | Mapping[str, float]) -> list[list[int]]:
         """``[in, out]`` channels removed from each layer of ``layer_names`` at ``rates``."""
