@@ -167,7 +167,7 @@ def quantize_onnx(
     class Reader(_Reader, CalibrationDataReader):
         pass
 
-    model_path, out_path = Path(model_path).resolve(), Path(out_path).resolve()
+    model_path = model_path.resolve()  # the pre-processing below runs in a scratch working directory
     # ORT's pre-processing writes stray external-data files into the working directory when its symbolic
     # shape inference fails: run it from the scratch folder so nothing lands beside the user's files.
     with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, _working_directory(scratch):
