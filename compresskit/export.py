@@ -567,9 +567,10 @@ def export_model(
         raise ValueError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
     inputs = _as_tuple(example_inputs)
     merged = {**model_metadata(model), **{str(k): str(v) for k, v in (metadata or {}).items()}}
-    outputs = [tensor for _, tensor in _run_torch(model, inputs)]
+    named_outputs = _run_torch(model, inputs)  # one forward pass for the output names and shapes
+    outputs = [tensor for _, tensor in named_outputs]
     input_names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
-    output_names = [name for name, _ in _run_torch(model, inputs)]
+    output_names = [name for name, _ in named_outputs]
 
     def write_and_check(spatial: bool | None) -> ExportResult:
         axes = {} if spatial is None else _dynamic_axes(inputs, input_names, output_names, outputs, spatial)
