@@ -116,13 +116,13 @@ def _output_positions(model: nn.Module, names: Sequence[str], inputs: tuple[torc
                 positions[name] = output.numel() // (output.shape[0] * width)
 
         handles.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
     try:
-        was_training = model.training
-        model.eval()
         with torch.no_grad():
             model(*inputs)
-        model.train(was_training)
     finally:
+        model.train(was_training)
         for handle in handles:
             handle.remove()
     return positions
@@ -311,11 +311,10 @@ class LatencyModel:
         vectors: list[float | dict[str, float]] = [0.0, dict(zip(names, high.tolist())),
                                                    dict(zip(names, low.tolist()))]
         vectors += [dict(zip(names, (low + p.numpy() * (high - low)).tolist())) for p in points]
-        for rates in vectors:
-            self.measure(rates)
+        measured = np.array([self.measure(rates) for rates in vectors])
         assert self.reference_ms is not None
         matrix = np.stack([self.features(r) for r in vectors])
-        target = np.array([self.measure(r) / self.reference_ms for r in vectors])
+        target = measured / self.reference_ms
         self.weights, _ = nnls(matrix, target)
 
     def predict(self, rates: float | Mapping[str, float]) -> float:
