@@ -161,9 +161,9 @@ class FaceDetector:
                  top_k: int = TOP_K, threads: int = 1, resize: float = 1.0) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        self.model = load_model(str(spec), threads=threads)
         if not resize > 0:
             raise ValueError(f"resize must be > 0, got {resize}")
+        self.model = load_model(str(spec), threads=threads)
         self.resize = resize
         self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
         from compresskit.export import Preprocessing

@@ -67,6 +67,8 @@ def test_bare_name_warns_random_weights_and_bad_input_is_an_error(exported):
         load_model("nano_b")
     with pytest.raises(ValueError, match="score_threshold must be in \\[0, 1\\], got 2"):
         FaceDetector(exported[0], score_threshold=2)
+    with pytest.raises(ValueError, match="resize must be > 0, got 0"):
+        FaceDetector("no/such/model.onnx", resize=0)  # checked before any model is loaded
     with pytest.raises(ValueError, match="HxWx3 BGR image"):
         FaceDetector(exported[0]).detect(np.zeros((5, 5), np.uint8))
 
