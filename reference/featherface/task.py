@@ -230,6 +230,7 @@ class FeatherFaceTask:
         self.image_size = image_size
         self.eval_original = eval_size == "original"
         self.eval_size = image_size if eval_size in (None, "original") else int(eval_size)
+        self._parsed: dict[str, tuple[str, ParseResult]] = {}  # split -> (label file, parse), widerface only
         if data == "synthetic":
             if not train_size or not val_size:
                 raise ValueError("synthetic data needs train_size and val_size")
@@ -249,8 +250,6 @@ class FeatherFaceTask:
         self._ground_truth: dict[str, ImageGroundTruth] | None = None
         self.criterion = MultiBoxLoss()
         self._priors = PriorCache()
-
-    _parsed: dict[str, tuple[str, ParseResult]] = {}
 
     def check_data(self) -> dict[str, Any]:
         """The pre-flight data check (``compresskit.plan.check_data``), before any training.
