@@ -630,6 +630,13 @@ def _initialise_student(ctx: RunContext, student: nn.Module, teacher: nn.Module 
     return {"source": "initialised"}
 
 
+def _load_pruned(ctx: RunContext, name: str) -> nn.Module:
+    """The pruned model in run file ``name`` (persist format), trusting the recipe's own builder."""
+    from compresskit.persist import load_pruned
+
+    return load_pruned(ctx.path(name), trust=[ctx.builder()[0]])
+
+
 def _load_student(ctx: RunContext) -> nn.Module:
     student = ctx.build("student")
     student.load_state_dict(_load_state_dict(ctx.path("student.pt")))
@@ -892,9 +899,9 @@ def phase_remove(ctx: RunContext) -> dict[str, Any]:
 
 def phase_finetune(ctx: RunContext) -> dict[str, Any]:
     """Fine-tune the pruned model -> ``final.pt`` (persist format)."""
-    from compresskit.persist import load_pruned, save_pruned
+    from compresskit.persist import save_pruned
 
-    model = load_pruned(ctx.path("pruned.pt"), trust=[ctx.builder()[0]])  # the recipe's own builder
+    model = _load_pruned(ctx, "pruned.pt")
     finetune_model(ctx, model)
     builder, kwargs = ctx.builder()
     if distributed.is_main():
@@ -914,14 +921,12 @@ def finetune_model(ctx: RunContext, model: nn.Module, evaluate: bool = True) -> 
 
 def phase_evaluate(ctx: RunContext) -> dict[str, Any]:
     """Params, MACs, latency and task metrics of teacher, student and final -> ``evaluation.json``."""
-    from compresskit.persist import load_pruned
-
     models: dict[str, nn.Module] = {}
-    if ctx.recipe.teacher is not None:
-        models["teacher"] = ctx.build("teacher")
-        models["teacher"].load_state_dict(_load_state_dict(ctx.path("teacher.pt")))
+    teacher = _load_teacher(ctx)
+    if teacher is not None:
+        models["teacher"] = teacher
     models["student"] = _load_student(ctx)
-    models["pruned"] = load_pruned(ctx.path("final.pt"), trust=[ctx.builder()[0]])
+    models["pruned"] = _load_pruned(ctx, "final.pt")
     evaluation = {name: _profile(ctx, model) for name, model in models.items()}
     _write_json(ctx.path("evaluation.json"), evaluation)
     return {name: {"params": v["params"], "metrics": v["metrics"]} for name, v in evaluation.items()}
@@ -946,9 +951,7 @@ def phase_export(ctx: RunContext) -> dict[str, Any]:
     if not ctx.recipe.export.onnx:
         return {"skipped": "export.onnx is false"}
     from compresskit.export import check_onnx, export_onnx
-    from compresskit.persist import load_pruned
-
-    model = load_pruned(ctx.path("final.pt"), trust=[ctx.builder()[0]]).eval()
+    model = _load_pruned(ctx, "final.pt").eval()
     inputs = _export_inputs(ctx)
     path = export_onnx(model, inputs, ctx.path("model.onnx"), opset=ctx.recipe.export.opset)
     difference = check_onnx(path, model, inputs, atol=ctx.recipe.export.atol)
@@ -968,11 +971,10 @@ def phase_quantize(ctx: RunContext) -> dict[str, Any]:
         return {"skipped": "quantize.enabled is false"}
     from compresskit.benchmark import benchmark_models
     from compresskit.export import export_model
-    from compresskit.persist import load_pruned
     from compresskit.quantize import quantize_onnx
     from compresskit.runtime import OrtModule
 
-    model = load_pruned(ctx.path("final.pt"), trust=[ctx.builder()[0]]).eval()
+    model = _load_pruned(ctx, "final.pt").eval()
     inputs = _export_inputs(ctx)
     export = export_model(model, inputs, ctx.path("model.fp32.onnx"), dynamic=True,
                           atol=ctx.recipe.export.atol, opset=ctx.recipe.export.opset)
