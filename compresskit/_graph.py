@@ -497,12 +497,7 @@ def _derive_routing(graph: tp.DependencyGraph) -> None:
             b_offset, b_size = offsets[slot] if is_cat else (0, len(range(*a_range)))
             edges.setdefault(source, []).append((a_range, b_offset, b_size))
         for source, routes in edges.items():
-            for dep in source.dependencies:
-                if dep.target is target:
-                    dep.index_mapping = [_Route(routes, reverse=False), None]
-            for dep in target.dependencies:
-                if dep.target is source:
-                    dep.index_mapping = [_Route(routes, reverse=True), None]
+            _set_mapping(source, target, _Route(routes, reverse=False), _Route(routes, reverse=True))
 
 
 def build_graph(model: nn.Module, example_inputs: Any) -> tuple[tp.DependencyGraph, set[Any]]:
@@ -678,6 +673,14 @@ def _chunks(grad_fn: Any) -> int:
     return len(ranges)
 
 
+def _find(parent: list[int], i: int) -> int:
+    """Root of ``i`` in the union-find forest ``parent`` (path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 def _channel_units(num_channels: int, items: list[Item]) -> list[list[int]]:
     """Partition the root channels into units that must be removed together.
 
@@ -688,23 +691,17 @@ def _channel_units(num_channels: int, items: list[Item]) -> list[list[int]]:
     """
     parent = list(range(num_channels))
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     for item in items:
         owner: dict[int, int] = {}
         for root, idxs in item.index.items():
             for i in idxs:
                 if i in owner:
-                    parent[find(root)] = find(owner[i])
+                    parent[_find(parent, root)] = _find(parent, owner[i])
                 else:
                     owner[i] = root
     units: dict[int, list[int]] = {}
     for root in range(num_channels):
-        units.setdefault(find(root), []).append(root)
+        units.setdefault(_find(parent, root), []).append(root)
     return sorted(units.values())
 
 
@@ -1041,12 +1038,6 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
     channel of a layer or op (partial overlaps, e.g. through an inline channel shuffle)."""
     parent = list(range(len(groups)))
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     owner: dict[tuple[str, str], int] = {}
     slot_owner: dict[tuple[str, str, int], int] = {}
     for g, group in enumerate(groups):
@@ -1057,7 +1048,7 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
                 for i in idxs:
                     slot = (item.module, item.axis, i)
                     if slot in slot_owner:
-                        parent[find(g)] = find(slot_owner[slot])
+                        parent[_find(parent, g)] = _find(parent, slot_owner[slot])
                     else:
                         slot_owner[slot] = g
             if item.groups > 1:
@@ -1065,12 +1056,12 @@ def _merge_grouped(groups: list[RawGroup]) -> list[RawGroup]:
                 if len(covered) < item.size:
                     key = (item.module, item.axis)
                     if key in owner:
-                        parent[find(g)] = find(owner[key])
+                        parent[_find(parent, g)] = _find(parent, owner[key])
                     else:
                         owner[key] = g
     clusters: dict[int, list[int]] = {}
     for g in range(len(groups)):
-        clusters.setdefault(find(g), []).append(g)
+        clusters.setdefault(_find(parent, g), []).append(g)
     merged: list[RawGroup] = []
     for members in sorted(clusters.values()):
         if len(members) == 1:
