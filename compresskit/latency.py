@@ -17,7 +17,7 @@ Two layers, after NetAdapt (Yang et al., ECCV 2018: measured latency drives ever
   summed over the layers, plus a constant -- whose non-negative weights (``scipy.optimize.nnls``) are
   fitted once to direct measurements of calibration rate vectors (:meth:`LatencyModel.calibrate`).
   Four weights, not one per layer or per resolution: with ~15 calibration points, finer tables
-  over-fitted in leave-one-out tests on Nano-B (median error 5.8% vs 5.6-10.9%). Non-negative
+  over-fitted in leave-one-out tests on Nano-B (``benchmarks/RESULTS.md``). Non-negative
   weights over features that never grow when channels are removed make the prediction monotone in
   every layer's channel count.
 

@@ -525,8 +525,9 @@ def search_rates(
         raw_samples: Size of the global Sobol candidate pool per iteration.
         progress: Show a tqdm bar.
         latency: ``(predict_latency, max_latency_ms)``: a candidate is also feasible only when
-            ``predict_latency(rates) <= max_latency_ms`` (e.g. ``compresskit.latency.LatencyModel``,
-            ~0.1 ms per call); both budgets hold for every evaluated candidate.
+            ``predict_latency(rates) <= max_latency_ms`` (e.g. ``compresskit.latency.LatencyModel``;
+            ``benchmarks/bench_latency.py`` reports its cost per call); both budgets hold for every
+            evaluated candidate.
 
     Returns:
         A :class:`SearchResult` with every :class:`Trial` in evaluation order.
