@@ -152,11 +152,15 @@ def round_removal(num_channels: int, removed: int, multiple: int) -> int:
         >>> round_removal(72, 30, 8)  # 42 kept -> 48 kept
         24
     """
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"channel multiple must be an int >= 1, got {multiple!r}")
+    _check_multiple(multiple)
     kept = num_channels - removed
     rounded = min(num_channels, -(-kept // multiple) * multiple)
     return num_channels - rounded
+
+
+def _check_multiple(multiple: int) -> None:
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"channel multiple must be an int >= 1, got {multiple!r}")
 
 
 def cell_removal_counts(sizes: Sequence[int], rate: float, balanced: bool, multiple: int = 1) -> list[int]:
@@ -514,7 +518,7 @@ def round_channels(groups: Sequence[ChannelGroup], multiple: int) -> Sequence[Ch
     Example:
         >>> groups = round_channels(find_groups(model, x), 8)  # doctest: +SKIP
     """
-    round_removal(1, 0, multiple)  # validates, naming the bad value
+    _check_multiple(multiple)
     for group in groups:
         group.multiple = multiple
     return groups
