@@ -1017,13 +1017,13 @@ def _head_groups(model: nn.Module, protected: set[str]) -> list[RawGroup]:
         if qkv is None or proj is None:
             continue
         heads = module.num_heads
-        width = linear(qkv[0]).out_features // (3 if len(qkv) == 1 else 1)  # type: ignore[union-attr]
+        thirds = 3 if len(qkv) == 1 else 1  # a fused qkv holds q, k and v one after the other
+        width = linear(qkv[0]).out_features // thirds  # type: ignore[union-attr]
         if width % heads or linear(proj).in_features != width:  # type: ignore[union-attr]
             continue
         dim = width // heads
         items = []
         for child in qkv:
-            thirds = 3 if len(qkv) == 1 else 1
             index = {h: tuple(t * width + h * dim + d for t in range(thirds) for d in range(dim)) for h in range(heads)}
             items.append(Item(prefix + child, "linear", OUT, thirds * width, index))
         items.append(Item(prefix + proj, "linear", IN, width, {h: tuple(range(h * dim, (h + 1) * dim)) for h in range(heads)}))
