@@ -951,6 +951,7 @@ def phase_export(ctx: RunContext) -> dict[str, Any]:
     if not ctx.recipe.export.onnx:
         return {"skipped": "export.onnx is false"}
     from compresskit.export import check_onnx, export_onnx
+
     model = _load_pruned(ctx, "final.pt").eval()
     inputs = _export_inputs(ctx)
     path = export_onnx(model, inputs, ctx.path("model.onnx"), opset=ctx.recipe.export.opset)
@@ -985,17 +986,16 @@ def phase_quantize(ctx: RunContext) -> dict[str, Any]:
             break
     int8 = quantize_onnx(export.path, ctx.path("model.int8.onnx"), samples, method=config.method,
                          per_channel=config.per_channel, exclude=config.exclude)
-    latency = benchmark_models({"onnx_fp32": export.path, "onnx_int8": int8}, ctx.task.example_inputs(),
+    paths = {"fp32": export.path, "int8": int8}
+    latency = benchmark_models({f"onnx_{kind}": path for kind, path in paths.items()}, ctx.task.example_inputs(),
                                threads=1, warmup=2, rounds=config.rounds)
     ratios = latency.ratios("onnx_fp32")
-    return {"fp32": {"path": export.path.name, "bytes": os.path.getsize(export.path),
-                     "metrics": ctx.task.evaluate(OrtModule(export.path)),
-                     "latency_ms": latency.latencies["onnx_fp32"].median_ms,
-                     "latency_p90_ms": latency.latencies["onnx_fp32"].p90_ms},
-            "int8": {"path": int8.name, "bytes": os.path.getsize(int8),
-                     "metrics": ctx.task.evaluate(OrtModule(int8)),
-                     "latency_ms": latency.latencies["onnx_int8"].median_ms,
-                     "latency_p90_ms": latency.latencies["onnx_int8"].p90_ms},
+    summary: dict[str, Any] = {
+        kind: {"path": path.name, "bytes": os.path.getsize(path), "metrics": ctx.task.evaluate(OrtModule(path)),
+               "latency_ms": latency.latencies[f"onnx_{kind}"].median_ms,
+               "latency_p90_ms": latency.latencies[f"onnx_{kind}"].p90_ms}
+        for kind, path in paths.items()}
+    return {**summary,
             "speedup": 1.0 / ratios["onnx_int8"], "calibration": f"{config.method}, {len(samples)} samples",
             "dynamic_input_axes": sorted(export.dynamic_axes.get("input", {})),
             "latency_settings": {"threads": latency.threads, "input_shape": list(latency.input_shape),
