@@ -165,11 +165,16 @@ class ClassificationTask(Task):
 
     def build_model(self, name: str = MODEL, **kwargs: Any) -> nn.Module:
         self._kwargs[name] = dict(kwargs)
+        return self._build(name, kwargs)
+
+    def _build(self, name: str, kwargs: Mapping[str, Any], weights: bool = True) -> nn.Module:
         spec = self._spec(name, kwargs)
         if spec is not None:
+            import dataclasses
+
             from compresskit.model_spec import build
 
-            return build(spec)[0]
+            return build(spec if weights else dataclasses.replace(spec, weights=None))[0]
         model = self.model_fn(**kwargs)  # type: ignore[operator]
         if not isinstance(model, nn.Module):
             raise TypeError(f"model_fn returned {type(model).__name__}, not an nn.Module")
@@ -193,16 +198,7 @@ class ClassificationTask(Task):
     def _model_structure(self, name: str) -> tuple[list[Any], tuple[str, ...]]:
         """Groups and classifier of ``name`` as last built (same ``model_args``; weights not loaded)."""
         if name not in self._structure:
-            import dataclasses
-
-            kwargs = self._kwargs.get(name, {})
-            spec = self._spec(name, kwargs)
-            if spec is not None:
-                from compresskit.model_spec import build
-
-                model = build(dataclasses.replace(spec, weights=None))[0]
-            else:
-                model = self.model_fn(**kwargs)  # type: ignore[operator]
+            model = self._build(name, self._kwargs.get(name, {}), weights=False)
             self._structure[name] = (stage_groups(model), (classifier_name(model),))
         return self._structure[name]
 
