@@ -248,7 +248,7 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
     if missing:
         raise ValueError(f"{path}: checkpoint is missing {missing}")
     try:
-        module_name, attribute = _check_builder(payload["builder"])
+        module_name, _ = _check_builder(payload["builder"])  # validated here; imported by _resolve_builder
         history = _normalise_history(payload["history"])
         if not isinstance(payload["builder_kwargs"], dict):
             raise ValueError(f"builder_kwargs must be a dict, got {payload['builder_kwargs']!r}")
