@@ -79,9 +79,9 @@ class OrtModule(nn.Module):
         meta = self.session.get_modelmeta()
         self.metadata: dict[str, str] = dict(meta.custom_metadata_map)
         self.quantized = is_quantized(self.path)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        first = self.session.get_inputs()[0].shape
-        self.input_shape = [d if isinstance(d, int) else None for d in first]
+        inputs = self.session.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.input_shape = [d if isinstance(d, int) else None for d in inputs[0].shape]
 
     def forward(self, *inputs: Tensor) -> Tensor | tuple[Tensor, ...]:
         if len(inputs) != len(self.input_names):
