@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADER = ("# Benchmark results\n\nEach section is owned by one area; the command that produced it is given in "
+          "the section.\n")
 
 
 def write_section(section: str, text: str, path: Path = RESULTS) -> None:
     """Replace the section whose heading line is ``section`` by ``text``, or append ``text`` if absent."""
-    content = path.read_text() if path.exists() else "# Benchmark results\n"
+    content = path.read_text() if path.exists() else HEADER
     if section in content:
         start = content.index(section)
         following = content.find("\n## ", start + len(section))
@@ -17,4 +20,6 @@ def write_section(section: str, text: str, path: Path = RESULTS) -> None:
         content = content[:start] + text + ("\n" if following != -1 else "") + content[end:]
     else:
         content = content.rstrip("\n") + "\n\n" + text
-    path.write_text(content)
+    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never half a file
+    tmp.write_text(content)
+    os.replace(tmp, path)

@@ -87,6 +87,9 @@ from compresskit.persist import load_pruned
 from reference.featherface.data.widerface import BGR_MEAN
 from reference.featherface.models import build_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _results  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION_TITLE = "Model latency"
@@ -450,17 +453,8 @@ def render(result: dict[str, Any]) -> str:
 
 
 def write_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of ``path``, leaving other sections untouched."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is owned by one area; the command that produced it is given in the section.\n"
-    section = f"## {title}\n\n{body}"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Replace (or append) the ``## title`` section of ``path`` (:func:`_results.write_section`)."""
+    _results.write_section(f"## {title}", f"## {title}\n\n{body}", path)
 
 
 def _command() -> str:
