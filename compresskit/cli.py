@@ -502,7 +502,7 @@ def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise click.BadParameter(f"expected {count} comma-separated numbers, got {text!r}", param_hint=option) from None
+        values = ()  # not numbers: the same error as the wrong count
     if len(values) != count:
         raise click.BadParameter(f"expected {count} comma-separated numbers, got {text!r}", param_hint=option)
     return values
