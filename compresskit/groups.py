@@ -373,33 +373,27 @@ def _probe_selection(group: ChannelGroup, seed: int, selection: int) -> list[int
     return group.select(scores, _PROBE_RATES[selection % len(_PROBE_RATES)])
 
 
-def _probe(
-    model: nn.Module, example_inputs: Any, groups: Sequence[tuple[int, ChannelGroup]], selection: int
-) -> str | None:
-    """Soft-zero vs removal on a float64 copy for all ``groups`` at once; ``None`` when exact."""
-    ops = []
-    for seed, group in groups:
-        ops += group.ops(_probe_selection(group, seed, selection))
-    return inexact_reason(model, example_inputs, ops)
+def _probe(model: nn.Module, example_inputs: Any, probes: Sequence[tuple[int, list[ChannelOp]]]) -> str | None:
+    """Soft-zero vs removal on a float64 copy for all ``(seed, ops)`` probes at once; ``None`` when exact."""
+    return inexact_reason(model, example_inputs, [op for _, ops in probes for op in ops])
 
 
 def _failing_groups(
-    model: nn.Module, example_inputs: Any, groups: list[tuple[int, ChannelGroup]], selection: int
+    model: nn.Module, example_inputs: Any, probes: list[tuple[int, list[ChannelOp]]]
 ) -> dict[int, str]:
     """Group testing: probe all, bisect on failure. Returns ``{seed: reason}``."""
-    groups = [(seed, g) for seed, g in groups if _probe_selection(g, seed, selection)]
-    if not groups:
+    if not probes:
         return {}
-    reason = _probe(model, example_inputs, groups, selection)
+    reason = _probe(model, example_inputs, probes)
     if reason is None:
         return {}
-    if len(groups) == 1:
-        return {groups[0][0]: reason}
-    half = len(groups) // 2
-    failing = _failing_groups(model, example_inputs, groups[:half], selection)
-    failing.update(_failing_groups(model, example_inputs, groups[half:], selection))
+    if len(probes) == 1:
+        return {probes[0][0]: reason}
+    half = len(probes) // 2
+    failing = _failing_groups(model, example_inputs, probes[:half])
+    failing.update(_failing_groups(model, example_inputs, probes[half:]))
     if not failing:  # each half is exact, together they are not
-        return {seed: f"fails only together with other groups: {reason}" for seed, _ in groups}
+        return {seed: f"fails only together with other groups: {reason}" for seed, _ in probes}
     return failing
 
 
@@ -410,12 +404,19 @@ def _verify_candidates(
 
     Each selection removes random channels (rates 0.5, 0.25, 0.75) of all remaining sets at
     once from a float64 copy and compares with the soft-zeroed copy; failing sets are found by
-    bisection and dropped before the next selection.
+    bisection and dropped before the next selection. Each set's selection and ops are computed
+    once per selection, not again at every bisection level.
     """
     failing: dict[int, str] = {}
     for selection in range(PROBE_SELECTIONS):
-        remaining = [(seed, g) for seed, g in enumerate(candidates) if seed not in failing]
-        failing.update(_failing_groups(model, example_inputs, remaining, selection))
+        probes = []
+        for seed, group in enumerate(candidates):
+            if seed in failing:
+                continue
+            channels = _probe_selection(group, seed, selection)
+            if channels:
+                probes.append((seed, group.ops(channels)))
+        failing.update(_failing_groups(model, example_inputs, probes))
     return failing
 
 
