@@ -96,13 +96,17 @@ def first_val_images(data: Path, count: int, folder: Path) -> Path:
     return folder
 
 
+def _latency_image() -> np.ndarray:
+    """The input every latency here is timed on: float32[1, 3, 640, 640] uniform noise (seed 0) minus the BGR mean."""
+    image = np.random.default_rng(0).uniform(0, 255, (1, 3, 640, 640)).astype(np.float32)
+    return image - np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+
+
 def ort_latency_ms(model: nn.Module, repeats: int = 20) -> float:
     """Median ONNX Runtime latency (ms) at 640x640, 1 intra-op thread."""
     import onnxruntime as ort
 
-    rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, (1, 3, 640, 640)).astype(np.float32)
-    image -= np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+    image = _latency_image()
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model.eval(), (torch.from_numpy(image),), Path(tmp) / "model.onnx")
         options = ort.SessionOptions()
@@ -291,9 +295,7 @@ def measure_latencies(args: argparse.Namespace, results: Results, rounds: int = 
 
     example = torch.randn(1, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)) * 50
     total = count_params(released(args.data))
-    rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, (1, 3, 640, 640)).astype(np.float32)
-    image -= np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)
+    image = _latency_image()
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     rows = results.data["rows"]
