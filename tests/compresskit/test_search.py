@@ -172,3 +172,16 @@ def test_random_search_extended_on_resume_keeps_the_prefix(tmp_path):
     assert len(calls.calls) == 4
     assert [t.rates for t in longer.trials[:4]] == [t.rates for t in short.trials]
     assert [t.rates for t in longer.trials] == [t.rates for t in fresh.trials]
+
+
+def test_each_trial_logs_one_line_with_the_best_so_far(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="compresskit.search"):
+        result = random_search(lambda rates: rates["a"], {"a": (0.0, 0.9)}, lambda rates: 1234, (0, 10000),
+                               iterations=1, initial_points=2, progress=False, latency=(lambda rates: 2.0, 3.0))
+    lines = [record.getMessage() for record in caplog.records if record.name == "compresskit.search"]
+    assert len(lines) == 3
+    assert all(line.startswith(f"trial {i}/3 (random): rates a=") for i, line in enumerate(lines, 1))
+    last, best = result.trials[-1].objective, min(t.objective for t in result.trials)
+    assert f"; 1,234 params; 2 ms predicted; objective {last:.4g} (best {best:.4g}); " in lines[-1]
