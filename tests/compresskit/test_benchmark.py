@@ -16,6 +16,9 @@ def test_measure_warms_up_then_rotates_the_order_each_round():
     assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, untimed
     assert calls[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
     assert list(stats) == ["a", "b", "c"] and all(len(s.samples_ms) == 4 for s in stats.values())
+    finished: list[int] = []
+    measure(runners, warmup=0, rounds=3, on_round=finished.append)
+    assert finished == [0, 1, 2]  # progress: once after each round
 
 
 def test_summary_and_paired_ratio_exact_values():
