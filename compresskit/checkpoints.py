@@ -144,9 +144,10 @@ def inherit_matching(student: nn.Module, teacher: nn.Module) -> InheritSummary:
         An :class:`InheritSummary` of what was copied.
 
     Example:
-        >>> summary = inherit_matching(nano_b, featherface_v1)  # doctest: +SKIP
+        >>> from reference.featherface.models import build_model  # doctest: +SKIP
+        >>> summary = inherit_matching(build_model("nano_b"), build_model("featherface_v1"))  # doctest: +SKIP
         >>> summary.describe()  # doctest: +SKIP
-        'inherited 137 tensors / 213,072 of 454,024 parameters (46.9%) from the teacher; ...'
+        'inherited 284 tensors / 214,330 of 454,024 parameters (47.2%) from the teacher; ...'
     """
     source = teacher.state_dict()
     target = student.state_dict()
