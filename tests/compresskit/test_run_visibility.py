@@ -16,6 +16,8 @@ from compresskit.search import random_search
 
 def test_every_search_trial_is_one_log_line_with_rates_params_objective_and_time():
     lines: list[str] = []
+    logger = logging.getLogger("compresskit.search")
+    before = (logger.level, logger.propagate)
     with forward_logs("compresskit.search", lines.append):
         result = random_search(lambda rates: (rates["a"] - 0.3) ** 2, {"a": (0.0, 0.8), "b": (0.0, 0.5)},
                                lambda rates: int(1000 * (1 - rates["a"]) * (1 - rates["b"])), (0, 1000),
@@ -25,7 +27,7 @@ def test_every_search_trial_is_one_log_line_with_rates_params_objective_and_time
     assert lines[0].startswith(f"trial 1/5 (random): rates a={first.rates['a']:.2f} b={first.rates['b']:.2f}; "
                                f"{first.predicted_params:,} params; objective {first.objective:.4g} (best ")
     assert lines[-1].endswith("s proposing") and " s + " in lines[-1]
-    assert not logging.getLogger("compresskit.search").handlers  # removed after the block
+    assert not logger.handlers and (logger.level, logger.propagate) == before  # all restored after the block
 
 
 def _run_dir(tmp_path):
