@@ -305,12 +305,17 @@ class InputError(click.ClickException):
     exit_code = 2
 
 
+def _spec_error(spec: str, error: Exception) -> InputError:
+    """``error`` as one line naming ``spec`` (unless the message already names its file)."""
+    message = str(error)
+    return InputError(message if spec.rpartition(":")[2] in message else f"{spec}: {message}")
+
+
 def _load_model_or_exit(spec: str) -> nn.Module:
     try:
         return load_model(spec)
     except (ValueError, OSError) as error:  # unknown name, bad or missing checkpoint
-        message = str(error)
-        raise InputError(message if spec.rpartition(":")[2] in message else f"{spec}: {message}") from None
+        raise _spec_error(spec, error) from None
 
 
 def _iter_images(target: Path) -> Iterable[Path]:
@@ -352,8 +357,7 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
             detector = FaceDetector(model_spec, score_threshold=min(json_threshold, draw_threshold),
                                     nms_threshold=nms_threshold, threads=threads, resize=resize)
     except (ValueError, OSError) as error:  # unknown name, bad or missing checkpoint / ONNX file
-        message = str(error)
-        raise InputError(message if model_spec.rpartition(":")[2] in message else f"{model_spec}: {message}") from None
+        raise _spec_error(model_spec, error) from None
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
