@@ -476,6 +476,26 @@ def test_multihead_attention_is_skipped_with_its_reason() -> None:
     assert "channel-mixing op MmBackward0" in groups.skipped[0].reason  # its in-projection, run inline
 
 
+class _ResidualAttentionNet(nn.Module):
+    """Linear -> nn.MultiheadAttention with a residual add -> Linear: the width the attention sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.mha, self.out = nn.Linear(8, 16), nn.MultiheadAttention(16, 4, batch_first=True), nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.inp(x)
+        attended, _ = self.mha(hidden, hidden, hidden)
+        return self.out(attended + hidden)
+
+
+def test_multihead_attention_names_itself_when_it_blocks_a_set() -> None:
+    with pytest.warns(ck.UnprunableWarning):
+        groups = ck.find_groups(_ResidualAttentionNet().eval(), torch.randn(1, 5, 8))
+    assert list(groups) == [] and [s.name for s in groups.skipped] == ["inp"]
+    assert groups.skipped[0].reason.startswith("nn.MultiheadAttention mha: its projections must stay as wide")
+
+
 def test_a_failing_graph_build_skips_the_model_with_its_reason(monkeypatch) -> None:
     import torch_pruning as tp
 
