@@ -277,7 +277,6 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
 def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     from compresskit import pipeline
     from compresskit.budget import count_params
-
     from compresskit.plan import plan
 
     task = pipeline.build_task(recipe)
@@ -297,7 +296,7 @@ def _print_plan(recipe: Any, run_dir: Path | None) -> None:
     for spec in checked.specs:
         click.echo(f"  layer group {spec.name}: patterns {list(spec.patterns)} types {list(spec.types)} "
                    f"bounds {list(spec.bounds)}")
-    if checked.specs and checked.reachable is not None:
+    if checked.reachable is not None:  # set by check_budget whenever there are layer groups
         groups = checked.groups
         fewest, most = checked.reachable
         click.echo(f"  {len(groups)} channel groups; rates within the bounds give {fewest:,} to {most:,} params"

@@ -52,6 +52,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(runner, tmp_path):
     assert "student: resnet_student, 77,652 params" in result.output
     assert "epochs: distill 4" in result.output
     assert "layer group stage2" in result.output
+    assert "rates within the bounds give 6,131 to 77,652 params" in result.output  # the pre-flight's range
     assert not (tmp_path / "r").exists()
 
 
