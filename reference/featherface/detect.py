@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reference.featherface.data.widerface import image_to_tensor, read_image
+from reference.featherface.data.widerface import BGR_MEAN, image_to_tensor, read_image
 from reference.featherface.evaluation import (
     evaluate,
     evaluate_folder,
@@ -167,8 +167,6 @@ class FaceDetector:
         self.resize = resize
         self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
         from compresskit.export import Preprocessing
-
-        from reference.featherface.data.widerface import BGR_MEAN
 
         metadata = getattr(self.model, "metadata", None) or getattr(self.model, "onnx_metadata", None) or {}
         self.preprocessing = Preprocessing.from_metadata(metadata) or Preprocessing("BGR", BGR_MEAN, 1.0, None)
