@@ -67,14 +67,14 @@ def test_readme_walkthrough_prunes_finetunes_and_exports(tmp_path, monkeypatch):
 
     run_dir = tmp_path / "runs" / "r18"
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    final = evaluation.get("final") or evaluation
+    final = evaluation["pruned"]  # evaluation.json: teacher / student / pruned (the fine-tuned final.pt)
     assert (run_dir / "final.pt").is_file() and (run_dir / "report.md").is_file()
     inspected = outputs[2]
     after = int(re.search(r"parameters: ([\d,]+) \(before pruning ([\d,]+)", inspected).group(1).replace(",", ""))
     assert after <= budget < params, (after, budget, params)
     assert re.search(r"\n(layer\d\.\S+) +\d+ -> \d+ ", inspected), inspected  # per-layer before -> after
     assert "wrote " in outputs[3] and (tmp_path / "r18_pruned.onnx").stat().st_size > 0
-    assert "accuracy" in json.dumps(final)
+    assert "accuracy" in final["metrics"] and final["params"] == after  # the evaluated model is the inspected one
 
 
 def test_inspect_json_before_after_and_per_layer_macs_add_up(tmp_path, monkeypatch):
