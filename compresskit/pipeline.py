@@ -28,11 +28,12 @@ Run directory layout::
     soft_pruned.pt     student after soft pruning (zeroed filters, full shapes) + zeroed indices
     pruned.pt          physically pruned student (compresskit.persist format)
     final.pt           pruned and fine-tuned student (compresskit.persist format)
-    evaluation.json    params, MACs, latency and task metrics of teacher / student / final
+    evaluation.json    params, MACs, latency and task metrics, keyed teacher / student / pruned (final.pt)
     model.onnx         the final model in ONNX (checked against PyTorch with ONNX Runtime)
     model.fp32.onnx    with quantize.enabled: the final model, dynamic axes (checked at two shapes)
     model.int8.onnx    with quantize.enabled: its INT8 (QDQ) quantization
     report.md          the report, with plots under plots/
+    metrics.csv        metrics.jsonl as one CSV table (written with the report)
 
 Caveats:
     Mid-phase resume covers every training phase (the soft-pruning checkpoint also holds
