@@ -2,7 +2,7 @@
 //   node serve.mjs [--port 8080] [--data DIR]      then open http://localhost:8080/?model=/data/model.onnx
 import { createReadStream, statSync } from "node:fs";
 import { createServer } from "node:http";
-import { extname, join, normalize, resolve } from "node:path";
+import { extname, join, normalize, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
@@ -12,7 +12,7 @@ export const WEB_ROOT = resolve(fileURLToPath(new URL(".", import.meta.url)));
 
 function within(root, path) {  // the file under root for a URL path, or null if it escapes root
   const file = normalize(join(root, decodeURIComponent(path)));
-  return file.startsWith(root) ? file : null;
+  return file === root || file.startsWith(root + sep) ? file : null;  // not a sibling such as root + "-other"
 }
 
 /** Start serving; resolves to {server, url}. port 0 picks a free port. */
