@@ -353,7 +353,13 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     if not path.is_file():
         raise ValueError(f"model file {str(path)!r} does not exist")
     if path.suffix == ".onnx":
-        model = onnx.load(str(path), load_external_data=False)
+        from google.protobuf.message import DecodeError  # protobuf comes with onnx
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except DecodeError as error:
+            raise ValueError(f"{str(path)!r} is not a readable ONNX file ({error}); "
+                             "export one with `compresskit export`") from None
         return {entry.key: entry.value for entry in model.metadata_props}
     extra = {TORCHSCRIPT_METADATA: ""}
     try:

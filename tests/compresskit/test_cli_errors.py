@@ -34,6 +34,7 @@ def project(tmp_path_factory) -> Path:
     torch.save({**state, "total_ops": torch.zeros(1), "conv1.total_ops": torch.zeros(1),
                 "conv1.total_params": torch.zeros(1)}, folder / "profiled.pth")
     (folder / "notes.pth").write_text("not a tensor file")
+    (folder / "corrupt.onnx").write_text("not a protobuf")
     (folder / "model.onnx").write_text("not onnx")
     torch.save({"format": "something else"}, folder / "foreign.pt")
     return folder
@@ -96,6 +97,7 @@ CASES = [
     # quantize / benchmark
     (["quantize", "notes.pth", "--calibration-images", "data", "--out", "q.onnx"], "not an existing .onnx file"),
     (["quantize", "model.onnx", "--calibration-images", "no_folder", "--out", "q.onnx"], "not a folder"),
+    (["quantize", "corrupt.onnx", "--calibration-images", "data", "--out", "q.onnx"], "is not a readable ONNX file"),
     (["benchmark", SPEC, "--threads", "0"], "need --threads >= 1"),
     (["benchmark", "missing.onnx"], "file not found: missing.onnx"),
     # run
