@@ -998,6 +998,7 @@ def phase_quantize(ctx: RunContext) -> dict[str, Any]:
         for kind, path in paths.items()}
     return {**summary,
             "speedup": 1.0 / ratios["onnx_int8"], "calibration": f"{config.method}, {len(samples)} samples",
+            "weights": "per-channel" if config.per_channel else "per-tensor",
             "dynamic_input_axes": sorted(export.dynamic_axes.get("input", {})),
             "latency_settings": {"threads": latency.threads, "input_shape": list(latency.input_shape),
                                  "rounds": latency.rounds}}

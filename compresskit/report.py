@@ -350,7 +350,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         names = list(quantize["fp32"]["metrics"])
         settings = quantize.get("latency_settings", {})
         lines += ["## INT8 quantization", "",
-                  f"ONNX Runtime static QDQ, per-channel INT8 weights, calibration {quantize['calibration']}. "
+                  f"ONNX Runtime static QDQ, {quantize.get('weights', 'per-channel')} INT8 weights, "
+                  f"calibration {quantize['calibration']}. "
                   f"Latency: ONNX Runtime CPU, {settings.get('threads', 1)} thread, input "
                   f"{settings.get('input_shape')}, median (p90) of {settings.get('rounds')} interleaved rounds; "
                   f"INT8 speed-up {quantize['speedup']:.2f}x.", ""]
