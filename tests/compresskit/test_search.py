@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from compresskit.search import SearchResult, Trial, plot_search, random_search, search_rates
+from compresskit.search import SearchResult, Trial, random_search, search_rates
 
 BOUNDS = {"a": (0.0, 0.9), "b": (0.0, 0.9), "c": (0.0, 0.9)}
 BUDGET = (1800, 2200)
@@ -151,13 +151,6 @@ def test_bad_arguments_raise(kwargs, match):
 def test_non_finite_objective_raises_with_rates():
     with pytest.raises(ValueError, match="objective returned nan for rates"):
         search_rates(lambda rates: float("nan"), BOUNDS, _predict_params, BUDGET, iterations=0, progress=False)
-
-
-def test_plot_search_writes_png(tmp_path):
-    result = random_search(_objective, BOUNDS, _predict_params, BUDGET, iterations=4, progress=False)
-    path = tmp_path / "search.png"
-    plot_search(result, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_random_search_extended_on_resume_keeps_the_prefix(tmp_path):
