@@ -3,12 +3,12 @@
 Every change to a model goes through :class:`ChannelOp` records ``(module name, axis,
 indices, size before)``; the same records are the pruning history that
 :mod:`compresskit.persist` replays on a freshly built model, so the live model and
-the replayed one go through the same code.
+the replayed one go through the same code. What an op does to a module is its layer
+rule's business (:mod:`compresskit.layers`); this module looks modules up by name,
+merges ops, and checks that removal is exact (soft-zeroed outputs == pruned outputs).
 
-Standard layers use Torch-Pruning's layer functions (``prune_conv_out_channels`` &c.);
-grouped-conv input channels, :class:`~compresskit.shuffle.ChannelShuffle` and
-:class:`~compresskit.pool.ChannelPool` use our own, because Torch-Pruning's conv input
-pruner keeps the wrong columns when ``1 < groups < in_channels`` and the other two are ours.
+The axis constants and layer predicates (``OUT``, ``IN``, ``BOTH``, ``axis_size``,
+``is_attention``, ``is_depthwise``) live in :mod:`compresskit.layers` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,14 +18,30 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
-from .pool import ChannelPool
-from .shuffle import ChannelShuffle
+from .layers import AXES, BOTH, IN, OUT, Axis, axis_size, is_attention, is_depthwise, rule_for
 
-OUT, IN, BOTH = "out", "in", "both"
-AXES = (OUT, IN, BOTH)
+__all__ = [
+    "AXES",
+    "BOTH",
+    "EXACT_TOLERANCE",
+    "IN",
+    "OUT",
+    "ChannelOp",
+    "axis_size",
+    "clone_module",
+    "flatten_outputs",
+    "inexact_reason",
+    "is_attention",
+    "is_depthwise",
+    "max_relative_difference",
+    "merge_ops",
+    "remove_channels",
+    "removal_difference",
+    "run_model",
+    "zero_channels",
+]
 
 
 class ChannelOp(NamedTuple):
@@ -36,7 +52,7 @@ class ChannelOp(NamedTuple):
     """
 
     module: str
-    axis: str
+    axis: Axis
     indices: tuple[int, ...]
     size: int
 
@@ -55,48 +71,6 @@ class ChannelOp(NamedTuple):
         if not isinstance(indices, (list, tuple)) or not all(isinstance(i, int) for i in indices):
             raise ValueError(f"pruning op indices must be ints, got {indices!r}")
         return cls(module, axis, tuple(indices), size)
-
-
-def is_depthwise(conv: nn.Module) -> bool:
-    """A conv whose every group has one input and one output channel."""
-    return (
-        isinstance(conv, nn.modules.conv._ConvNd)
-        and not conv.transposed
-        and conv.groups > 1
-        and conv.groups == conv.in_channels == conv.out_channels
-    )
-
-
-def axis_size(module: nn.Module, axis: str) -> int | None:
-    """Current length of ``axis`` of a supported module, ``None`` if unsupported."""
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.in_channels if axis == IN else module.out_channels
-    if isinstance(module, nn.Linear):
-        return module.in_features if axis == IN else module.out_features
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return module.num_features
-    if isinstance(module, nn.PReLU):
-        return module.num_parameters
-    if isinstance(module, ChannelShuffle):
-        if module.index is not None:
-            return module.index.numel()
-        return module.traced_channels
-    if isinstance(module, ChannelPool):
-        return module.num_channels if axis == IN else len(module.reductions)
-    if is_attention(module):
-        return module.num_heads
-    return None
-
-
-def is_attention(module: nn.Module) -> bool:
-    """A custom attention module whose heads compresskit can remove: an int ``num_heads``
-    attribute (timm / ViT style), not ``nn.MultiheadAttention`` (its projection width is tied to
-    the query width). Its "channels" are heads; removal only lowers ``num_heads``."""
-    return (
-        not isinstance(module, nn.MultiheadAttention)
-        and isinstance(getattr(module, "num_heads", None), int)
-        and not isinstance(module.num_heads, bool)
-    )
 
 
 def merge_ops(ops: Iterable[ChannelOp]) -> list[ChannelOp]:
@@ -128,115 +102,35 @@ def zero_channels(model: nn.Module, ops: Iterable[ChannelOp]) -> None:
     """Soft-prune: zero the output filters (weight rows, bias, BN gamma/beta) named by ``ops``.
 
     Only ``out``/``both`` ops change anything; input-side ops need no zeroing because the
-    channel they read is already exactly zero.
+    channel they read is already exactly zero. Modules without a layer rule are left as they are.
     """
     modules = _modules(model)
     for op in ops:
         if op.axis == IN or not op.indices:
             continue
         module = _lookup(modules, op)
-        index = torch.tensor(op.indices, dtype=torch.long)
-        if isinstance(module, nn.modules.conv._ConvNd):
-            weight_axis = 1 if module.transposed else 0
-            module.weight.index_fill_(weight_axis, index.to(module.weight.device), 0.0)
-            if module.bias is not None:
-                module.bias.index_fill_(0, index.to(module.bias.device), 0.0)
-        elif isinstance(module, nn.Linear):
-            module.weight.index_fill_(0, index.to(module.weight.device), 0.0)
-            if module.bias is not None:
-                module.bias.index_fill_(0, index.to(module.bias.device), 0.0)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            if module.affine:
-                module.weight.index_fill_(0, index.to(module.weight.device), 0.0)
-                module.bias.index_fill_(0, index.to(module.bias.device), 0.0)
-        # PReLU(0) == 0, a shuffle moves zeros, a ChannelPool only reads: nothing to zero.
-
-
-def _prune_grouped_conv_in_channels(conv: nn.modules.conv._ConvNd, indices: Sequence[int]) -> None:
-    """Remove input channels of a grouped conv, the same number from every group."""
-    groups, per_group = conv.groups, conv.in_channels // conv.groups
-    removed = set(indices)
-    keep_columns = [[j for j in range(per_group) if b * per_group + j not in removed] for b in range(groups)]
-    kept = {len(columns) for columns in keep_columns}
-    if len(kept) != 1:
-        raise ValueError(
-            f"grouped conv input pruning must remove the same number of channels per group, "
-            f"got kept counts {[len(c) for c in keep_columns]}"
-        )
-    weight = conv.weight  # (out, in/g, *k)
-    out_per_group = conv.out_channels // groups
-    columns = torch.tensor(
-        [keep_columns[o // out_per_group] for o in range(conv.out_channels)], dtype=torch.long,
-        device=weight.device,
-    )  # (out, in'/g)
-    columns = columns.view(*columns.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
-    conv.weight = nn.Parameter(torch.gather(weight.detach(), 1, columns), requires_grad=weight.requires_grad)
-    conv.in_channels -= len(removed)
-
-
-def _prune_shuffle_in_channels(shuffle: ChannelShuffle, size: int, indices: Sequence[int]) -> None:
-    """Drop input channels of a shuffle; the outputs that read them disappear with them."""
-    source = shuffle.source_index(size).tolist()
-    removed = set(indices)
-    kept = [i for i in range(size) if i not in removed]
-    rank = {old: new for new, old in enumerate(kept)}
-    device = shuffle.index.device if shuffle.index is not None else None
-    shuffle.index = torch.tensor([rank[s] for s in source if s in rank], dtype=torch.long, device=device)
-    shuffle.traced_channels = len(kept)
+        rule = rule_for(module)
+        if rule is not None:
+            rule.zero(module, op.axis, op.indices)
 
 
 def remove_channels(model: nn.Module, ops: Iterable[ChannelOp]) -> None:
     """Physically remove channels; ``ops`` of one step must all use pre-step coordinates.
 
     Raises:
-        ValueError: an op names a module the model lacks, or sizes do not match.
+        ValueError: an op names a module the model lacks or one without a layer rule, or its
+            size or indices do not fit the module.
     """
     modules = _modules(model)
     for op in merge_ops(ops):
         module = _lookup(modules, op)
-        if isinstance(module, ChannelShuffle):
-            if op.axis == IN:  # the output side is implied by the permutation
-                _prune_shuffle_in_channels(module, op.size, op.indices)
-            continue
-        if is_attention(module) and op.axis == OUT:
-            if module.num_heads != op.size or len(op.indices) >= op.size:
-                raise ValueError(f"pruning op expects {op.module!r} with {op.size} heads, model has {module.num_heads}")
-            module.num_heads = op.size - len(op.indices)  # its q/k/v/proj rows go with their own ops
-            continue
-        if isinstance(module, ChannelPool):
-            if op.axis != IN:
-                raise ValueError(f"cannot remove output maps of ChannelPool {op.module!r}")
-            # keeps the original mean divisor and floors the max at 0 (exact, see pool.py)
-            module.remove_input_channels(op.size, op.indices)
-            continue
-        current = axis_size(module, op.axis)
-        if current != op.size:
-            raise ValueError(
-                f"pruning op expects {op.module!r} ({type(module).__name__}) {op.axis} size "
-                f"{op.size}, model has {current}"
-            )
-        if max(op.indices) >= op.size or min(op.indices) < 0:
-            raise ValueError(f"pruning op indices out of range for {op.module!r}: {op.indices}")
-        indices = list(op.indices)
-        if isinstance(module, nn.modules.conv._ConvNd):
-            if op.axis == BOTH:
-                tp.prune_depthwise_conv_out_channels(module, indices)
-            elif op.axis == OUT:
-                tp.prune_conv_out_channels(module, indices)
-            elif module.groups > 1 and not module.transposed:
-                _prune_grouped_conv_in_channels(module, indices)
-            else:
-                tp.prune_conv_in_channels(module, indices)
-        elif isinstance(module, nn.Linear):
-            fn = tp.prune_linear_in_channels if op.axis == IN else tp.prune_linear_out_channels
-            fn(module, indices)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            tp.prune_batchnorm_out_channels(module, indices)
-        elif isinstance(module, nn.PReLU):
-            if module.num_parameters > 1:
-                tp.prune_prelu_out_channels(module, indices)
-        else:
+        rule = rule_for(module)
+        if rule is None:
             raise ValueError(f"cannot remove channels of {op.module!r} ({type(module).__name__})")
+        try:
+            rule.remove(module, op.axis, op.indices, op.size)
+        except ValueError as error:
+            raise ValueError(f"pruning op on {op.module!r} ({type(module).__name__}): {error}") from None
 
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:
@@ -336,7 +230,7 @@ def removal_difference(
     """
     replica = clone_module(model, dtype).eval()
     if dtype is not None:
-        example_inputs = cast_inputs(example_inputs, dtype)
+        example_inputs = _cast_inputs(example_inputs, dtype)
     with torch.no_grad():
         zero_channels(replica, ops)
         soft = run_model(replica, example_inputs)
@@ -369,12 +263,12 @@ def inexact_reason(model: nn.Module, example_inputs: Any, ops: Sequence[ChannelO
     return None
 
 
-def cast_inputs(example_inputs: Any, dtype: torch.dtype) -> Any:
+def _cast_inputs(example_inputs: Any, dtype: torch.dtype) -> Any:
     """Floating tensors of ``example_inputs`` cast to ``dtype``."""
     if isinstance(example_inputs, Tensor):
         return example_inputs.to(dtype) if example_inputs.is_floating_point() else example_inputs
     if isinstance(example_inputs, (list, tuple)):
-        return type(example_inputs)(cast_inputs(x, dtype) for x in example_inputs)
+        return type(example_inputs)(_cast_inputs(x, dtype) for x in example_inputs)
     if isinstance(example_inputs, dict):
-        return {k: cast_inputs(v, dtype) for k, v in example_inputs.items()}
+        return {k: _cast_inputs(v, dtype) for k, v in example_inputs.items()}
     return example_inputs

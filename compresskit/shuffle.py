@@ -23,6 +23,8 @@ Caveats:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -90,6 +92,21 @@ class ChannelShuffle(nn.Module):
             )
         out = torch.arange(num_channels)
         return (out % self.groups) * (num_channels // self.groups) + out // self.groups
+
+    def remove_input_channels(self, size: int, indices: Sequence[int]) -> None:
+        """Drop input channels ``indices`` out of ``size``; the outputs that read them go with them
+        (surgery and replay). Afterwards the forward is the gather stored in ``index``.
+
+        Raises:
+            ValueError: ``size`` does not fit the shuffle (see :meth:`source_index`).
+        """
+        source = self.source_index(size).tolist()
+        removed = set(indices)
+        kept = [i for i in range(size) if i not in removed]
+        rank = {old: new for new, old in enumerate(kept)}
+        device = self.index.device if self.index is not None else None
+        self.index = torch.tensor([rank[s] for s in source if s in rank], dtype=torch.long, device=device)
+        self.traced_channels = len(kept)
 
     def forward(self, x: Tensor) -> Tensor:
         if is_tracing():

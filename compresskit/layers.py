@@ -1,0 +1,371 @@
+"""Layer rules: what compresskit knows about each prunable module type, in one place.
+
+A :class:`LayerRule` answers, for one module type, the questions surgery, the exact budget and
+the channel tables ask: how long is an axis, how to zero channels on it (soft pruning), how to
+remove them (physical pruning, in place), how many parameters the layer holds at given channel
+counts. Rules are looked up by type through the MRO in :data:`LAYER_RULES`, so a subclass of
+``nn.Conv2d`` is pruned as a conv (the same per-type table as Torch-Pruning's
+``pruner/function.py``, written for our axes and exactness checks).
+
+Axes are the plain strings stored in pruning histories: ``OUT`` (output channels, the filters),
+``IN`` (input channels) and ``BOTH`` (a depthwise conv, whose input and output channels go
+together).
+
+Adding a layer type is one rule class and one dict entry::
+
+    class ScaleRule(LayerRule):  # y = x * weight[None, :, None, None]
+        def size(self, module, axis): return module.weight.numel()
+        def zero(self, module, axis, indices): module.weight.data[list(indices)] = 0.0
+        def remove(self, module, axis, indices, size):
+            check_indices(module, axis, indices, size, self.size(module, axis))
+            module.weight = keep_parameter(module.weight, 0, indices)
+        def params(self, module): return lambda in_channels, out_channels: out_channels
+
+    LAYER_RULES[Scale] = ScaleRule()
+
+Caveats:
+    * A rule only says how to change one module; which channels are coupled across modules is
+      decided by :func:`compresskit.find_groups`.
+    * Attention modules are recognised by an int ``num_heads`` attribute (:func:`is_attention`),
+      not by type; :func:`rule_for` returns :data:`ATTENTION_HEADS` for them when no type matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .pool import ChannelPool
+from .shuffle import ChannelShuffle
+
+__all__ = [
+    "ATTENTION_HEADS", "AXES", "BOTH", "IN", "LAYER_RULES", "OUT", "Axis", "AttentionHeadsRule",
+    "BatchNormRule", "ChannelPoolRule", "ChannelShuffleRule", "ConvRule", "LayerRule", "LinearRule",
+    "PReLURule", "ParamCount", "axis_size", "check_indices", "is_attention", "is_depthwise",
+    "keep_parameter", "rule_for",
+]
+
+Axis = Literal["out", "in", "both"]
+OUT: Axis = "out"
+IN: Axis = "in"
+BOTH: Axis = "both"
+AXES: tuple[Axis, ...] = (OUT, IN, BOTH)
+
+#: ``(in_channels, out_channels) -> parameters`` of one layer with its other settings fixed.
+ParamCount = Callable[[int, int], int]
+
+
+class LayerRule:
+    """How compresskit measures, zeroes and removes channels of one module type.
+
+    The base class describes a module with no channels of its own: every method is a no-op
+    or ``None``; subclasses override what their type has.
+    """
+
+    def size(self, module: nn.Module, axis: Axis) -> int | None:
+        """Current length of ``axis``; ``None`` when not known (e.g. not traced yet)."""
+        return None
+
+    def channels(self, module: nn.Module) -> tuple[int, int] | None:
+        """``(in, out)`` channels shown in channel tables (:func:`compresskit.budget.channel_counts`);
+        ``None`` leaves the layer out of them."""
+        return None
+
+    def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
+        """Soft-prune: make output channels ``indices`` exactly zero (``axis`` is ``OUT`` or ``BOTH``)."""
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        """Physically remove channels ``indices`` of ``axis``, which has length ``size`` before.
+
+        Raises:
+            ValueError: ``size`` or ``indices`` do not fit the module, or the axis cannot be pruned.
+        """
+        raise ValueError(f"{type(module).__name__} has no removable channels")
+
+    def params(self, module: nn.Module) -> ParamCount | None:
+        """Parameter count of ``module`` as a function of its channel counts (other settings as
+        now); ``None`` when the rule's layers hold no parameters of their own."""
+        return None
+
+
+def check_indices(module: nn.Module, axis: Axis, indices: Sequence[int], size: int, current: int | None) -> None:
+    """Raise ``ValueError`` unless ``axis`` of ``module`` has length ``size`` and ``indices`` lie in it."""
+    if current != size:
+        raise ValueError(f"expects {axis} size {size}, model has {current}")
+    if not indices or max(indices) >= size or min(indices) < 0:
+        raise ValueError(f"indices out of range: {list(indices)}")
+
+
+def _kept(size: int, removed: Sequence[int], device: torch.device) -> Tensor:
+    drop = set(removed)
+    return torch.tensor([i for i in range(size) if i not in drop], dtype=torch.long, device=device)
+
+
+def keep_parameter(parameter: Tensor, dim: int, removed: Sequence[int]) -> nn.Parameter:
+    """``parameter`` without entries ``removed`` along ``dim``: same dtype, device, ``requires_grad``
+    (and its ``.grad``, sliced the same way, if it has one)."""
+    keep = _kept(parameter.shape[dim], removed, parameter.device)
+    kept = nn.Parameter(parameter.detach().index_select(dim, keep), requires_grad=parameter.requires_grad)
+    if parameter.grad is not None:
+        kept.grad = parameter.grad.index_select(dim, keep)
+    return kept
+
+
+def _keep_buffer(buffer: Tensor, removed: Sequence[int]) -> Tensor:
+    return buffer.index_select(0, _kept(buffer.shape[0], removed, buffer.device))
+
+
+def _zero(tensor: Tensor | None, dim: int, indices: Sequence[int]) -> None:
+    if tensor is not None:
+        with torch.no_grad():
+            tensor.index_fill_(dim, torch.tensor(list(indices), dtype=torch.long, device=tensor.device), 0.0)
+
+
+def is_depthwise(conv: nn.Module) -> bool:
+    """A conv whose every group has one input and one output channel."""
+    return (
+        isinstance(conv, nn.modules.conv._ConvNd)
+        and not conv.transposed
+        and conv.groups > 1
+        and conv.groups == conv.in_channels == conv.out_channels
+    )
+
+
+def is_attention(module: nn.Module) -> bool:
+    """A custom attention module whose heads compresskit can remove: an int ``num_heads``
+    attribute (timm / ViT style), not ``nn.MultiheadAttention`` (its projection width is tied to
+    the query width). Its "channels" are heads; removal only lowers ``num_heads``."""
+    return (
+        not isinstance(module, nn.MultiheadAttention)
+        and isinstance(getattr(module, "num_heads", None), int)
+        and not isinstance(module.num_heads, bool)
+    )
+
+
+class ConvRule(LayerRule):
+    """``nn.Conv{1,2,3}d`` and transposed convs, grouped and depthwise included.
+
+    Weight layout ``(out, in / groups, *kernel)``, transposed ``(in, out / groups, *kernel)``.
+    A depthwise conv (:func:`is_depthwise`) is pruned on ``BOTH``: channel ``c`` is its input,
+    its filter and its output at once. Grouped input channels are removed group by group
+    (Torch-Pruning's conv input pruner keeps the wrong columns when ``1 < groups < in``).
+    """
+
+    def size(self, module: nn.Module, axis: Axis) -> int:
+        return module.in_channels if axis == IN else module.out_channels
+
+    def channels(self, module: nn.Module) -> tuple[int, int]:
+        return module.in_channels, module.out_channels
+
+    def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
+        _zero(module.weight, 1 if module.transposed else 0, indices)
+        _zero(module.bias, 0, indices)
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        check_indices(module, axis, indices, size, self.size(module, axis))
+        if axis == IN:
+            self._remove_inputs(module, indices)
+            return
+        module.weight = keep_parameter(module.weight, 1 if module.transposed else 0, indices)
+        if module.bias is not None:
+            module.bias = keep_parameter(module.bias, 0, indices)
+        module.out_channels -= len(indices)
+        if axis == BOTH:  # depthwise: one input channel and one group per filter
+            module.in_channels -= len(indices)
+            module.groups -= len(indices)
+
+    @staticmethod
+    def _remove_inputs(conv: nn.Module, indices: Sequence[int]) -> None:
+        if conv.transposed or conv.groups == 1:
+            conv.weight = keep_parameter(conv.weight, 0 if conv.transposed else 1, indices)
+            conv.in_channels -= len(indices)
+            return
+        # grouped: weight (out, in/g, *k); output o of group b reads inputs b*in/g .. (b+1)*in/g - 1
+        groups, per_group = conv.groups, conv.in_channels // conv.groups
+        removed = set(indices)
+        keep_columns = [[j for j in range(per_group) if b * per_group + j not in removed] for b in range(groups)]
+        if len({len(columns) for columns in keep_columns}) != 1:
+            raise ValueError(
+                f"grouped conv input pruning must remove the same number of channels per group, "
+                f"got kept counts {[len(c) for c in keep_columns]}"
+            )
+        weight, out_per_group = conv.weight, conv.out_channels // groups
+        columns = torch.tensor(
+            [keep_columns[o // out_per_group] for o in range(conv.out_channels)], dtype=torch.long,
+            device=weight.device,
+        )  # (out, in'/g)
+        columns = columns.view(*columns.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
+        conv.weight = nn.Parameter(torch.gather(weight.detach(), 1, columns), requires_grad=weight.requires_grad)
+        conv.in_channels -= len(removed)
+
+    def params(self, module: nn.Module) -> ParamCount:
+        kernel, groups = math.prod(module.kernel_size), module.groups
+        bias = module.bias is not None
+        if module.transposed:
+            return lambda cin, cout: cin * (cout // groups) * kernel + (cout if bias else 0)
+        depthwise = is_depthwise(module)  # stays depthwise: groups follow the channel count
+        return lambda cin, cout: cout * (cin // (cout if depthwise else groups)) * kernel + (cout if bias else 0)
+
+
+class LinearRule(LayerRule):
+    """``nn.Linear``: weight ``(out_features, in_features)``; inputs of any leading shape
+    ``(*, in_features)``, so a channel is a feature of the last dimension."""
+
+    def size(self, module: nn.Module, axis: Axis) -> int:
+        return module.in_features if axis == IN else module.out_features
+
+    def channels(self, module: nn.Module) -> tuple[int, int]:
+        return module.in_features, module.out_features
+
+    def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
+        _zero(module.weight, 0, indices)
+        _zero(module.bias, 0, indices)
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        check_indices(module, axis, indices, size, self.size(module, axis))
+        if axis == IN:
+            module.weight = keep_parameter(module.weight, 1, indices)
+            module.in_features -= len(indices)
+            return
+        module.weight = keep_parameter(module.weight, 0, indices)
+        if module.bias is not None:
+            module.bias = keep_parameter(module.bias, 0, indices)
+        module.out_features -= len(indices)
+
+    def params(self, module: nn.Module) -> ParamCount:
+        bias = module.bias is not None
+        return lambda cin, cout: cout * cin + (cout if bias else 0)
+
+
+class BatchNormRule(LayerRule):
+    """``nn.BatchNorm{1,2,3}d`` (and SyncBatchNorm): one channel axis; gamma, beta and the running
+    statistics follow it. Zeroing sets gamma and beta to 0, so the output channel is exactly 0."""
+
+    def size(self, module: nn.Module, axis: Axis) -> int:
+        return module.num_features
+
+    def channels(self, module: nn.Module) -> tuple[int, int]:
+        return module.num_features, module.num_features
+
+    def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
+        if module.affine:
+            _zero(module.weight, 0, indices)
+            _zero(module.bias, 0, indices)
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        check_indices(module, axis, indices, size, module.num_features)
+        if module.running_mean is not None:
+            module.running_mean = _keep_buffer(module.running_mean, indices)
+        if module.running_var is not None:
+            module.running_var = _keep_buffer(module.running_var, indices)
+        if module.affine:
+            module.weight = keep_parameter(module.weight, 0, indices)
+            module.bias = keep_parameter(module.bias, 0, indices)
+        module.num_features -= len(indices)
+
+    def params(self, module: nn.Module) -> ParamCount:
+        affine = module.affine
+        return lambda cin, cout: 2 * cout if affine else 0
+
+
+class PReLURule(LayerRule):
+    """``nn.PReLU``: one slope per channel, or one shared slope (``num_parameters == 1``, left as is).
+    ``PReLU(0) == 0``, so a zeroed channel stays zero without touching the slope."""
+
+    def size(self, module: nn.Module, axis: Axis) -> int:
+        return module.num_parameters
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        check_indices(module, axis, indices, size, module.num_parameters)
+        if module.num_parameters > 1:
+            module.weight = keep_parameter(module.weight, 0, indices)
+            module.num_parameters -= len(indices)
+
+    def params(self, module: nn.Module) -> ParamCount:
+        per_channel = module.num_parameters > 1
+        return lambda cin, cout: cout if per_channel else 0
+
+
+class ChannelShuffleRule(LayerRule):
+    """:class:`~compresskit.shuffle.ChannelShuffle`: removing input channels drops the outputs that
+    read them, so only ``IN`` ops act (the ``OUT`` side is implied by the permutation). A shuffle
+    moves zeros: nothing to zero."""
+
+    def size(self, module: nn.Module, axis: Axis) -> int | None:
+        return module.index.numel() if module.index is not None else module.traced_channels
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        if axis == IN:
+            module.remove_input_channels(size, indices)
+
+
+class ChannelPoolRule(LayerRule):
+    """:class:`~compresskit.pool.ChannelPool`: input channels can go (the pool keeps its original
+    mean divisor and floors the max at 0, see :mod:`compresskit.pool`), its output maps cannot.
+    A pool only reads: nothing to zero."""
+
+    def size(self, module: nn.Module, axis: Axis) -> int | None:
+        return module.num_channels if axis == IN else len(module.reductions)
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        if axis != IN:
+            raise ValueError("cannot remove the output maps of a ChannelPool")
+        module.remove_input_channels(size, indices)
+
+
+class AttentionHeadsRule(LayerRule):
+    """A custom attention module with ``num_heads`` (see :func:`is_attention`): its channels are
+    heads. Removal lowers ``num_heads``; the q/k/v and output projections are Linears pruned by
+    their own ops."""
+
+    def size(self, module: nn.Module, axis: Axis) -> int:
+        return module.num_heads
+
+    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
+        if axis != OUT:
+            raise ValueError(f"attention heads are pruned on the {OUT!r} axis, got {axis!r}")
+        if module.num_heads != size:
+            raise ValueError(f"expects {size} heads, model has {module.num_heads}")
+        if len(indices) >= size:
+            raise ValueError(f"cannot remove all {size} heads")
+        module.num_heads = size - len(indices)
+
+
+#: The rule of each supported module type; :func:`rule_for` searches a module's MRO in it.
+LAYER_RULES: dict[type, LayerRule] = {
+    nn.modules.conv._ConvNd: ConvRule(),
+    nn.Linear: LinearRule(),
+    nn.modules.batchnorm._BatchNorm: BatchNormRule(),
+    nn.PReLU: PReLURule(),
+    ChannelShuffle: ChannelShuffleRule(),
+    ChannelPool: ChannelPoolRule(),
+}
+
+#: The rule of attention modules recognised by :func:`is_attention`.
+ATTENTION_HEADS = AttentionHeadsRule()
+
+
+def rule_for(module: nn.Module) -> LayerRule | None:
+    """The rule of ``module``: the nearest type in its MRO found in :data:`LAYER_RULES`, else
+    :data:`ATTENTION_HEADS` for an attention module, else ``None`` (not prunable here).
+
+    Example:
+        >>> class MyConv(nn.Conv2d): pass
+        >>> rule_for(MyConv(3, 8, 1)) is LAYER_RULES[nn.modules.conv._ConvNd]
+        True
+    """
+    for cls in type(module).__mro__:
+        rule = LAYER_RULES.get(cls)
+        if rule is not None:
+            return rule
+    return ATTENTION_HEADS if is_attention(module) else None
+
+
+def axis_size(module: nn.Module, axis: Axis) -> int | None:
+    """Current length of ``axis`` of a supported module, ``None`` if unsupported or unknown."""
+    rule = rule_for(module)
+    return None if rule is None else rule.size(module, axis)
