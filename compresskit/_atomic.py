@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "remove_stale_temporaries"]
+__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "remove_stale_temporaries", "writable_path"]
 
 _SUFFIX = ".tmp"
 #: ``.<destination name>.<8 random characters from mkstemp>.tmp``
@@ -41,6 +41,18 @@ def _umask() -> int:
     mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
     os.umask(mask)
     return mask
+
+
+def writable_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` resolved (``~`` expanded), checked to lie in an existing folder.
+
+    Raises:
+        ValueError: The folder of ``path`` does not exist (the message names both).
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    return path
 
 
 @contextmanager

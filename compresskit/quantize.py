@@ -27,11 +27,12 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, writable_path
 from .export import Preprocessing, read_metadata, write_metadata
 
 __all__ = ["CALIBRATION_METHODS", "IMAGE_SUFFIXES", "calibration_images", "preprocess_image", "quantize_onnx"]
@@ -137,61 +138,89 @@ def quantize_onnx(
         >>> meta = Preprocessing.from_metadata(read_metadata("model.onnx"))  # doctest: +SKIP
         >>> quantize_onnx("model.onnx", "model.int8.onnx", calibration_images("images/", meta))  # doctest: +SKIP
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    import onnx
+
+    calibrate_method = _calibration_method(method)
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ValueError(f"ONNX file {str(model_path)!r} does not exist")
+    out_path = writable_path(out_path)
+    metadata = read_metadata(model_path)
+    samples = list(calibration)
+    if not samples:
+        raise ValueError("no calibration samples: give at least one input")
+    input_names = [i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input]
+    model_path = model_path.resolve()  # the pre-processing below runs in a scratch working directory
+    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, _working_directory(scratch):
+        prepared = _pre_process(model_path, Path(scratch) / "prepared.onnx")
+        settings = {"calibrate_method": calibrate_method, "per_channel": per_channel,
+                    "nodes_to_exclude": _matching_nodes(prepared, exclude)}
+        with atomic_path(out_path) as temporary:
+            _quantize_static(prepared, temporary, _reader(input_names, samples), settings)
+            write_metadata(temporary, {**metadata, **_quantization_metadata(method, len(samples), per_channel,
+                                                                             exclude)})
+            onnx.checker.check_model(str(temporary))
+    return out_path
+
+
+def _calibration_method(method: str) -> Any:
+    """ORT's ``CalibrationMethod`` for a name of :data:`CALIBRATION_METHODS`.
+
+    Raises:
+        ValueError: Unknown name (the message lists the valid ones).
+    """
+    from onnxruntime.quantization import CalibrationMethod
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     if method not in methods:
         raise ValueError(f"unknown calibration method {method!r}; valid: {list(CALIBRATION_METHODS)}")
-    model_path, out_path = Path(model_path), Path(out_path).expanduser().resolve()
-    if not model_path.is_file():
-        raise ValueError(f"ONNX file {str(model_path)!r} does not exist")
-    if not out_path.parent.is_dir():
-        raise ValueError(f"cannot write {str(out_path)!r}: directory {str(out_path.parent)!r} does not exist")
-    metadata = read_metadata(model_path)
-    samples = list(calibration)
-    if not samples:
-        raise ValueError("no calibration samples: give at least one input")
+    return methods[method]
 
-    import onnx
 
-    input_names = [i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input]
+def _reader(names: Sequence[str], samples: Sequence[np.ndarray | Sequence[np.ndarray]]) -> _Reader:
+    """A :class:`_Reader` that is also ORT's ``CalibrationDataReader`` (the base class ORT checks)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(_Reader, CalibrationDataReader):
         pass
 
-    model_path = model_path.resolve()  # the pre-processing below runs in a scratch working directory
-    # ORT's pre-processing writes stray external-data files into the working directory when its symbolic
-    # shape inference fails: run it from the scratch folder so nothing lands beside the user's files.
-    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, _working_directory(scratch):
-        prepared = Path(scratch) / "prepared.onnx"
-        try:
-            quant_pre_process(str(model_path), str(prepared))
-        except Exception:  # noqa: BLE001 - symbolic shape inference cannot follow every graph
-            quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
-        excluded = _matching_nodes(prepared, exclude)
-        with atomic_path(out_path) as temporary:
-            quantize_static(
-                str(prepared), str(temporary), Reader(input_names, samples),
-                quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=methods[method], nodes_to_exclude=excluded,
-                extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True},
-            )
-            write_metadata(temporary, {**metadata, "quantization.format": "QDQ",
-                                       "quantization.weights": "int8 per-channel" if per_channel else "int8",
-                                       "quantization.activations": "uint8",
-                                       "quantization.calibration": f"{method}, {len(samples)} samples",
-                                       "quantization.fp32_nodes": ",".join(exclude)})
-            onnx.checker.check_model(str(temporary))
-    return out_path
+    return Reader(names, samples)
+
+
+def _pre_process(model_path: Path, prepared: Path) -> Path:
+    """ORT's ``quant_pre_process`` (shape inference + optimisation) of ``model_path`` into ``prepared``.
+
+    Run it with a scratch working directory: when its symbolic shape inference fails it writes stray
+    external-data files into the working directory; it is then retried without symbolic shapes.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model_path), str(prepared))
+    except Exception:  # noqa: BLE001 - symbolic shape inference cannot follow every graph
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def _quantize_static(prepared: Path, out_path: Path, reader: _Reader, settings: dict[str, Any]) -> None:
+    """``quantize_static`` in QDQ format: UINT8 asymmetric activations, INT8 symmetric weights."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(prepared), str(out_path), reader,
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True}, **settings,
+    )
+
+
+def _quantization_metadata(method: str, samples: int, per_channel: bool, exclude: Sequence[str]) -> dict[str, str]:
+    """The ``quantization.*`` entries written into the INT8 file."""
+    return {"quantization.format": "QDQ",
+            "quantization.weights": "int8 per-channel" if per_channel else "int8",
+            "quantization.activations": "uint8",
+            "quantization.calibration": f"{method}, {samples} samples",
+            "quantization.fp32_nodes": ",".join(exclude)}
 
 
 @contextlib.contextmanager
