@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _graph
+from ._sets import Item, RawGroup
 from ._surgery import IN, ChannelOp, inexact_reason, zero_channels
 
 __all__ = [
@@ -203,7 +204,7 @@ class ChannelGroup:
     layer_group: str
     num_channels: int
     cells: tuple[tuple[int, ...], ...]
-    items: tuple[_graph.Item, ...] = field(repr=False)
+    items: tuple[Item, ...] = field(repr=False)
     model: nn.Module = field(repr=False)
     balanced: bool = False
     multiple: int = 1
@@ -328,7 +329,7 @@ def _validate_specs(model: nn.Module, specs: Sequence[LayerGroupSpec]) -> dict[s
 
 
 def _owning_layer_group(
-    raw: _graph.RawGroup, specs: dict[str, LayerGroupSpec], modules: dict[str, nn.Module]
+    raw: RawGroup, specs: dict[str, LayerGroupSpec], modules: dict[str, nn.Module]
 ) -> str | None:
     """The layer group of a coupled set: decided by the producers that match a spec.
 
