@@ -10,15 +10,20 @@ each with one line naming the line of the problem (:class:`YamlInputError`):
 * binary or non-UTF-8 content, and files over :data:`MAX_BYTES`.
 
 Merge keys (``<<: *base``) keep their YAML meaning: explicit keys override merged ones.
+
+PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a *string*; :func:`number_from_string` reads such
+strings as the float a user meant.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import yaml
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "YamlInputError", "decode_yaml_bytes", "load_yaml"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "YamlInputError", "decode_yaml_bytes", "load_yaml",
+           "number_from_string"]
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
@@ -144,3 +149,22 @@ def load_yaml(text: str) -> Any:
         raise YamlInputError(f"line 1: nested too deeply to parse (limit {MAX_DEPTH} levels)") from None
     finally:
         loader.dispose()
+
+
+def number_from_string(value: Any) -> Any:
+    """A string that YAML 1.1 left unparsed but reads as a finite float with ``.`` or ``e`` -> that float.
+
+    Anything else is returned unchanged.
+
+    Example:
+        >>> number_from_string("1e-3"), number_from_string("12"), number_from_string("nan")
+        (0.001, '12', 'nan')
+    """
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if math.isfinite(number) and any(c in value.lower() for c in ".e"):
+            return number
+    return value

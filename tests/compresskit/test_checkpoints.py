@@ -137,7 +137,8 @@ def test_student_checkpoint_and_init_from_are_validated(tmp_path, monkeypatch):
                         monkeypatch)
     with pytest.raises(RecipeError, match=r"student\.checkpoint file not found, got 'missing\.pt'"):
         load_recipe(path)
-    minimal = {"name": "x", "task": "shapes", "student": {"model": "resnet_tiny", "init_from": "teacher"}}
+    minimal = {"name": "x", "task": "examples.shapes_classifier:ShapesTask",
+               "student": {"model": "resnet_tiny", "init_from": "teacher"}}
     with pytest.raises(RecipeError, match=r"x\.yaml: student\.init_from needs a teacher, got teacher: null"):
         validate_recipe(minimal, "x.yaml")
     both = {**minimal, "teacher": {"model": "resnet_student"},
