@@ -182,6 +182,23 @@ class WeightedDistillation(nn.Module):
         weights = mask.to(per_position.dtype).expand_as(per_position)
         return (per_position * weights).sum() / weights.sum().clamp(min=1.0)
 
+    def _position_mask(self, index: int, name: str, student: Tensor, teacher: Tensor,
+                       mask: Tensor | None) -> Tensor | None:
+        """The given mask, else ``mask_fns[index](teacher)``, checked: bool, broadcastable to positions."""
+        if mask is None and self._mask_fns is not None and self._mask_fns[index] is not None:
+            mask = self._mask_fns[index](teacher)
+        if mask is None:
+            return None
+        mask = torch.as_tensor(mask, device=student.device)
+        if mask.dtype != torch.bool:
+            raise ValueError(f"output {name!r}: mask must be bool, got {mask.dtype}")
+        try:
+            torch.broadcast_shapes(mask.shape, student.shape[:-1])
+        except RuntimeError as error:
+            raise ValueError(f"output {name!r}: mask shape {tuple(mask.shape)} does not "
+                             f"broadcast to positions {tuple(student.shape[:-1])}") from error
+        return mask
+
     # ------------------------------------------------------------------ forward
 
     def forward(
@@ -213,41 +230,15 @@ class WeightedDistillation(nn.Module):
         students = self._per_output(student_out, "student_out")
         teachers = self._per_output(teacher_out, "teacher_out")
         masks = self._per_output(mask, "mask") if mask is not None else [None] * len(students)
-        if not isinstance(task_loss, Tensor):
-            raise TypeError(f"task_loss must be a tensor (the real task loss), got {task_loss!r}")
-        if task_loss.numel() != 1:
-            raise ValueError(f"task_loss must be a scalar tensor, got shape {tuple(task_loss.shape)}")
-        student_requires_grad = any(s.requires_grad for s in students if isinstance(s, Tensor))
-        if student_requires_grad and not task_loss.requires_grad:
-            raise ValueError(
-                "task_loss does not require grad while the student does: pass the real task loss "
-                f"computed from the student outputs, got {task_loss!r}"
-            )
+        _check_task_loss(task_loss, any(s.requires_grad for s in students if isinstance(s, Tensor)))
 
         log_variances = self.log_variances().to(task_loss.device)
         terms: list[Tensor] = []
         logs: dict[str, float] = {}
         for index, (name, kind) in enumerate(zip(self.names, self.kinds)):
-            student, teacher = students[index], teachers[index]
-            if not isinstance(student, Tensor) or not isinstance(teacher, Tensor):
-                raise ValueError(f"output {name!r}: expected tensors, got {type(student).__name__} "
-                                 f"and {type(teacher).__name__}")
-            if student.shape != teacher.shape or student.ndim == 0:
-                raise ValueError(f"output {name!r}: student shape {tuple(student.shape)} != "
-                                 f"teacher shape {tuple(teacher.shape)} (or 0-d)")
+            student, teacher = _check_pair(name, students[index], teachers[index])
             teacher = teacher.detach()
-            position_mask = masks[index]
-            if position_mask is None and self._mask_fns is not None and self._mask_fns[index] is not None:
-                position_mask = self._mask_fns[index](teacher)
-            if position_mask is not None:
-                position_mask = torch.as_tensor(position_mask, device=student.device)
-                if position_mask.dtype != torch.bool:
-                    raise ValueError(f"output {name!r}: mask must be bool, got {position_mask.dtype}")
-                try:
-                    torch.broadcast_shapes(position_mask.shape, student.shape[:-1])
-                except RuntimeError as error:
-                    raise ValueError(f"output {name!r}: mask shape {tuple(position_mask.shape)} does not "
-                                     f"broadcast to positions {tuple(student.shape[:-1])}") from error
+            position_mask = self._position_mask(index, name, student, teacher, masks[index])
             term = self._term(kind, student, teacher, position_mask)
             s = log_variances[index]
             terms.append(torch.exp(-s) * term + s if self.raw_log_variances is not None else term)
@@ -258,3 +249,27 @@ class WeightedDistillation(nn.Module):
         loss = self.alpha * kd + (1.0 - self.alpha) * task_loss.reshape(())
         logs.update(kd=float(kd.detach()), task=float(task_loss.detach()), loss=float(loss.detach()))
         return loss, logs
+
+
+def _check_task_loss(task_loss: Any, student_requires_grad: bool) -> None:
+    """Raise unless ``task_loss`` is a scalar tensor attached to the graph when the student is."""
+    if not isinstance(task_loss, Tensor):
+        raise TypeError(f"task_loss must be a tensor (the real task loss), got {task_loss!r}")
+    if task_loss.numel() != 1:
+        raise ValueError(f"task_loss must be a scalar tensor, got shape {tuple(task_loss.shape)}")
+    if student_requires_grad and not task_loss.requires_grad:
+        raise ValueError(
+            "task_loss does not require grad while the student does: pass the real task loss "
+            f"computed from the student outputs, got {task_loss!r}"
+        )
+
+
+def _check_pair(name: str, student: Any, teacher: Any) -> tuple[Tensor, Tensor]:
+    """Raise unless ``student`` and ``teacher`` are tensors of one shape with at least one axis."""
+    if not isinstance(student, Tensor) or not isinstance(teacher, Tensor):
+        raise ValueError(f"output {name!r}: expected tensors, got {type(student).__name__} "
+                         f"and {type(teacher).__name__}")
+    if student.shape != teacher.shape or student.ndim == 0:
+        raise ValueError(f"output {name!r}: student shape {tuple(student.shape)} != "
+                         f"teacher shape {tuple(teacher.shape)} (or 0-d)")
+    return student, teacher
