@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._surgery import BOTH, IN, OUT, is_depthwise, run_model
+from ._surgery import run_model
 from .groups import ChannelGroup, cell_removal_counts, channels_to_remove
+from .layers import BOTH, IN, OUT, Axis, ParamCount, rule_for
 
 __all__ = [
     "LayerChange",
@@ -37,6 +38,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "predict_params",
+    "rates_by_layer_group",
 ]
 
 
@@ -80,15 +82,14 @@ class LayerChange:
 
 
 def channel_counts(model: nn.Module) -> dict[str, tuple[str, int, int]]:
-    """``{name: (class name, in channels, out channels)}`` of convs, linears and BNs."""
+    """``{name: (class name, in channels, out channels)}`` of the layers whose rule reports channels
+    (:meth:`compresskit.layers.LayerRule.channels`: convs, linears and batch norms)."""
     counts = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.modules.conv._ConvNd):
-            counts[name] = (type(module).__name__, module.in_channels, module.out_channels)
-        elif isinstance(module, nn.Linear):
-            counts[name] = (type(module).__name__, module.in_features, module.out_features)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            counts[name] = (type(module).__name__, module.num_features, module.num_features)
+        rule = rule_for(module)
+        channels = None if rule is None else rule.channels(module)
+        if channels is not None:
+            counts[name] = (type(module).__name__, *channels)
     return counts
 
 
@@ -114,8 +115,13 @@ def channel_summary(
     ]
 
 
-def _rates_by_layer_group(rates: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
-    """Validate ``rates`` (a float or ``{layer_group: rate}``) against the layer groups."""
+def rates_by_layer_group(rates: float | Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """``{layer_group: rate}`` for every name in ``names``, from one rate or a mapping (validated).
+
+    Raises:
+        ValueError: a mapping names an unknown layer group or misses one, or a rate is out of [0, 1).
+        TypeError: ``rates`` is neither a number nor a mapping.
+    """
     if isinstance(rates, Mapping):
         unknown = sorted(set(rates) - set(names))
         if unknown:
@@ -133,53 +139,29 @@ def _rates_by_layer_group(rates: float | Mapping[str, float], names: Sequence[st
     return out
 
 
-@dataclass
-class _Layer:
-    kind: str
+class _Layer(NamedTuple):
+    """A parameter-holding layer as found: channel counts and its parameter formula."""
+
     in_channels: int
     out_channels: int
-    groups: int
-    kernel: int
-    bias: bool
-    depthwise: bool
-
-    def params(self, removed_in: int, removed_out: int) -> int:
-        cin, cout = self.in_channels - removed_in, self.out_channels - removed_out
-        bias = cout if self.bias else 0
-        if self.kind == "conv":
-            groups = cout if self.depthwise else self.groups
-            return cout * (cin // groups) * self.kernel + bias
-        if self.kind == "conv_transpose":
-            return cin * (cout // self.groups) * self.kernel + bias
-        if self.kind == "linear":
-            return cout * cin + bias
-        if self.kind == "bn":
-            return 2 * cout if self.bias else 0
-        if self.kind == "prelu":
-            return cout if self.bias else 0
-        return 0
+    count: ParamCount
 
 
-def _describe(module: nn.Module) -> _Layer | None:
-    if isinstance(module, nn.modules.conv._ConvNd):
-        kernel = 1
-        for k in module.kernel_size:
-            kernel *= k
-        kind = "conv_transpose" if module.transposed else "conv"
-        return _Layer(kind, module.in_channels, module.out_channels, module.groups, kernel,
-                      module.bias is not None, is_depthwise(module))
-    if isinstance(module, nn.Linear):
-        return _Layer("linear", module.in_features, module.out_features, 1, 1, module.bias is not None, False)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return _Layer("bn", module.num_features, module.num_features, 1, 1, module.affine, False)
-    if isinstance(module, nn.PReLU):
-        n = module.num_parameters
-        return _Layer("prelu", n, n, 1, 1, n > 1, False)
-    return None
+class _Term(NamedTuple):
+    """Removing one channel of a cell removes ``multiplicity`` channels on ``axis`` of ``layer``."""
+
+    layer: int
+    axis: Axis
+    multiplicity: int
 
 
 class ParamPredictor:
     """Exact parameter count of the pruned model for given rates, without building it.
+
+    Every parameter-holding module of a group (one whose layer rule has a
+    :meth:`~compresskit.layers.LayerRule.params` formula) is snapshotted at construction; a
+    call turns rates into channels removed per cell (:func:`compresskit.groups.cell_removal_counts`),
+    sums them per layer and axis, and re-evaluates the formulas of the layers that changed.
 
     Args:
         model: The model the groups were found on (unpruned).
@@ -196,63 +178,70 @@ class ParamPredictor:
         self.layer_groups = sorted({g.layer_group for g in groups})
         if hasattr(groups, "layer_groups"):
             self.layer_groups = sorted(groups.layer_groups)  # type: ignore[attr-defined]
-        modules = dict(model.named_modules())
-        self._layers: list[_Layer] = []
-        self._base: list[int] = []
-        index_of: dict[str, int] = {}
-        #: Module name of each entry of ``_layers`` (what :meth:`layer_channels` reports).
+        #: Module name of each parameter-holding layer (the order of :meth:`layer_channels`).
         self.layer_names: list[str] = []
-        # per group: its layer group, balanced flag, per cell (size, [(layer index, axis, multiplicity)]),
-        # and its channel multiple
-        self._groups: list[tuple[str, bool, list[tuple[int, list[tuple[int, int, int]]]], int]] = []
-        axis_codes = {OUT: 0, IN: 1, BOTH: 2}
+        self._layers: list[_Layer] = []
+        self._base: list[int] = []  # parameters of each layer before pruning
+        self._layer_index: dict[str, int] = {}  # module name -> position in layer_names
+        # per group: its layer group, balanced flag, per cell (size, terms), and its channel multiple
+        self._groups: list[tuple[str, bool, list[tuple[int, list[_Term]]], int]] = []
+        modules = dict(model.named_modules())
         for group in groups:
-            items = []  # (layer index, axis code, item.index) of the items that hold parameters
-            for item in group.items:
-                layer = _describe(modules[item.module]) if item.module in modules else None
-                if layer is None:
-                    continue
-                if item.module not in index_of:
-                    index_of[item.module] = len(self._layers)
-                    self._layers.append(layer)
-                    self.layer_names.append(item.module)
-                    self._base.append(layer.params(0, 0))
-                items.append((index_of[item.module], axis_codes[item.axis], item.index))
+            items = self._parameter_items(group, modules)
             cells = []
             for cell in group.cells:
-                multiplicities = [(layer, axis, len(index.get(cell[0], ()))) for layer, axis, index in items]
-                cells.append((len(cell), [term for term in multiplicities if term[2]]))
+                terms = [_Term(layer, axis, len(index.get(cell[0], ()))) for layer, axis, index in items]
+                cells.append((len(cell), [term for term in terms if term.multiplicity]))
             self._groups.append((group.layer_group, group.balanced, cells, group.multiple))
 
-    def _removed(self, rates: float | Mapping[str, float]) -> list[list[int]]:
-        """``[in, out]`` channels removed from each layer of ``layer_names`` at ``rates``."""
-        by_group = _rates_by_layer_group(rates, self.layer_groups)
-        removed = [[0, 0] for _ in self._layers]  # [in, out] per layer
+    def _parameter_items(self, group: ChannelGroup, modules: dict[str, nn.Module]) -> list[tuple[int, Axis, Any]]:
+        """``(layer index, axis, channel index)`` of the group's items that hold parameters,
+        registering each new layer."""
+        items = []
+        for item in group.items:
+            module = modules.get(item.module)
+            rule = None if module is None else rule_for(module)
+            count = None if rule is None else rule.params(module)
+            if count is None:
+                continue
+            if item.module not in self._layer_index:
+                layer = _Layer(rule.size(module, IN), rule.size(module, OUT), count)
+                self._layer_index[item.module] = len(self.layer_names)
+                self.layer_names.append(item.module)
+                self._layers.append(layer)
+                self._base.append(count(layer.in_channels, layer.out_channels))
+            items.append((self._layer_index[item.module], item.axis, item.index))
+        return items
+
+    def _removed(self, rates: float | Mapping[str, float]) -> tuple[list[int], list[int]]:
+        """Input and output channels removed from each layer of ``layer_names`` at ``rates``."""
+        by_group = rates_by_layer_group(rates, self.layer_groups)
+        removed_in, removed_out = [0] * len(self._layers), [0] * len(self._layers)
         for layer_group, balanced, cells, multiple in self._groups:
             counts = cell_removal_counts([size for size, _ in cells], by_group[layer_group], balanced, multiple)
-            for (size, terms), count in zip(cells, counts):
+            for (_, terms), count in zip(cells, counts):
                 if not count:
                     continue
-                for layer, axis, multiplicity in terms:
-                    if axis == 2:
-                        removed[layer][0] += count * multiplicity
-                        removed[layer][1] += count * multiplicity
-                    else:
-                        removed[layer][1 - axis] += count * multiplicity
-        return removed
+                for term in terms:
+                    if term.axis in (IN, BOTH):
+                        removed_in[term.layer] += count * term.multiplicity
+                    if term.axis in (OUT, BOTH):
+                        removed_out[term.layer] += count * term.multiplicity
+        return removed_in, removed_out
 
     def layer_channels(self, rates: float | Mapping[str, float]) -> list[tuple[int, int]]:
         """``(in, out)`` channels of each parameter-holding layer (``layer_names`` order) at ``rates``."""
+        removed_in, removed_out = self._removed(rates)
         return [(layer.in_channels - r_in, layer.out_channels - r_out)
-                for layer, (r_in, r_out) in zip(self._layers, self._removed(rates))]
+                for layer, r_in, r_out in zip(self._layers, removed_in, removed_out)]
 
     def __call__(self, rates: float | Mapping[str, float]) -> int:
         """Parameters after pruning at ``rates`` (a float, or ``{layer_group: rate}``)."""
-        removed = self._removed(rates)
         total = self.total
-        for layer, base, (r_in, r_out) in zip(self._layers, self._base, removed):
+        removed_in, removed_out = self._removed(rates)
+        for layer, base, r_in, r_out in zip(self._layers, self._base, removed_in, removed_out):
             if r_in or r_out:
-                total -= base - layer.params(r_in, r_out)
+                total -= base - layer.count(layer.in_channels - r_in, layer.out_channels - r_out)
         return total
 
 

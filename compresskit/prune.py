@@ -37,7 +37,7 @@ from torch import nn
 
 from ._stale import retire
 from ._surgery import ChannelOp, inexact_reason, remove_channels
-from .budget import LayerChange, _rates_by_layer_group, channel_counts, channel_summary, count_params
+from .budget import LayerChange, channel_counts, channel_summary, count_params, rates_by_layer_group
 from .groups import ChannelGroup, SkippedCoupling, find_groups
 from .importance import Importance, fpgm, resolve_importance
 
@@ -221,7 +221,7 @@ class SoftFPGM:
             rates.update({name: 0.0 for name in self.layer_groups if name not in rates})
         else:
             rates = {name: float(self.schedule(epoch)) for name in self.layer_groups}
-        return _rates_by_layer_group(rates, self.layer_groups)
+        return rates_by_layer_group(rates, self.layer_groups)
 
     def step(self, epoch: int) -> dict[str, float]:
         """Re-rank every group and zero its lowest channels to ``schedule(epoch)``.
