@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .state import TrainState
@@ -91,7 +91,7 @@ class SchedulerStep(Callback):
         ...     scheduler_per="step")   # fit adds SchedulerStep("step") itself
     """
 
-    def __init__(self, per: str = "epoch") -> None:
+    def __init__(self, per: Literal["epoch", "step"] = "epoch") -> None:
         if per not in SCHEDULER_STEP_UNITS:
             raise ValueError(f"scheduler step unit must be one of {SCHEDULER_STEP_UNITS}, got {per!r}")
         self.per = per

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -48,7 +48,7 @@ def fit(
     callbacks: Sequence[Callback] = (), state: TrainState | None = None,
     device: str | torch.device = "cpu", grad_clip: float | None = None, progress: bool = True,
     checkpoint: Callable[[TrainState], None] | None = None, distributed: bool = True,
-    *, scheduler_per: str = "epoch",
+    *, scheduler_per: Literal["epoch", "step"] = "epoch",
 ) -> TrainState:
     """Train ``model`` until ``epochs`` epochs are completed, calling the hooks at each point.
 
