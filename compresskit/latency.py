@@ -22,7 +22,8 @@ Two layers, after NetAdapt (Yang et al., ECCV 2018: measured latency drives ever
   every layer's channel count.
 
 The cache is one JSON file per key -- model name and architecture fingerprint, input shape, threads,
-onnxruntime version -- under ``cache_dir``; a file whose stored key differs is never read.
+onnxruntime version -- under ``cache_dir``; a file whose stored key differs is never read
+(:mod:`compresskit._latency_cache`). The features live in :mod:`compresskit._latency_features`.
 
 Caveats:
     * The model is only as good as the features: operators without channel-proportional cost
@@ -51,81 +52,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._atomic import atomic_write_text
+from ._latency_cache import (
+    CACHE_FORMAT,
+    LatencyKey,
+    architecture_fingerprint,
+    default_cache_dir,
+    load_cache,
+    save_cache,
+)
+from ._latency_features import CostFeatures
 from .budget import ParamPredictor
 
 __all__ = ["CACHE_FORMAT", "LatencyBudget", "LatencyKey", "LatencyModel", "architecture_fingerprint", "default_cache_dir",
            "latency_budget"]
-
-CACHE_FORMAT = "compresskit.latency/1"
-_CONV_KINDS = ("conv", "conv_transpose", "linear")
-
-
-@dataclass(frozen=True)
-class LatencyKey:
-    """What a latency measurement depends on; one cache file per key.
-
-    Attributes:
-        model: The caller's model name plus its architecture fingerprint.
-        input_shape: Shape of the timed input, e.g. ``(1, 3, 640, 640)``.
-        threads: ONNX Runtime intra-op threads.
-        runtime: ``"onnxruntime <version>"``.
-    """
-
-    model: str
-    input_shape: tuple[int, ...]
-    threads: int
-    runtime: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "input_shape": list(self.input_shape), "threads": self.threads,
-                "runtime": self.runtime}
-
-    def file_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-        stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model.split("@")[0])[:40]
-        return f"{stem}-{digest}.json"
-
-
-def architecture_fingerprint(model: nn.Module) -> str:
-    """Short hash of every module's type and the channel/kernel/stride/group settings of its layers."""
-    parts = []
-    for name, module in model.named_modules():
-        settings = [type(module).__name__]
-        for attribute in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                          "in_features", "out_features", "num_features"):
-            if hasattr(module, attribute):
-                settings.append(f"{attribute}={getattr(module, attribute)}")
-        parts.append(f"{name}:{','.join(settings)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
-
-
-def _output_positions(model: nn.Module, names: Sequence[str], inputs: tuple[torch.Tensor, ...]) -> dict[str, int]:
-    """Output positions (``H * W`` of a conv, tokens of a linear) of each named layer, by one forward."""
-    positions: dict[str, int] = {}
-    handles = []
-    modules = dict(model.named_modules())
-    for name in names:
-        module = modules[name]
-        width = getattr(module, "out_channels", None) or getattr(module, "out_features", None)
-        if width is None:
-            continue
-
-        def hook(_module: nn.Module, _args: Any, output: Any, name: str = name, width: int = width) -> None:
-            if isinstance(output, torch.Tensor):
-                positions[name] = output.numel() // (output.shape[0] * width)
-
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return positions
 
 
 class LatencyModel:
@@ -165,35 +104,14 @@ class LatencyModel:
                               f"onnxruntime {onnxruntime.__version__}")
         self.rounds, self.warmup = 10, 2
         self.cache_path = Path(cache_dir) / self.key.file_name() if cache_dir is not None else None
-        self._entries: dict[str, dict[str, Any]] = {}
-        self.reference_ms: float | None = None
+        #: Direct measurements by :meth:`config_key`, and the unpruned model's median of the first one.
+        self._entries, self.reference_ms = load_cache(self.cache_path, self.key)
         self.weights: np.ndarray | None = None
-        self._load()
-        self._reference_runner: Callable[[], object] | None = None
+        self._unpruned_runner: Callable[[], object] | None = None
         self._folder = tempfile.TemporaryDirectory(prefix="compresskit-latency-")
-        self._features_setup()
+        self._features = CostFeatures(model, self.predictor, shape)
 
     # ------------------------------------------------------------------ cache
-
-    def _load(self) -> None:
-        if self.cache_path is None or not self.cache_path.is_file():
-            return
-        try:
-            data = json.loads(self.cache_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{self.cache_path}: latency cache is unreadable ({error}); delete it") from None
-        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("key") != self.key.to_dict():
-            return  # another key (a hash collision in the file name) or format: never read
-        self._entries = {str(k): dict(v) for k, v in data.get("entries", {}).items()}
-        self.reference_ms = data.get("reference_ms")
-
-    def _save(self) -> None:
-        if self.cache_path is None:
-            return
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.cache_path, json.dumps({"format": CACHE_FORMAT, "key": self.key.to_dict(),
-                                                       "reference_ms": self.reference_ms,
-                                                       "entries": self._entries}, indent=1))
 
     def config_key(self, rates: float | Mapping[str, float]) -> str:
         """Hash of the exact per-layer channel counts at ``rates`` (the cache key of a measurement)."""
@@ -237,19 +155,19 @@ class LatencyModel:
         if key not in self._entries:
             from .benchmark import measure, paired_ratio
 
-            if self._reference_runner is None:
-                self._reference_runner = self._runner(self._export(self.model, "reference.onnx"))
+            if self._unpruned_runner is None:
+                self._unpruned_runner = self._runner(self._export(self.model, "unpruned.onnx"))
             candidate = self._runner(self._export(self.pruned(rates), "candidate.onnx"))
-            times = measure({"reference": self._reference_runner, "candidate": candidate},
+            times = measure({"unpruned": self._unpruned_runner, "candidate": candidate},
                             warmup=self.warmup, rounds=self.rounds)
-            ratio = paired_ratio(times["candidate"].samples_ms, times["reference"].samples_ms)
+            ratio = paired_ratio(times["candidate"].samples_ms, times["unpruned"].samples_ms)
             if self.reference_ms is None:
-                self.reference_ms = times["reference"].median_ms
+                self.reference_ms = times["unpruned"].median_ms
             rates_record = rates if isinstance(rates, Mapping) else {"*": rates}
             self._entries[key] = {"ratio": ratio, "candidate_ms": times["candidate"].median_ms,
-                                  "reference_ms": times["reference"].median_ms,
+                                  "reference_ms": times["unpruned"].median_ms,  # the cache file's field name
                                   "rates": {k: round(float(v), 6) for k, v in rates_record.items()}}
-            self._save()
+            save_cache(self.cache_path, self.key, self._entries, self.reference_ms)
         assert self.reference_ms is not None
         return float(self._entries[key]["ratio"]) * float(self.reference_ms)
 
@@ -264,34 +182,10 @@ class LatencyModel:
 
     # ------------------------------------------------------------------ prediction
 
-    def _features_setup(self) -> None:
-        layers = self.predictor._layers  # noqa: SLF001 - same package, same channel arithmetic
-        names = self.predictor.layer_names
-        inputs = (torch.zeros(self.key.input_shape),)
-        positions = _output_positions(self.model, names, inputs)
-        self._conv_index = [i for i, (layer, name) in enumerate(zip(layers, names))
-                            if layer.kind in _CONV_KINDS and name in positions]
-        conv_layers = [layers[i] for i in self._conv_index]
-        self._positions = np.array([positions[names[i]] for i in self._conv_index], dtype=np.float64)
-        self._kernel = np.array([layer.kernel for layer in conv_layers], dtype=np.float64)
-        self._groups = np.array([layer.groups for layer in conv_layers], dtype=np.float64)
-        self._depthwise = np.array([layer.depthwise for layer in conv_layers], dtype=bool)
-        base = self._raw_features(0.0)
-        self._scale = np.where(base > 0, base, 1.0)  # unpruned totals: features are fractions of them
-
     def features(self, rates: float | Mapping[str, float]) -> np.ndarray:
         """Cost features at ``rates``: dense MACs, depthwise MACs and conv output elements, each as a
-        fraction of the unpruned model's, plus a constant 1."""
-        return self._raw_features(rates) / self._scale
-
-    def _raw_features(self, rates: float | Mapping[str, float]) -> np.ndarray:
-        channels = self.predictor.layer_channels(rates)
-        cin = np.array([channels[i][0] for i in self._conv_index], dtype=np.float64)
-        cout = np.array([channels[i][1] for i in self._conv_index], dtype=np.float64)
-        per_group_in = np.where(self._depthwise, 1.0, np.floor(cin / self._groups))
-        macs = cout * per_group_in * self._kernel * self._positions
-        elements = cout * self._positions
-        return np.array([macs[~self._depthwise].sum(), macs[self._depthwise].sum(), elements.sum(), 1.0])
+        fraction of the unpruned model's, plus a constant 1 (:class:`~compresskit._latency_features.CostFeatures`)."""
+        return self._features(rates)
 
     def calibrate(self, bounds: Mapping[str, tuple[float, float]], samples: int = 12, seed: int = 0) -> None:
         """Fit the prediction weights to direct measurements (cached) of calibration rate vectors.
@@ -350,11 +244,6 @@ class LatencyBudget:
                 "reachable_ms": [round(v, 4) for v in self.reachable_ms], "budget": self.description,
                 "input_shape": list(key.input_shape), "threads": key.threads, "runtime": key.runtime,
                 "measurements": self.model.measurements}
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/compresskit/latency`` (``~/.cache/compresskit/latency``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "compresskit" / "latency"
 
 
 def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds: Mapping[str, tuple[float, float]],
