@@ -30,6 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compresskit.config.errors import RecipeError
+from compresskit.config.load import checkpoint_path
+
 __all__ = ["InheritSummary", "check_checkpoints", "check_state_dict", "inherit_matching", "load_checkpoint",
            "load_state_dict_file"]
 
@@ -144,8 +147,8 @@ def inherit_matching(student: nn.Module, teacher: nn.Module) -> InheritSummary:
         An :class:`InheritSummary` of what was copied.
 
     Example:
-        >>> from reference.featherface.models import build_model  # doctest: +SKIP
-        >>> summary = inherit_matching(build_model("nano_b"), build_model("featherface_v1"))  # doctest: +SKIP
+        >>> from mypkg.models import build_model  # doctest: +SKIP
+        >>> summary = inherit_matching(build_model("small"), build_model("large"))  # doctest: +SKIP
         >>> summary.describe()  # doctest: +SKIP
         'inherited 284 tensors / 214,330 of 454,024 parameters (47.2%) from the teacher; ...'
     """
@@ -172,7 +175,7 @@ def check_checkpoints(recipe: Any, task: Any, build: Callable[[str], nn.Module])
     """Load every checkpoint ``recipe`` names into a freshly built model; call before any training.
 
     Args:
-        recipe: A validated :class:`~compresskit.recipe.Recipe`.
+        recipe: A validated :class:`~compresskit.config.schema.Recipe`.
         task: Its task (its ``load_checkpoint`` is used when it has one).
         build: ``build("teacher" | "student") -> nn.Module``, a freshly built model.
 
@@ -182,8 +185,6 @@ def check_checkpoints(recipe: Any, task: Any, build: Callable[[str], nn.Module])
     Raises:
         RecipeError: one line naming the recipe file, the key, the file and the first mismatching keys.
     """
-    from compresskit.recipe import RecipeError, checkpoint_path
-
     checked = {}
     named = {"teacher": recipe.teacher.checkpoint if recipe.teacher is not None else None,
              "student": recipe.student.checkpoint}

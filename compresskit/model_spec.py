@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compresskit.config.resolve import MissingAttributeError, ensure_cwd_importable, get_attribute, import_attribute
+
 __all__ = ["ModelSpec", "WEIGHT_SUFFIXES", "build", "load_state_dict", "parse_spec", "resolve_spec"]
 
 #: Suffixes that mark the last ``:`` part of a spec as a weights file even before it exists.
@@ -90,8 +92,6 @@ def parse_spec(text: str, weights: str | os.PathLike[str] | None = None,
 
 
 def _import(module_name: str, spec: str) -> Any:
-    from compresskit.recipe import ensure_cwd_importable
-
     ensure_cwd_importable()  # a user's module next to where compresskit runs
     try:
         return importlib.import_module(module_name)
@@ -134,13 +134,11 @@ def resolve_spec(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
                              f"e.g. {timm.list_models(f'*{name[:4]}*')[:5]}")
         return _qualified(timm.create_model), {"model_name": name, **spec.kwargs}
     if sep:
-        module = _import(prefix, spec.source)
-        target: Any = module
-        for part in name.split("."):
-            if not hasattr(target, part):
-                raise ValueError(f"model spec {spec.source!r}: module {prefix} has no attribute {name!r}; "
-                                 "name a function or class that returns the model")
-            target = getattr(target, part)
+        try:
+            target = get_attribute(_import(prefix, spec.source), name)
+        except MissingAttributeError:
+            raise ValueError(f"model spec {spec.source!r}: module {prefix} has no attribute {name!r}; "
+                             "name a function or class that returns the model") from None
         if not callable(target):
             raise ValueError(f"model spec {spec.source!r}: {name!r} in module {prefix} is not callable")
         return spec.source, dict(spec.kwargs)
@@ -149,16 +147,14 @@ def resolve_spec(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
 
 def _named_builder(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
     """A bare model name: the first declared ``compresskit.builders`` builder that accepts it."""
-    from compresskit.persist import _declared_builders
-
-    from compresskit.recipe import ensure_cwd_importable
+    from compresskit.persist import declared_builders  # imports torch
 
     ensure_cwd_importable()
     tried = []
-    for builder in sorted(_declared_builders()):
+    for builder in sorted(declared_builders()):
         module_name, _, attribute = builder.partition(":")
         try:
-            function = getattr(importlib.import_module(module_name), attribute)
+            function = import_attribute(module_name, attribute)
             function(name=spec.source, **spec.kwargs)
         except Exception:  # noqa: BLE001 - this builder does not know the name
             tried.append(builder)
@@ -216,9 +212,7 @@ def build(spec: ModelSpec) -> tuple[Any, str, dict[str, Any]]:
     """
     builder, kwargs = resolve_spec(spec)
     module_name, _, attribute = builder.partition(":")
-    function: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        function = getattr(function, part)
+    function = import_attribute(module_name, attribute)
     # A declared builder (bare NAME) with its own `weights` argument knows its checkpoints' key names (e.g.
     # FeatherFace's load_weights for official releases): it loads them; builder_kwargs never name the file.
     # Not torchvision's `weights=` (an enum of its downloads) nor a user's builder: those get a state_dict.

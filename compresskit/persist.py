@@ -11,12 +11,13 @@ imports and calls it only when the user trusts it, *before* importing anything:
 
 * builders registered with :func:`trust_builder` (``TRUSTED_BUILDERS``), by the caller's own code;
 * builders an installed package declares in the ``compresskit.builders`` entry-point group
-  (``reference.featherface.models:build_model`` is declared in this project's ``pyproject.toml``);
+  (``mypkg = "mypkg.models:build_model"`` in that package's ``pyproject.toml``);
 * modules (or ``module:callable``) the caller names: ``load_pruned(path, trust=["my_pkg.models"])``,
   ``compresskit inspect final.pt --trust my_pkg.models`` -- like Hugging Face's ``trust_remote_code``.
 
 Anything else raises :class:`UntrustedBuilderError` naming the builder and how to trust it. Nothing
-registers itself when compresskit is imported.
+registers itself when compresskit is imported. A trusted builder is imported with
+:func:`compresskit.config.resolve.import_attribute`, the resolver recipes use too.
 
 Caveats:
     * The builder must produce the same architecture as when the model was pruned
@@ -27,7 +28,6 @@ Caveats:
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
@@ -40,10 +40,11 @@ from torch import nn
 from ._atomic import atomic_torch_save
 from ._finite import non_finite_entries
 from ._surgery import ChannelOp, remove_channels
+from .config.resolve import import_attribute
 from .prune import HISTORY_ATTRIBUTE
 
-__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "TRUSTED_BUILDERS", "UntrustedBuilderError", "is_trusted",
-           "load_pruned", "save_pruned", "trust_builder"]
+__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "TRUSTED_BUILDERS", "UntrustedBuilderError", "declared_builders",
+           "is_trusted", "load_pruned", "save_pruned", "trust_builder"]
 
 FORMAT = "compresskit.pruned/1"
 _KEYS = ("format", "builder", "builder_kwargs", "history", "state_dict")
@@ -74,8 +75,11 @@ def trust_builder(builder: str) -> None:
     TRUSTED_BUILDERS.add(builder)
 
 
-def _declared_builders() -> set[str]:
-    """Builders declared by installed packages (read from metadata; nothing is imported)."""
+def declared_builders() -> set[str]:
+    """Builders (``"module:callable"``) declared by installed packages in :data:`BUILDER_ENTRY_POINTS`.
+
+    Read from the packages' metadata; nothing is imported.
+    """
     return {entry.value.replace(" ", "") for entry in metadata.entry_points(group=BUILDER_ENTRY_POINTS)}
 
 
@@ -98,7 +102,7 @@ def _trusted_by_module(builder: str, trust: Sequence[str]) -> bool:
 
 
 def _trusted_exactly(builder: str, trust: Sequence[str]) -> bool:
-    return builder in trust or builder in TRUSTED_BUILDERS or builder in _declared_builders()
+    return builder in trust or builder in TRUSTED_BUILDERS or builder in declared_builders()
 
 
 def _resolve_builder(path: Path, builder: str, exact: bool) -> Callable[..., Any]:
@@ -115,9 +119,7 @@ def _resolve_builder(path: Path, builder: str, exact: bool) -> Callable[..., Any
             f"{path}: builder {_short(builder)} is a dotted attribute; trusting module {_short(module_name)} "
             f"covers only its own top-level callables; trust the exact builder string if you mean it")
     try:
-        resolved: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            resolved = getattr(resolved, part)
+        resolved = import_attribute(module_name, attribute)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"{path}: cannot import builder {builder!r} ({error})") from error
     if not exact and getattr(resolved, "__module__", None) != module_name:
@@ -186,8 +188,7 @@ def save_pruned(
         TypeError: ``builder_kwargs`` is not plain data.
 
     Example:
-        >>> save_pruned("pruned.pt", model, "reference.featherface.models:build_model",
-        ...             {"name": "nano_b"})
+        >>> save_pruned("pruned.pt", model, "mypkg.models:build_model", {"width": 0.5})
         >>> model = load_pruned("pruned.pt")
     """
     _check_builder(builder)
@@ -232,10 +233,17 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
             imported, or the history / state_dict do not fit the built model.
 
     Example:
-        >>> model = load_pruned("runs/shapes/final.pt", trust=["examples.shapes_classifier"])
+        >>> model = load_pruned("runs/mymodel/final.pt", trust=["mypkg.models"])
     """
     trust = [trust] if isinstance(trust, str) else list(trust)
     path = Path(path)
+    payload, history = _read_checkpoint(path, map_location)
+    builder = _trusted_builder(path, payload["builder"], trust)
+    return _rebuild(path, builder, payload, history)
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> tuple[dict[str, Any], list[list[list[Any]]]]:
+    """The checkpoint's payload, its format, keys, builder string and history checked (nothing imported)."""
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
@@ -248,19 +256,30 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
     if missing:
         raise ValueError(f"{path}: checkpoint is missing {missing}")
     try:
-        module_name, _ = _check_builder(payload["builder"])  # validated here; imported by _resolve_builder
+        _check_builder(payload["builder"])  # validated here; imported by _resolve_builder
         history = _normalise_history(payload["history"])
         if not isinstance(payload["builder_kwargs"], dict):
             raise ValueError(f"builder_kwargs must be a dict, got {payload['builder_kwargs']!r}")
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
-    exact = _trusted_exactly(payload["builder"], trust)  # reads the entry points once
-    if not exact and not _trusted_by_module(payload["builder"], trust):
+    return payload, history
+
+
+def _trusted_builder(path: Path, builder: str, trust: Sequence[str]) -> Callable[..., Any]:
+    """The builder, imported only after the trust check passes (see the module docstring)."""
+    exact = _trusted_exactly(builder, trust)  # reads the entry points once
+    if not exact and not _trusted_by_module(builder, trust):
+        module_name = builder.partition(":")[0]
         raise UntrustedBuilderError(
-            f"{path}: builder {_short(payload['builder'])} is not trusted, so it was not imported; if you "
+            f"{path}: builder {_short(builder)} is not trusted, so it was not imported; if you "
             f"trust module {_short(module_name)}, pass --trust {module_name[:120]} (CLI) or load_pruned(..., trust="
             f"[{_short(module_name)}]), or declare it in the {BUILDER_ENTRY_POINTS!r} entry points")
-    builder = _resolve_builder(path, payload["builder"], exact=exact)
+    return _resolve_builder(path, builder, exact=exact)
+
+
+def _rebuild(path: Path, builder: Callable[..., Any], payload: dict[str, Any],
+             history: list[list[list[Any]]]) -> nn.Module:
+    """Build the unpruned model, replay the removals, load the weights strictly."""
     model = builder(**payload["builder_kwargs"])
     if not isinstance(model, nn.Module):
         raise ValueError(f"{path}: builder {payload['builder']!r} returned {type(model).__name__}, not an nn.Module")
