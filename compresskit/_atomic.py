@@ -4,7 +4,10 @@ The content goes to a temporary file in the destination's folder (same file syst
 the destination with ``os.replace`` only after the writer returned. An exception leaves the previous
 file untouched and removes the temporary file. A kill (SIGKILL, power loss) cannot run that clean-up,
 so the temporary file stays: :func:`remove_stale_temporaries` deletes such orphans when a run starts
-again (``compresskit.pipeline.prepare`` calls it on the run directory).
+again (the run driver calls it on the run directory when a run starts or resumes).
+
+:func:`writable_path` resolves a destination and checks that its folder exists, with the one message
+every writer (export, quantization) gives for a missing folder.
 
 Files get the mode the umask gives (``0o666 & ~umask``, e.g. ``0644``), as ``open()`` would, not the
 ``0600`` of :func:`tempfile.mkstemp`.

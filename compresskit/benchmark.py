@@ -3,7 +3,7 @@
 :func:`measure` times several callables *interleaved*: after ``warmup`` untimed calls each, every
 round calls each callable once, in a rotated order (round ``r`` starts at callable ``r mod n``),
 so slow drifts of machine load hit all of them alike. Reported per callable: median and 90th
-percentile (numpy's linear interpolation) of its per-round milliseconds, and ratios to a reference
+percentile (numpy's linear interpolation) of its per-round milliseconds, and ratios to a baseline
 as the median of per-round ratios (the two calls ran in the same round, so drift cancels).
 
 :func:`benchmark_models` is what ``compresskit benchmark`` runs: torch eager for checkpoints and
@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Latency", "LatencyReport", "benchmark_models", "measure", "paired_ratio", "summarise"]
+__all__ = ["Latency", "LatencyReport", "benchmark_models", "measure", "ort_runner", "paired_ratio", "summarise",
+           "torch_runner"]
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,15 @@ class LatencyReport:
     rounds: int
     notes: dict[str, str] = field(default_factory=dict)
 
-    def ratios(self, reference: str) -> dict[str, float]:
-        """Name -> median of per-round ``time / time[reference]`` (``> 1``: slower than the reference)."""
-        if reference not in self.latencies:
-            raise ValueError(f"unknown reference {reference!r}; measured: {list(self.latencies)}")
-        base = self.latencies[reference].samples_ms
+    def ratios(self, baseline: str) -> dict[str, float]:
+        """Name -> median of per-round ``time / time[baseline]`` (``> 1``: slower than the baseline).
+
+        Raises:
+            ValueError: ``baseline`` was not measured.
+        """
+        if baseline not in self.latencies:
+            raise ValueError(f"unknown reference {baseline!r}; measured: {list(self.latencies)}")
+        base = self.latencies[baseline].samples_ms
         return {name: paired_ratio(lat.samples_ms, base) for name, lat in self.latencies.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,14 +90,15 @@ class LatencyReport:
                                       "samples": [round(t, 4) for t in lat.samples_ms]}
                                for name, lat in self.latencies.items()}}
 
-    def table(self, reference: str | None = None) -> str:
-        """A plain-text table: median, p90 and (with ``reference``) the paired ratio, one row per name."""
-        reference = reference or next(iter(self.latencies))
-        ratios = self.ratios(reference)
+    def table(self, baseline: str | None = None) -> str:
+        """A plain-text table: median, p90 and the paired ratio to ``baseline`` (default: the first
+        name), one row per name."""
+        baseline = baseline or next(iter(self.latencies))
+        ratios = self.ratios(baseline)
         width = max(len(name) for name in self.latencies)
         lines = [f"threads {self.threads}, batch {self.batch}, input {'x'.join(map(str, self.input_shape))}, "
                  f"{self.warmup} warm-up calls, {self.rounds} interleaved rounds",
-                 f"{'model':<{width}}  median ms   p90 ms   vs {reference}"]
+                 f"{'model':<{width}}  median ms   p90 ms   vs {baseline}"]
         for name, lat in self.latencies.items():
             lines.append(f"{name:<{width}}  {lat.median_ms:9.2f}  {lat.p90_ms:7.2f}   {ratios[name]:.2f}x")
         return "\n".join(lines)
