@@ -8,7 +8,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from compresskit.cli import PLUGINS, cli
+from compresskit.cli import COMMAND_ENTRY_POINTS, cli, command_plugins
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "shapes_classifier.yaml"
@@ -31,7 +31,7 @@ def test_top_level_help_lists_plugins_without_importing_them(runner, monkeypatch
     monkeypatch.delitem(sys.modules, "reference.featherface.detect", raising=False)
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in ("run", "prune", "export", "inspect", *PLUGINS):
+    for name in ("run", "prune", "export", "inspect", *command_plugins()):
         assert f"  {name} " in result.output
     assert "reference.featherface.detect" not in sys.modules
 
@@ -137,11 +137,25 @@ def test_plugin_runs_when_importable(runner):
     assert "MODEL_OR_CHECKPOINT" in result.output
 
 
-def test_unavailable_plugin_exits_2(runner, monkeypatch):
-    monkeypatch.setitem(PLUGINS, "detect", ("no_such_pkg.detect:cli", "Detect."))
+def test_plugins_are_the_command_entry_points():
+    assert set(command_plugins()) >= {"detect", "evaluate"}  # declared in pyproject.toml
+    assert all(entry.group == COMMAND_ENTRY_POINTS for entry in command_plugins().values())
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("no_such_pkg.detect:cli", "importing no_such_pkg.detect:cli failed (ModuleNotFoundError"),
+    ("json:dumps", "json:dumps is not a click command"),
+])
+def test_unavailable_plugin_exits_2(runner, monkeypatch, value, fragment):
+    from importlib.metadata import EntryPoint
+
+    entry = EntryPoint("detect", value, COMMAND_ENTRY_POINTS)
+    monkeypatch.setattr("compresskit.cli._group.command_plugins", lambda: {"detect": entry})
+    assert "  detect " in runner.invoke(cli, ["--help"]).output
     result = runner.invoke(cli, ["detect", "x.jpg"])
     assert result.exit_code == 2
-    assert "'detect' is not available" in result.output and "no_such_pkg" in result.output
+    assert "'detect' is not available" in result.output and fragment in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_prune_inspect_export_round_trip(runner, tmp_path):

@@ -161,9 +161,9 @@ def test_a_user_module_checkpoint_from_another_folder_says_to_add_it_to_pythonpa
 def test_parse_floats_names_the_option_and_the_count(text):
     import click
 
-    from compresskit.cli import _parse_floats
+    from compresskit.cli._options import parse_floats
 
-    assert _parse_floats("1,2.5,-3", 3, "--mean") == (1.0, 2.5, -3.0) and _parse_floats(None, 3, "--mean") is None
+    assert parse_floats("1,2.5,-3", 3, "--mean") == (1.0, 2.5, -3.0) and parse_floats(None, 3, "--mean") is None
     with pytest.raises(click.BadParameter) as caught:
-        _parse_floats(text, 3, "--mean")
+        parse_floats(text, 3, "--mean")
     assert caught.value.format_message() == f"Invalid value for --mean: expected 3 comma-separated numbers, got {text!r}"
