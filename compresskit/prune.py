@@ -27,7 +27,7 @@ Caveats:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 import sys
 import types
@@ -40,10 +40,9 @@ from ._surgery import ChannelOp, inexact_reason, remove_channels
 from .budget import LayerChange, channel_counts, channel_summary, count_params, rates_by_layer_group
 from .groups import ChannelGroup, SkippedCoupling, find_groups
 from .importance import Importance, fpgm, resolve_importance
+from .schedules import Schedule
 
 __all__ = ["HISTORY_ATTRIBUTE", "PruneSummary", "SoftFPGM", "prune", "remove_zeroed"]
-
-Schedule = Callable[[int], float]
 
 #: Every physical removal appends its ops (plain lists) to ``model.<HISTORY_ATTRIBUTE>``;
 #: :func:`compresskit.save_pruned` stores it and :func:`compresskit.load_pruned` replays it.
