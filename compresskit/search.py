@@ -42,6 +42,10 @@ Caveats:
       is kept, so the search can resume after the cause is fixed).
     * Proposal overhead grows with the number of trials (exact GP, O(n^3)); it
       is recorded per trial as ``Trial.overhead_seconds``.
+
+Layout: this module holds the public API, the trial loop and the resumable history;
+:mod:`compresskit._search_space` the rate box, the argument checks and the budget feasibility;
+:mod:`compresskit._search_proposal` one LogEI proposal (GP fit, candidate pool, refinement, repair).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ help). Commands of other packages come from the ``compresskit.commands`` entry p
 (:data:`COMMAND_ENTRY_POINTS`, ``name = "package.module:click_command"``), as pytest and flake8 find
 their plugins: ``--help`` lists them from the entry points' metadata without importing them, and a
 plugin is imported only when its command runs. A plugin that cannot be imported (or is not a click
-command) becomes a command that fails in one line saying why. Nothing registers itself at import time.
+command) becomes a command that fails in one line saying why. A built-in command wins over a plugin of
+the same name. Nothing registers itself at import time.
 """
 
 from __future__ import annotations

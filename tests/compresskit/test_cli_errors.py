@@ -167,3 +167,27 @@ def test_parse_floats_names_the_option_and_the_count(text):
     with pytest.raises(click.BadParameter) as caught:
         parse_floats(text, 3, "--mean")
     assert caught.value.format_message() == f"Invalid value for --mean: expected 3 comma-separated numbers, got {text!r}"
+
+
+@pytest.mark.parametrize(("error", "exit_code", "message"), [
+    (FileNotFoundError("no checkpoint at 'x.pt'"), 2, "file not found: no checkpoint at 'x.pt'"),
+    (FileNotFoundError(2, "No such file or directory", "x.pt"), 2, "file not found: x.pt"),
+    (OSError(28, "No space left on device", "out/m.onnx"), 2, "out/m.onnx: No space left on device"),
+    (ValueError("bad\n  value"), 2, "bad value"),
+    (EOFError(), 2, "unreadable file (EOFError: EOFError)"),
+])
+def test_the_boundary_maps_user_errors_to_one_line_and_exit_2(error, exit_code, message):
+    from compresskit.cli._errors import to_click_error
+
+    mapped = to_click_error(error)
+    assert (mapped.exit_code, mapped.format_message()) == (exit_code, message)
+
+
+def test_an_unexpected_error_exits_1_naming_its_log(tmp_path, monkeypatch):
+    from compresskit.cli._errors import to_click_error
+
+    monkeypatch.setenv("COMPRESSKIT_LOG_DIR", str(tmp_path))
+    mapped = to_click_error(RuntimeError("boom"))
+    logs = list(tmp_path.glob("compresskit-error-*.log"))
+    assert mapped.exit_code == 1 and len(logs) == 1
+    assert mapped.format_message() == f"unexpected RuntimeError: boom; traceback in {logs[0]}"
