@@ -13,7 +13,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Item", "RawGroup", "by_unit", "channel_units", "merge_overlapping", "split_into_cells"]
+__all__ = [
+    "FILTER_KINDS",
+    "PRUNABLE_KINDS",
+    "Item",
+    "RawGroup",
+    "by_unit",
+    "channel_units",
+    "merge_overlapping",
+    "split_into_cells",
+]
+
+#: Item kinds whose layers own filters (weights with one row per output channel).
+FILTER_KINDS = ("conv", "conv_transpose", "linear")
+#: Item kinds surgery can shrink; ``"op"`` items (graph ops) only carry the index relation.
+PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool", "heads")
 
 
 @dataclass

@@ -42,7 +42,6 @@ Caveats:
 from __future__ import annotations
 
 import fnmatch
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,8 +51,12 @@ import torch
 from torch import Tensor, nn
 
 from . import _graph
-from ._sets import Item, RawGroup
-from ._surgery import IN, ChannelOp, inexact_reason, zero_channels
+from ._matching import module_names_matching, owning_layer_group, protected_names
+from ._removal import cell_removal_counts, channels_to_remove, check_multiple, round_removal
+from ._sets import FILTER_KINDS, PRUNABLE_KINDS, Item, RawGroup
+from ._surgery import IN, ChannelOp, zero_channels
+from ._verify import PROBE_SELECTIONS  # noqa: F401 - public constant named in the module docstring
+from ._verify import failing_candidates, skip_reason
 
 __all__ = [
     "ChannelGroup",
@@ -69,11 +72,6 @@ __all__ = [
 ]
 
 DEFAULT_LAYER_GROUP = "default"
-_PRUNABLE_KINDS = ("conv", "conv_transpose", "linear", "bn", "prelu", "shuffle", "pool", "heads")
-_FILTER_KINDS = ("conv", "conv_transpose", "linear")
-#: Random channel selections per coupled set checked by :func:`find_groups` (soft-zero == removal).
-PROBE_SELECTIONS = 3
-_PROBE_RATES = (0.5, 0.25, 0.75)
 
 
 class UnprunableWarning(UserWarning):
@@ -126,62 +124,6 @@ class SkippedCoupling:
     reason: str
 
 
-def channels_to_remove(num_channels: int, rate: float) -> int:
-    """Channels removed from one cell of ``num_channels`` at ``rate``.
-
-    ``floor(rate * num_channels)`` (with a 1e-9 guard against ``0.29 * 100 = 28.999...``),
-    capped so that at least one channel of the cell remains. A group's cells are
-    equal-sized where grouped convs require it, so the group total is
-    ``floor(rate * C)`` rounded down to a multiple of the cell count. The pruner and
-    :class:`compresskit.ParamPredictor` both use this function.
-
-    Raises:
-        ValueError: ``rate`` is not in ``[0, 1)``.
-    """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"pruning rate must be a number in [0, 1), got {rate!r}")
-    return max(0, min(num_channels - 1, math.floor(rate * num_channels + 1e-9)))
-
-
-def round_removal(num_channels: int, removed: int, multiple: int) -> int:
-    """Fewer removed channels so that the kept count ``num_channels - removed`` is a multiple of ``multiple``.
-
-    Hardware-friendly widths: the kept count is rounded *up* to the next multiple (never more than
-    ``num_channels``), so rounding never removes more than the rate asks. ``multiple=1`` changes nothing.
-
-    Example:
-        >>> round_removal(72, 30, 8)  # 42 kept -> 48 kept
-        24
-    """
-    _check_multiple(multiple)
-    kept = num_channels - removed
-    rounded = min(num_channels, -(-kept // multiple) * multiple)
-    return num_channels - rounded
-
-
-def _check_multiple(multiple: int) -> None:
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"channel multiple must be an int >= 1, got {multiple!r}")
-
-
-def cell_removal_counts(sizes: Sequence[int], rate: float, balanced: bool, multiple: int = 1) -> list[int]:
-    """Channels removed from cells of ``sizes`` at ``rate``; the pruner and the predictor both use it.
-
-    Unbalanced: ``channels_to_remove(size, rate)`` per cell. Balanced (grouped convs / chunks, whose
-    cell sizes are multiples of the smallest ``s``): ``channels_to_remove(s, rate) * size // s``, the
-    same fraction of every cell, which keeps every group of every grouped conv / chunk equal.
-    With ``multiple > 1`` the group's kept total becomes a multiple of it (or stays whole):
-    unbalanced, each cell's kept count is rounded up to a multiple (:func:`round_removal`); balanced,
-    the smallest cell's kept count ``k`` is rounded up so that ``k * sum(size // s)`` is a multiple.
-    """
-    if not balanced or not sizes:
-        return [round_removal(size, channels_to_remove(size, rate), multiple) for size in sizes]
-    smallest = min(sizes)
-    step = multiple // math.gcd(multiple, sum(size // smallest for size in sizes))
-    per_smallest = round_removal(smallest, channels_to_remove(smallest, rate), step)
-    return [per_smallest * size // smallest for size in sizes]
-
-
 @dataclass(eq=False)
 class ChannelGroup:
     """One set of coupled channels, removed together.
@@ -222,7 +164,7 @@ class ChannelGroup:
         """
         slices = []
         for item in self.items:
-            if item.kind not in _FILTER_KINDS or item.axis == IN:
+            if item.kind not in FILTER_KINDS or item.axis == IN:
                 continue
             weight = self._module(item.module).weight.detach()
             if item.kind == "conv_transpose":  # (in, out, *k) -> (out, in, *k)
@@ -265,7 +207,7 @@ class ChannelGroup:
         removed = sorted(set(removed))
         ops = []
         for item in self.items:
-            if item.kind not in _PRUNABLE_KINDS:
+            if item.kind not in PRUNABLE_KINDS:
                 continue
             indices = sorted({i for r in removed for i in item.index.get(r, ())})
             if indices:
@@ -302,11 +244,8 @@ class ChannelGroups(list):
         self.example_inputs = example_inputs
 
 
-def _module_names_matching(model: nn.Module, pattern: str) -> list[str]:
-    return [name for name, _ in model.named_modules() if name and fnmatch.fnmatchcase(name, pattern)]
-
-
 def _validate_specs(model: nn.Module, specs: Sequence[LayerGroupSpec]) -> dict[str, LayerGroupSpec]:
+    """The specs by name; raises if a name repeats, a glob or type matches no module, or two specs share a module."""
     by_name: dict[str, LayerGroupSpec] = {}
     for spec in specs:
         if not isinstance(spec, LayerGroupSpec):
@@ -315,7 +254,7 @@ def _validate_specs(model: nn.Module, specs: Sequence[LayerGroupSpec]) -> dict[s
             raise ValueError(f"duplicate layer group name {spec.name!r}")
         by_name[spec.name] = spec
         for pattern in spec.patterns:
-            if not _module_names_matching(model, pattern):
+            if not module_names_matching(model, pattern):
                 raise ValueError(f"layer group {spec.name!r}: pattern {pattern!r} matches no module")
         class_names = {type(m).__name__ for m in model.modules()}
         for type_name in spec.types:
@@ -326,99 +265,6 @@ def _validate_specs(model: nn.Module, specs: Sequence[LayerGroupSpec]) -> dict[s
         if len(owners) > 1:
             raise ValueError(f"module {name!r} is matched by layer groups {owners[0]!r} and {owners[1]!r}")
     return by_name
-
-
-def _owning_layer_group(
-    raw: RawGroup, specs: dict[str, LayerGroupSpec], modules: dict[str, nn.Module]
-) -> str | None:
-    """The layer group of a coupled set: decided by the producers that match a spec.
-
-    Producers are the convs/linears whose *output* channels are the set's channels (the trunk
-    conv, but also depthwise convs and gating convs such as CBAM's ``fc2`` that multiply onto
-    it). Producers matching no spec are ignored. If the matching producers belong to several
-    specs, the spec whose producers hold the most weights wins (the trunk conv, not a
-    depthwise conv that merely passes the channels through); ties go to the spec listed first.
-    ``None`` when no producer matches.
-    """
-    weights: dict[str, int] = {}
-    for item in raw.items:
-        if item.kind not in _FILTER_KINDS or item.axis == IN:
-            continue
-        module = modules[item.module]
-        for spec in specs.values():
-            if spec.matches(item.module, module):
-                weights[spec.name] = weights.get(spec.name, 0) + module.weight.numel()
-                break
-    if not weights:
-        return None
-    most = max(weights.values())
-    return next(name for name in specs if weights.get(name) == most)
-
-
-def _protected_names(model: nn.Module, protect: Sequence[str]) -> set[str]:
-    if isinstance(protect, str):
-        raise TypeError(f"protect must be a sequence of globs, got the string {protect!r}")
-    names: set[str] = set()
-    for pattern in protect:
-        matched = _module_names_matching(model, pattern)
-        if not matched:
-            raise ValueError(f"protect pattern {pattern!r} matches no module")
-        names.update(matched)
-    return names
-
-
-def _probe_selection(group: ChannelGroup, seed: int, selection: int) -> list[int]:
-    """Random channels of ``group`` for probe ``selection`` (rates 0.5, 0.25, 0.75, ...)."""
-    generator = torch.Generator().manual_seed(seed * PROBE_SELECTIONS + selection)
-    scores = torch.rand(group.num_channels, generator=generator, dtype=torch.float64)
-    return group.select(scores, _PROBE_RATES[selection % len(_PROBE_RATES)])
-
-
-def _probe(model: nn.Module, example_inputs: Any, probes: Sequence[tuple[int, list[ChannelOp]]]) -> str | None:
-    """Soft-zero vs removal on a float64 copy for all ``(seed, ops)`` probes at once; ``None`` when exact."""
-    return inexact_reason(model, example_inputs, [op for _, ops in probes for op in ops])
-
-
-def _failing_groups(
-    model: nn.Module, example_inputs: Any, probes: list[tuple[int, list[ChannelOp]]]
-) -> dict[int, str]:
-    """Group testing: probe all, bisect on failure. Returns ``{seed: reason}``."""
-    if not probes:
-        return {}
-    reason = _probe(model, example_inputs, probes)
-    if reason is None:
-        return {}
-    if len(probes) == 1:
-        return {probes[0][0]: reason}
-    half = len(probes) // 2
-    failing = _failing_groups(model, example_inputs, probes[:half])
-    failing.update(_failing_groups(model, example_inputs, probes[half:]))
-    if not failing:  # each half is exact, together they are not
-        return {seed: f"fails only together with other groups: {reason}" for seed, _ in probes}
-    return failing
-
-
-def _verify_candidates(
-    model: nn.Module, example_inputs: Any, candidates: list[ChannelGroup]
-) -> dict[int, str]:
-    """``{candidate number: reason}`` for every set that fails any of the probe selections.
-
-    Each selection removes random channels (rates 0.5, 0.25, 0.75) of all remaining sets at
-    once from a float64 copy and compares with the soft-zeroed copy; failing sets are found by
-    bisection and dropped before the next selection. Each set's selection and ops are computed
-    once per selection, not again at every bisection level.
-    """
-    failing: dict[int, str] = {}
-    for selection in range(PROBE_SELECTIONS):
-        probes = []
-        for seed, group in enumerate(candidates):
-            if seed in failing:
-                continue
-            channels = _probe_selection(group, seed, selection)
-            if channels:
-                probes.append((seed, group.ops(channels)))
-        failing.update(_failing_groups(model, example_inputs, probes))
-    return failing
 
 
 def find_groups(
@@ -456,10 +302,32 @@ def find_groups(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     specs = _validate_specs(model, layer_groups) if layer_groups is not None else None
-    protected = _protected_names(model, protect)
-    modules = dict(model.named_modules())
-
+    protected = protected_names(model, protect)
     raw_groups = _graph.trace_groups(model, example_inputs, protected)
+    candidates, skipped = _candidates(model, raw_groups, specs)
+    failing = failing_candidates(model, example_inputs, candidates)
+    groups = []
+    for seed, group in enumerate(candidates):
+        if seed in failing:
+            skipped.append(SkippedCoupling(group.name, skip_reason(group, failing[seed])))
+        else:
+            groups.append(group)
+    if skipped:
+        details = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
+        warnings.warn(
+            f"{len(skipped)} coupled channel set(s) left unpruned: {details}", UnprunableWarning, stacklevel=2
+        )
+    names: dict[str, LayerGroupSpec | None] = (
+        dict(specs) if specs is not None else {DEFAULT_LAYER_GROUP: None}
+    )
+    return ChannelGroups(groups, skipped, names, model, example_inputs)
+
+
+def _candidates(
+    model: nn.Module, raw_groups: list[RawGroup], specs: dict[str, LayerGroupSpec] | None
+) -> tuple[list[ChannelGroup], list[SkippedCoupling]]:
+    """Traced sets -> the groups to verify (unprotected, in a layer group) and the sets skipped with a reason."""
+    modules = dict(model.named_modules())
     skipped: list[SkippedCoupling] = []
     candidates: list[ChannelGroup] = []
     for raw in raw_groups:
@@ -470,7 +338,7 @@ def find_groups(
             continue
         layer_group = DEFAULT_LAYER_GROUP
         if specs is not None:
-            owner = _owning_layer_group(raw, specs, modules)
+            owner = owning_layer_group(raw, specs, modules)
             if owner is None:
                 continue
             layer_group = owner
@@ -485,29 +353,7 @@ def find_groups(
                 balanced=raw.balanced,
             )
         )
-
-    failing = _verify_candidates(model, example_inputs, candidates)
-    groups = []
-    for seed, group in enumerate(candidates):
-        if seed in failing:
-            reason = failing[seed]
-            if any(i.kind == "op" and ("Transpose" in i.module or "Permute" in i.module) for i in group.items):
-                reason += (
-                    "; it permutes the channel axis (inline view/transpose channel shuffle?): "
-                    "write the shuffle as compresskit.ChannelShuffle"
-                )
-            skipped.append(SkippedCoupling(group.name, reason))
-        else:
-            groups.append(group)
-    if skipped:
-        details = "; ".join(f"{s.name}: {s.reason}" for s in skipped)
-        warnings.warn(
-            f"{len(skipped)} coupled channel set(s) left unpruned: {details}", UnprunableWarning, stacklevel=2
-        )
-    names: dict[str, LayerGroupSpec | None] = (
-        dict(specs) if specs is not None else {DEFAULT_LAYER_GROUP: None}
-    )
-    return ChannelGroups(groups, skipped, names, model, example_inputs)
+    return candidates, skipped
 
 
 def round_channels(groups: Sequence[ChannelGroup], multiple: int) -> Sequence[ChannelGroup]:
@@ -520,7 +366,7 @@ def round_channels(groups: Sequence[ChannelGroup], multiple: int) -> Sequence[Ch
     Example:
         >>> groups = round_channels(find_groups(model, x), 8)  # doctest: +SKIP
     """
-    _check_multiple(multiple)
+    check_multiple(multiple)
     for group in groups:
         group.multiple = multiple
     return groups
