@@ -28,6 +28,8 @@ Caveats:
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -137,8 +139,6 @@ def fit_specs(specs: Sequence[Any], model: nn.Module) -> list[Any]:
     dropped (any other pattern is kept, so a typo still fails in :func:`compresskit.find_groups`);
     a spec left without patterns or types is dropped. Without bypassed blocks, ``specs`` unchanged.
     """
-    import dataclasses
-
     fitted = []
     for spec in specs:
         patterns = tuple(fit_patterns(spec.patterns, model))
@@ -149,8 +149,6 @@ def fit_specs(specs: Sequence[Any], model: nn.Module) -> list[Any]:
 
 def fit_patterns(patterns: Sequence[str], model: nn.Module) -> list[str]:
     """Module globs (e.g. protect patterns) minus those that named only modules of bypassed blocks."""
-    import fnmatch
-
     removed = [name for module in model.modules() if isinstance(module, Bypass) for name in module.removed]
     if not removed:
         return list(patterns)
