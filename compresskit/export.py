@@ -17,7 +17,7 @@ environment). We therefore call the TorchScript-based exporter explicitly
 (``dynamo=False``). It still works in torch 2.13, handles every model in our
 test zoo (residuals, concat, grouped convs, channel shuffle, transposed convs,
 gating) and takes ``dynamic_axes`` directly. Its deprecation warnings are
-silenced here.
+silenced where it is called (``_onnx_export``).
 
 Caveats:
     * The TorchScript exporter is deprecated upstream; when it is removed this
