@@ -1,0 +1,68 @@
+"""Phase ``finetune``: fine-tune the pruned model -> ``final.pt``.
+
+Inputs: ``pruned.pt`` (and ``teacher.pt`` when the phase distils). Output: ``final.pt``
+(:mod:`compresskit.persist` format, the pruning history kept). :func:`finetune` is the phase's
+training alone, which benchmarks reuse to give baselines the very same fine-tune.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from compresskit import distributed
+from compresskit.budget import count_params
+from compresskit.recipe import TrainConfig
+from compresskit.run.context import ModelSource
+from compresskit.run.distillation import Distillation, phase_training
+from compresskit.run.training import train_phase
+from compresskit.run.workspace import Workspace
+from compresskit.task import Task
+from compresskit.train import TrainState
+
+__all__ = ["Config", "finetune", "load_pruned", "run"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the fine-tuning phase reads.
+
+    Attributes:
+        student: The student (its builder is the one ``pruned.pt`` may name, and is persisted).
+        train: The recipe's ``finetune`` section.
+        distillation: Distil from the teacher (``finetune`` in ``distill.phases``), or ``None``.
+        seed: The run's seed (data shards under ``torchrun``).
+    """
+
+    student: ModelSource
+    train: TrainConfig
+    distillation: Distillation | None = None
+    seed: int = 0
+
+
+def load_pruned(workspace: Workspace, task: Task, student: ModelSource, name: str) -> nn.Module:
+    """The pruned model in run file ``name`` (persist format), trusting the student's own builder."""
+    from compresskit.persist import load_pruned as load
+
+    return load(workspace.path(name), trust=[student.builder(task)[0]])
+
+
+def finetune(config: Config, workspace: Workspace, task: Task, model: nn.Module, evaluate: bool = True) -> TrainState:
+    """The phase's training of any pruned ``model``, in place; epoch checkpoints in ``finetune.last.pt``."""
+    trained, loss_fn, no_decay = phase_training(workspace, task, model, config.distillation)
+    return train_phase(workspace, task, "finetune", trained, loss_fn, config.train, seed=config.seed,
+                       no_decay=no_decay, evaluate=(lambda: task.evaluate(model)) if evaluate else None)
+
+
+def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
+    """Fine-tune ``pruned.pt`` -> ``final.pt``; returns ``params`` and ``metrics``."""
+    from compresskit.persist import save_pruned
+
+    model = load_pruned(workspace, task, config.student, "pruned.pt")
+    finetune(config, workspace, task, model)
+    builder, kwargs = config.student.builder(task)
+    if distributed.is_main():
+        save_pruned(workspace.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
+    return {"params": count_params(model), "metrics": task.evaluate(model)}

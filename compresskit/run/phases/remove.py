@@ -1,0 +1,67 @@
+"""Phase ``remove``: physically remove the channels the soft phase zeroed -> ``pruned.pt``, ``channels.json``.
+
+Inputs: ``soft_pruned.pt``. Outputs: ``pruned.pt`` (:mod:`compresskit.persist` format: the pruned
+model and the builder of the student it came from) and ``channels.json`` (output channels per conv /
+linear layer before and after). The removal is verified: the soft-zeroed and the physically pruned
+model must give the same outputs on the example inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from compresskit.budget import channel_counts
+from compresskit.run.context import ModelSource
+from compresskit.run.layer_groups import GroupSelection
+from compresskit.run.workspace import Workspace
+from compresskit.task import Task
+
+__all__ = ["Config", "layer_channels", "run"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the removal phase reads.
+
+    Attributes:
+        student: The student (rebuilt before its soft-pruned weights are loaded; its builder is persisted).
+        groups: The layer groups the soft phase zeroed channels of.
+    """
+
+    student: ModelSource
+    groups: GroupSelection
+
+
+def layer_channels(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv / linear layer, by module name."""
+    return {name: out_channels for name, (_, _, out_channels) in channel_counts(model).items()
+            if not isinstance(model.get_submodule(name), nn.modules.batchnorm._BatchNorm)}
+
+
+def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
+    """Remove the zeroed channels -> ``pruned.pt``, ``channels.json``; returns params before/after and metrics.
+
+    Raises:
+        RuntimeError: The channel groups found now differ from those the soft phase zeroed.
+    """
+    from compresskit.persist import save_pruned
+    from compresskit.prune import remove_zeroed
+
+    payload = workspace.load_state_dict("soft_pruned.pt")  # {"state_dict", "zeroed"}
+    model = config.student.build(task)
+    model.load_state_dict(payload["state_dict"])
+    before = layer_channels(model)
+    groups = config.groups.find(model, task.example_inputs())
+    zeroed = payload["zeroed"]
+    names = [group.name for group in groups]
+    if sorted(names) != sorted(zeroed):
+        raise RuntimeError(f"channel groups changed since the soft phase: {sorted(set(names) ^ set(zeroed))}")
+    summary = remove_zeroed(groups, [zeroed[name] for name in names], verify=True)
+    builder, kwargs = config.student.builder(task)
+    save_pruned(workspace.path("pruned.pt"), model, builder, kwargs)
+    workspace.write_json("channels.json", {"before": before, "after": layer_channels(model)})
+    return {"params_before": summary.params_before, "params_after": summary.params_after,
+            "changed_layers": len(summary.changed_layers), "metrics": task.evaluate(model)}

@@ -1,0 +1,97 @@
+"""Phase ``soft_prune``: train while re-zeroing filters on the schedule (soft FPGM) -> ``soft_pruned.pt``.
+
+Inputs: ``student.pt``, ``rates.json`` (and ``teacher.pt`` when the phase distils). Outputs:
+``schedule.json`` (the rate of each layer group per epoch) and ``soft_pruned.pt``: the soft-pruned
+state_dict (full shapes, zeroed filters) and, per channel group, the indices zeroed at the last step;
+the removal phase removes exactly those, never re-ranking. The pruner's state travels in the epoch
+checkpoint, so a resumed phase re-ranks nothing.
+
+Schedules (:func:`schedules`): each group's rate rises from ``prune.schedule.initial`` to its target
+over ``[start, end]`` epochs (``linear`` or ``polynomial`` of ``power``; ``constant`` from the start);
+the pruner acts every ``step_every`` epochs and at the last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from compresskit.budget import count_params
+from compresskit.recipe import ScheduleConfig
+from compresskit.run.context import ModelSource
+from compresskit.run.distillation import Distillation, phase_training
+from compresskit.run.layer_groups import GroupSelection
+from compresskit.run.training import train_phase
+from compresskit.run.workspace import Workspace
+from compresskit.task import Task
+from compresskit.train import EveryNEpochs
+
+__all__ = ["Config", "run", "schedule_table", "schedules"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the soft-pruning phase reads.
+
+    Attributes:
+        student: The student (its distilled weights are ``student.pt``).
+        groups: The layer groups the rates apply to.
+        schedule: ``prune.schedule``: the rate schedule and the training loop.
+        importance: ``prune.importance``, the criterion filters are ranked by.
+        distillation: Distil from the teacher while pruning (``soft_prune`` in ``distill.phases``), or ``None``.
+        seed: The run's seed (data shards under ``torchrun``).
+    """
+
+    student: ModelSource
+    groups: GroupSelection
+    schedule: ScheduleConfig
+    importance: str = "fpgm"
+    distillation: Distillation | None = None
+    seed: int = 0
+
+
+def schedules(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
+    """The rate schedule ``epoch -> rate`` of each layer group, reaching ``rates`` (:mod:`compresskit.schedules`)."""
+    from compresskit.schedules import make_schedule
+
+    end = config.end if config.end is not None else config.epochs
+    result = {}
+    for name, rate in rates.items():
+        if config.kind == "constant" or rate <= config.initial:
+            result[name] = make_schedule("constant", value=rate)
+        elif config.kind == "linear":
+            result[name] = make_schedule("linear", initial=config.initial, final=rate, start=config.start, end=end)
+        else:
+            result[name] = make_schedule("polynomial", initial=config.initial, final=rate,
+                                         start=config.start, end=end, power=config.power)
+    return result
+
+
+def schedule_table(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, list[float]]:
+    """Rate per epoch (0..epochs) of each layer group: what the soft pruner applies."""
+    return {name: [float(s(e)) for e in range(config.epochs + 1)] for name, s in schedules(config, rates).items()}
+
+
+def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
+    """Soft-prune the student -> ``schedule.json``, ``soft_pruned.pt``; returns rates, zeroed channels, metrics."""
+    from compresskit.prune import SoftFPGM
+
+    schedule = config.schedule
+    rates = workspace.read_json("rates.json")["rates"]
+    workspace.write_json("schedule.json", {"step_every": schedule.step_every,
+                                           "rates": schedule_table(schedule, rates)})
+    student = config.student.build(task)
+    student.load_state_dict(workspace.load_state_dict("student.pt"))
+    groups = config.groups.find(student, task.example_inputs())
+    pruner = SoftFPGM(groups, schedules(schedule, rates), importance=config.importance)
+    every = EveryNEpochs(pruner, schedule.step_every, schedule.epochs)  # type: ignore[arg-type]
+    trained, loss_fn, no_decay = phase_training(workspace, task, student, config.distillation)
+    train_phase(workspace, task, "soft_prune", trained, loss_fn, schedule, seed=config.seed, callbacks=[every],
+                no_decay=no_decay, evaluate=lambda: task.evaluate(student), saved={"pruner": every})
+    if pruner.zeroed is None:  # zero epochs: one step at the final rates
+        pruner.step(schedule.epochs)
+    zeroed = pruner.zeroed_indices()
+    workspace.save({"state_dict": student.state_dict(), "zeroed": zeroed}, "soft_pruned.pt")
+    return {"rates": pruner.rates, "zeroed_channels": sum(len(v) for v in zeroed.values()),
+            "params_unpruned": count_params(student), "metrics": task.evaluate(student)}

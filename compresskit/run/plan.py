@@ -1,0 +1,222 @@
+"""Pre-flight: every model- and data-dependent check of a run, before any phase (and in ``--dry-run``).
+
+:func:`plan` runs :data:`CHECKS` in order on a :class:`Plan`; each check is a small function
+``check(plan) -> None`` that reads the recipe and task, may record facts on the plan (models, layer
+groups, the reachable parameter range, data counts) for later checks and for ``--dry-run`` to print,
+and raises :class:`~compresskit.recipe.RecipeError` -- one line naming the recipe file, the key and
+the value -- when the run could not succeed. ``compresskit run`` calls :func:`plan` before it creates
+the run directory, so a recipe that would fail after hours of training fails in seconds and leaves
+nothing behind; ``--dry-run`` calls the same function, so both print the same message. The budget's
+feasibility is checked here and nowhere else (:func:`check_budget`).
+
+To add a check (e.g. loading a checkpoint the recipe names), write ``def check_x(plan: Plan) -> None``
+and put it in :data:`CHECKS`; nothing registers itself at import time.
+
+Example:
+    >>> recipe = load_recipe("recipes/shapes_classifier.yaml")  # doctest: +SKIP
+    >>> result = plan(recipe, build_task(recipe))  # doctest: +SKIP
+    >>> result.reachable  # doctest: +SKIP
+    (6131, 77652)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from compresskit.recipe import Recipe, RecipeError
+from compresskit.run.context import model_source
+from compresskit.run.layer_groups import GroupSelection, group_selection
+from compresskit.task import Task
+
+__all__ = ["CHECKS", "Plan", "check_budget", "check_checkpoints", "check_data", "check_groups",
+           "check_latency_budget", "check_models", "check_rates", "plan", "reachable_params", "require_budget"]
+
+
+@dataclass
+class Plan:
+    """What the pre-flight found; checks fill it in order.
+
+    Attributes:
+        recipe: The validated recipe.
+        task: The task built from it.
+        models: ``"teacher"`` / ``"student"`` -> a freshly built model.
+        selection: The layer groups (recipe's ``prune.groups`` or the task's defaults) and protected patterns.
+        specs: The layer-group specs (``selection.specs``).
+        groups: The student's channel groups.
+        reachable: ``(fewest, most)`` parameters reachable inside the layer-group bounds.
+        latency: With a latency budget: its limit, the unpruned and reachable milliseconds.
+        data: What the task's ``check_data`` reported (counts of images, boxes, dropped items).
+        checkpoints: Recipe key -> file of every checkpoint that loaded strictly.
+        checked: Names of the checks that passed.
+    """
+
+    recipe: Recipe
+    task: Task
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    selection: GroupSelection | None = None
+    specs: list[Any] = field(default_factory=list)
+    groups: list[Any] = field(default_factory=list)
+    reachable: tuple[int, int] | None = None
+    latency: dict[str, Any] | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    checked: list[str] = field(default_factory=list)
+
+    def build(self, which: str) -> nn.Module:
+        """A freshly built ``teacher`` or ``student`` model."""
+        source = model_source(self.recipe, which)
+        assert source is not None
+        return source.build(self.task)
+
+
+def _fail(plan: Plan, key: str, message: str) -> RecipeError:
+    return RecipeError(f"{plan.recipe.source}: {key}: {message}")
+
+
+def check_models(plan: Plan) -> None:
+    """Build the teacher and the student (an unknown model name fails here)."""
+    for which in ("teacher", "student"):
+        config = getattr(plan.recipe, which)
+        if config is None:
+            continue
+        try:
+            model = plan.build(which)
+        except RecipeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the user's builder rejected the recipe's values
+            raise _fail(plan, f"{which}.model", f"building {config.model!r} failed: "
+                        f"{type(error).__name__}: {str(error)[:300]}") from None
+        if not isinstance(model, nn.Module):
+            raise _fail(plan, f"{which}.model", f"{config.model!r} built {type(model).__name__}, not an nn.Module")
+        plan.models[which] = model
+
+
+def check_checkpoints(plan: Plan) -> None:
+    """Every checkpoint the recipe names (``teacher.checkpoint``, ``student.checkpoint``) loads strictly
+    into a freshly built model (:func:`compresskit.checkpoints.check_checkpoints`)."""
+    from compresskit.checkpoints import check_checkpoints as load_each
+
+    plan.checkpoints = load_each(plan.recipe, plan.task, plan.build)
+
+
+def check_groups(plan: Plan) -> None:
+    """Find the student's channel groups (an unknown or overlapping pattern fails here)."""
+    plan.selection = group_selection(plan.recipe, plan.task)
+    plan.specs = list(plan.selection.specs)
+    if plan.specs:
+        plan.groups = plan.selection.find(plan.models["student"], plan.task.example_inputs())
+
+
+def check_rates(plan: Plan) -> None:
+    """Without a search, every ``prune.rates`` key must name a layer group."""
+    if plan.recipe.search.enabled:
+        return
+    names = [spec.name for spec in plan.specs]
+    unknown = sorted(set(plan.recipe.prune.rates or {}) - set(names))
+    if unknown:
+        raise RecipeError(f"{plan.recipe.source}: prune.rates.{unknown[0]} is not a layer group; groups: {names}")
+
+
+def reachable_params(predictor: Callable[[dict[str, float]], int],
+                     bounds: Mapping[str, tuple[float, float]]) -> tuple[int, int]:
+    """``(fewest, most)`` parameters reachable with rates inside ``bounds`` (all upper / all lower)."""
+    return (int(predictor({name: high for name, (low, high) in bounds.items()})),
+            int(predictor({name: low for name, (low, high) in bounds.items()})))
+
+
+def require_budget(recipe: Recipe, reachable: tuple[int, int]) -> None:
+    """Raise a :class:`RecipeError` when the ``reachable`` parameter range misses ``search.budget``."""
+    fewest, most = reachable
+    budget = recipe.search.budget
+    if fewest > budget.max_params or most < budget.min_params:
+        raise RecipeError(
+            f"{recipe.source}: search.budget [{budget.min_params}, {budget.max_params}] cannot be met: "
+            f"rates within the layer-group bounds give {fewest:,} to {most:,} parameters")
+
+
+def check_budget(plan: Plan) -> None:
+    """With a search, some rates inside the layer-group bounds must meet ``search.budget``."""
+    from compresskit.budget import ParamPredictor
+
+    if not plan.specs or plan.selection is None:
+        return
+    predictor = ParamPredictor(plan.models["student"], plan.groups)
+    plan.reachable = reachable_params(predictor, plan.selection.bounds)
+    if plan.recipe.search.enabled:
+        require_budget(plan.recipe, plan.reachable)
+
+
+def check_latency_budget(plan: Plan) -> None:
+    """With a search and a latency budget, some rates inside the bounds must meet it (and the parameter
+    budget): measures the unpruned student and the corners with ONNX Runtime, fits the latency predictor
+    (``compresskit.latency.latency_budget``; cached, so the run reuses the measurements) -- before any
+    training. The message names the budget and the reachable range."""
+    from compresskit.latency import latency_budget
+
+    if not plan.specs or not plan.recipe.search.enabled or plan.selection is None:
+        return
+    found = latency_budget(plan.recipe, plan.models["student"], plan.groups, plan.selection.bounds,
+                           plan.task.example_inputs())
+    if found is not None:
+        plan.latency = found.to_dict()
+
+
+def check_data(plan: Plan) -> None:
+    """The task's data: its own ``check_data()`` if it has one, then a non-empty training loader.
+
+    ``task.check_data()`` (optional) reads what training will read and raises ``ValueError`` naming
+    the file and line of anything unreadable; it returns counts (e.g. ``{"images": 12880,
+    "dropped_boxes": 3}``) that the run reports.
+    """
+    checker: Callable[[], Any] | None = getattr(plan.task, "check_data", None)
+    if checker is not None:
+        try:
+            report = checker()
+        except (ValueError, OSError) as error:
+            raise _fail(plan, "data", " ".join(str(error).split())[:500]) from None
+        plan.data = dict(report or {})
+    batch_size = max(1, min(config.batch_size for config in _train_configs(plan.recipe)))
+    try:
+        loader = plan.task.train_loader(batch_size)
+    except (ValueError, OSError) as error:  # e.g. torch's samplers refuse an empty dataset
+        raise _fail(plan, "data", f"the training loader cannot be built ({type(error).__name__}: "
+                    f"{' '.join(str(error).split())[:300]}); is the training set empty?") from None
+    try:
+        batches = len(loader)  # type: ignore[arg-type]
+    except TypeError:  # an iterable without a length: nothing to count up front
+        return
+    if batches == 0:
+        raise _fail(plan, "data", "the training set is empty (0 batches); training would make 0 optimizer "
+                    "steps -- check the task's data paths and label files")
+
+
+def _train_configs(recipe: Recipe) -> list[Any]:
+    configs = [recipe.distill, recipe.prune.schedule, recipe.finetune]
+    if recipe.teacher is not None and recipe.teacher.train is not None:
+        configs.append(recipe.teacher.train)
+    return configs
+
+
+#: The pre-flight checks, in order (later ones read what earlier ones recorded).
+CHECKS: list[Callable[[Plan], None]] = [check_models, check_checkpoints, check_groups, check_rates, check_budget,
+                                        check_latency_budget, check_data]
+
+
+def plan(recipe: Recipe, task: Task) -> Plan:
+    """Run every check of :data:`CHECKS` on ``recipe`` and its ``task``; write nothing.
+
+    Returns:
+        The :class:`Plan` with what the checks found.
+
+    Raises:
+        RecipeError: The first failing check, in one line naming the file, key and value.
+    """
+    result = Plan(recipe=recipe, task=task)
+    for check in CHECKS:
+        check(result)
+        result.checked.append(check.__name__)
+    return result
