@@ -259,7 +259,8 @@ def inexact_reason(model: nn.Module, example_inputs: Any, ops: Sequence[ChannelO
         except Exception as error:  # noqa: BLE001
             return f"removal breaks the model: {type(error).__name__}: {error}"
     if difference > EXACT_TOLERANCE.get(dtype, 1e-2):
-        return f"soft-zeroed and removed outputs differ (relative {difference:.2e} in {str(dtype).replace('torch.', '')})"
+        dtype_name = str(dtype).replace("torch.", "")
+        return f"soft-zeroed and removed outputs differ (relative {difference:.2e} in {dtype_name})"
     return None
 
 

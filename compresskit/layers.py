@@ -17,7 +17,7 @@ Adding a layer type is one rule class and one dict entry::
         def size(self, module, axis): return module.weight.numel()
         def zero(self, module, axis, indices): module.weight.data[list(indices)] = 0.0
         def remove(self, module, axis, indices, size):
-            check_indices(module, axis, indices, size, self.size(module, axis))
+            check_indices(axis, indices, size, self.size(module, axis))
             module.weight = keep_parameter(module.weight, 0, indices)
         def params(self, module): return lambda in_channels, out_channels: out_channels
 
@@ -92,8 +92,8 @@ class LayerRule:
         return None
 
 
-def check_indices(module: nn.Module, axis: Axis, indices: Sequence[int], size: int, current: int | None) -> None:
-    """Raise ``ValueError`` unless ``axis`` of ``module`` has length ``size`` and ``indices`` lie in it."""
+def check_indices(axis: Axis, indices: Sequence[int], size: int, current: int | None) -> None:
+    """Raise ``ValueError`` unless ``axis`` has length ``size`` (it has ``current``) and ``indices`` lie in it."""
     if current != size:
         raise ValueError(f"expects {axis} size {size}, model has {current}")
     if not indices or max(indices) >= size or min(indices) < 0:
@@ -166,7 +166,7 @@ class ConvRule(LayerRule):
         _zero(module.bias, 0, indices)
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
-        check_indices(module, axis, indices, size, self.size(module, axis))
+        check_indices(axis, indices, size, self.size(module, axis))
         if axis == IN:
             self._remove_inputs(module, indices)
             return
@@ -206,9 +206,12 @@ class ConvRule(LayerRule):
         kernel, groups = math.prod(module.kernel_size), module.groups
         bias = module.bias is not None
         if module.transposed:
-            return lambda cin, cout: cin * (cout // groups) * kernel + (cout if bias else 0)
+            return lambda in_channels, out_channels: (in_channels * (out_channels // groups) * kernel
+                                                     + (out_channels if bias else 0))
         depthwise = is_depthwise(module)  # stays depthwise: groups follow the channel count
-        return lambda cin, cout: cout * (cin // (cout if depthwise else groups)) * kernel + (cout if bias else 0)
+        return lambda in_channels, out_channels: (
+            out_channels * (in_channels // (out_channels if depthwise else groups)) * kernel
+            + (out_channels if bias else 0))
 
 
 class LinearRule(LayerRule):
@@ -226,7 +229,7 @@ class LinearRule(LayerRule):
         _zero(module.bias, 0, indices)
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
-        check_indices(module, axis, indices, size, self.size(module, axis))
+        check_indices(axis, indices, size, self.size(module, axis))
         if axis == IN:
             module.weight = keep_parameter(module.weight, 1, indices)
             module.in_features -= len(indices)
@@ -238,7 +241,7 @@ class LinearRule(LayerRule):
 
     def params(self, module: nn.Module) -> ParamCount:
         bias = module.bias is not None
-        return lambda cin, cout: cout * cin + (cout if bias else 0)
+        return lambda in_channels, out_channels: out_channels * in_channels + (out_channels if bias else 0)
 
 
 class BatchNormRule(LayerRule):
@@ -257,7 +260,7 @@ class BatchNormRule(LayerRule):
             _zero(module.bias, 0, indices)
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
-        check_indices(module, axis, indices, size, module.num_features)
+        check_indices(axis, indices, size, module.num_features)
         if module.running_mean is not None:
             module.running_mean = _keep_buffer(module.running_mean, indices)
         if module.running_var is not None:
@@ -269,7 +272,7 @@ class BatchNormRule(LayerRule):
 
     def params(self, module: nn.Module) -> ParamCount:
         affine = module.affine
-        return lambda cin, cout: 2 * cout if affine else 0
+        return lambda in_channels, out_channels: 2 * out_channels if affine else 0
 
 
 class PReLURule(LayerRule):
@@ -280,14 +283,14 @@ class PReLURule(LayerRule):
         return module.num_parameters
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
-        check_indices(module, axis, indices, size, module.num_parameters)
+        check_indices(axis, indices, size, module.num_parameters)
         if module.num_parameters > 1:
             module.weight = keep_parameter(module.weight, 0, indices)
             module.num_parameters -= len(indices)
 
     def params(self, module: nn.Module) -> ParamCount:
         per_channel = module.num_parameters > 1
-        return lambda cin, cout: cout if per_channel else 0
+        return lambda in_channels, out_channels: out_channels if per_channel else 0
 
 
 class ChannelShuffleRule(LayerRule):

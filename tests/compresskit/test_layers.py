@@ -220,7 +220,7 @@ class ScaleRule(LayerRule):
         module.weight.data[list(indices)] = 0.0
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
-        check_indices(module, axis, indices, size, self.size(module, axis))
+        check_indices(axis, indices, size, self.size(module, axis))
         module.weight = keep_parameter(module.weight, 0, indices)
 
     def params(self, module: nn.Module) -> ParamCount:
