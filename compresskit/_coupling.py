@@ -21,8 +21,8 @@ from torch_pruning.dependency.dependency import Dependency
 
 from ._channel_ops import count_chunks, is_channel_edge, op_reason
 from ._sets import Item, RawGroup, by_unit, channel_units
-from ._surgery import BOTH, IN, OUT, axis_size, is_depthwise
 from ._tp_internals import GRAPH_OPS, ElementWiseOp, GroupItem, HybridIndex, module_names
+from .layers import BOTH, IN, OUT, axis_size, is_depthwise
 from .pool import ChannelPool
 from .shuffle import ChannelShuffle
 

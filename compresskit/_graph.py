@@ -45,8 +45,9 @@ from ._coupling import Diverged, Protected, coupled_set, to_raw_group
 from ._depgraph import build_graph
 from ._heads import head_groups
 from ._sets import RawGroup, merge_overlapping, split_into_cells
-from ._surgery import OUT, axis_size, run_model
+from ._surgery import run_model
 from ._tp_internals import module_names
+from .layers import OUT, axis_size
 
 __all__ = ["trace_groups"]
 

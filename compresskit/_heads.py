@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from ._sets import Item, RawGroup
-from ._surgery import IN, OUT, is_attention
+from .layers import IN, OUT, is_attention
 
 __all__ = ["head_groups"]
 

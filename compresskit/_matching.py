@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from ._sets import FILTER_KINDS, RawGroup
-from ._surgery import IN
+from .layers import IN
 
 if TYPE_CHECKING:
     from .groups import LayerGroupSpec

@@ -54,9 +54,10 @@ from . import _graph
 from ._matching import module_names_matching, owning_layer_group, protected_names
 from ._removal import cell_removal_counts, channels_to_remove, check_multiple, round_removal
 from ._sets import FILTER_KINDS, PRUNABLE_KINDS, Item, RawGroup
-from ._surgery import IN, ChannelOp, zero_channels
+from ._surgery import ChannelOp, zero_channels
 from ._verify import PROBE_SELECTIONS  # noqa: F401 - public constant named in the module docstring
 from ._verify import failing_candidates, skip_reason
+from .layers import IN
 
 __all__ = [
     "ChannelGroup",
