@@ -26,7 +26,7 @@ from .layers import BOTH, IN, OUT, axis_size, is_depthwise
 from .pool import ChannelPool
 from .shuffle import ChannelShuffle
 
-__all__ = ["Diverged", "Protected", "coupled_set", "to_raw_group"]
+__all__ = ["Diverged", "Protected", "ProtectionTest", "coupled_set", "to_raw_group"]
 
 #: ``is_protected(node, handler)``: whether the set may not shrink this node's channels.
 ProtectionTest = Callable[[Any, Any], bool]

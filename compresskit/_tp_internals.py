@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch_pruning as tp
-from torch import nn
 from torch_pruning import _helpers
 from torch_pruning import ops as tp_ops
 
@@ -37,6 +36,6 @@ GRAPH_OPS = (
 )
 
 
-def module_names(graph: tp.DependencyGraph) -> dict[nn.Module | Any, str]:
+def module_names(graph: tp.DependencyGraph) -> dict[Any, str]:
     """``{module: qualified name}`` of the model a graph was built on."""
     return graph._module2name
