@@ -295,17 +295,18 @@ def test_kill_after_the_checkpoint_loses_no_line_and_repeats_none(recipe_path, t
 def test_reconcile_drops_repeats_and_later_epochs(tmp_path):
     import json
 
-    from compresskit.pipeline import RunContext, _reconcile_metrics
+    from compresskit.pipeline import RunContext
+    from compresskit.run.workspace import reconcile_metrics
 
     ctx = RunContext(recipe=None, run_dir=tmp_path, task=None)  # type: ignore[arg-type]
     lines = [{"phase": "teacher", "epoch": 1}, {"phase": "distill", "epoch": 1}, {"phase": "distill", "epoch": 1},
              {"phase": "distill", "epoch": 2}, {"phase": "distill", "epoch": 3}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + "{torn")
-    _reconcile_metrics(ctx, "distill", 2, {"phase": "distill", "epoch": 2, "loss": 9.0})
+    reconcile_metrics(ctx, "distill", 2, {"phase": "distill", "epoch": 2, "loss": 9.0})
     kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert kept == [{"phase": "teacher", "epoch": 1}, {"phase": "distill", "epoch": 1},
                     {"phase": "distill", "epoch": 2}]
-    _reconcile_metrics(ctx, "distill", 3, {"phase": "distill", "epoch": 3, "loss": 1.0})
+    reconcile_metrics(ctx, "distill", 3, {"phase": "distill", "epoch": 3, "loss": 1.0})
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1]) == {
         "phase": "distill", "epoch": 3, "loss": 1.0}
 
