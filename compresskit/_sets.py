@@ -50,7 +50,17 @@ class Item:
 
 @dataclass
 class RawGroup:
-    """A coupled channel set before layer-group assignment."""
+    """A coupled channel set before layer-group assignment.
+
+    Attributes:
+        root: Name of the conv/linear whose output channels the set was traced from.
+        num_channels: Channels of the set (units, see :func:`channel_units`): the keys of each item's index.
+        items: Every module axis / graph op the set touches.
+        reason: Why the set cannot be pruned exactly; ``None`` when it may be (still checked numerically).
+        protected: The set reaches a protected layer or a model output: never pruned, not reported.
+        cells: Partition of ``range(num_channels)`` into exchangeable channels (:func:`split_into_cells`).
+        balanced: Grouped convs / chunks: cells lose channels in proportion to their sizes.
+    """
 
     root: str
     num_channels: int
