@@ -62,13 +62,13 @@ def test_report_names_the_objective_marks_the_chosen_trial_and_writes_csv(tmp_pa
 
 
 def test_training_plot_has_validation_panels(tmp_path, monkeypatch):
-    import compresskit.report as report
+    import compresskit.plots as plots
 
     figures = {}
-    monkeypatch.setattr(report, "_save", lambda figure, path: figures.__setitem__(path.name, figure))
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.__setitem__(path.name, figure))
     records = [{"phase": p, "epoch": e, "epoch_loss": 1.0 / e, "val/accuracy": 0.1 * e}
                for p in ("distill", "finetune") for e in (1, 2)]
-    report.plot_training(records, tmp_path / "training.png")
+    plots.plot_training(records, tmp_path / "training.png")
     axes = figures["training.png"].axes
     assert len(axes) == 4  # 2 phases x (training loss, validation)
     assert [line.get_label() for line in axes[2].get_lines()] == ["accuracy"]
