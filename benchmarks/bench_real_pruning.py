@@ -339,7 +339,7 @@ def finetune(model: nn.Module, overrides: Sequence[str], run_dir: Path) -> float
     recipe = load_recipe(RECIPE, [*overrides, f"run_dir={run_dir}"])
     ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=pipeline.build_task(recipe),
                               log=lambda m: print(m, flush=True))
-    pipeline.seed_everything(recipe.seed * 100 + list(pipeline.PHASES).index("finetune"))
+    pipeline.seed_everything(pipeline.phase_seed(recipe.seed, "finetune"))
     start = time.perf_counter()
     pipeline.finetune_model(ctx, model, evaluate=False)
     return round(time.perf_counter() - start, 1)

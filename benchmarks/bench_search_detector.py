@@ -110,7 +110,7 @@ def pipeline_objective(recipe, cache_dir: Path, log=print) -> tuple[Any, dict, A
         how = "trained"
     log(f"starting student: {run_dir / 'student.pt'} ({how}, {time.perf_counter() - started:.0f} s)")
     # What pipeline.run does before each phase, for the search phase (index 2).
-    pipeline.seed_everything(recipe.seed * 100 + list(pipeline.PHASES).index("search"))
+    pipeline.seed_everything(pipeline.phase_seed(recipe.seed, "search"))
     problem = pipeline.search_problem(ctx)
     return problem.objective, problem.bounds, problem.predict_params, problem.budget, run_dir
 
