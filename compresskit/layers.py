@@ -32,98 +32,22 @@ Caveats:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 import math
-from typing import Literal
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from ._layer_rule import AXES, BOTH, IN, OUT, Axis, Coupling, LayerRule, ParamCount
+from ._slicing import check_indices, keep_buffer, keep_grouped_inputs, keep_parameter, zero_entries
 from .pool import ChannelPool
 from .shuffle import ChannelShuffle
 
 __all__ = [
     "ATTENTION_HEADS", "AXES", "BOTH", "IN", "LAYER_RULES", "OUT", "Axis", "AttentionHeadsRule",
-    "BatchNormRule", "ChannelPoolRule", "ChannelShuffleRule", "ConvRule", "LayerRule", "LinearRule",
-    "PReLURule", "ParamCount", "axis_size", "check_indices", "is_attention", "is_depthwise",
-    "keep_parameter", "rule_for",
+    "BatchNormRule", "ChannelPoolRule", "ChannelShuffleRule", "ConvRule", "Coupling", "LayerRule",
+    "LinearRule", "MultiheadAttentionRule", "NormalizationRule", "PReLURule", "ParamCount", "axis_size",
+    "check_indices", "is_attention", "is_depthwise", "keep_parameter", "rule_for",
 ]
-
-Axis = Literal["out", "in", "both"]
-OUT: Axis = "out"
-IN: Axis = "in"
-BOTH: Axis = "both"
-AXES: tuple[Axis, ...] = (OUT, IN, BOTH)
-
-#: ``(in_channels, out_channels) -> parameters`` of one layer with its other settings fixed.
-ParamCount = Callable[[int, int], int]
-
-
-class LayerRule:
-    """How compresskit measures, zeroes and removes channels of one module type.
-
-    The base class describes a module with no channels of its own: every method is a no-op
-    or ``None``; subclasses override what their type has.
-    """
-
-    def size(self, module: nn.Module, axis: Axis) -> int | None:
-        """Current length of ``axis``; ``None`` when not known (e.g. not traced yet)."""
-        return None
-
-    def channels(self, module: nn.Module) -> tuple[int, int] | None:
-        """``(in, out)`` channels shown in channel tables (:func:`compresskit.budget.channel_counts`);
-        ``None`` leaves the layer out of them."""
-        return None
-
-    def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
-        """Soft-prune: make output channels ``indices`` exactly zero (``axis`` is ``OUT`` or ``BOTH``)."""
-
-    def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
-        """Physically remove channels ``indices`` of ``axis``, which has length ``size`` before.
-
-        Raises:
-            ValueError: ``size`` or ``indices`` do not fit the module, or the axis cannot be pruned.
-        """
-        raise ValueError(f"{type(module).__name__} has no removable channels")
-
-    def params(self, module: nn.Module) -> ParamCount | None:
-        """Parameter count of ``module`` as a function of its channel counts (other settings as
-        now); ``None`` when the rule's layers hold no parameters of their own."""
-        return None
-
-
-def check_indices(axis: Axis, indices: Sequence[int], size: int, current: int | None) -> None:
-    """Raise ``ValueError`` unless ``axis`` has length ``size`` (it has ``current``) and ``indices`` lie in it."""
-    if current != size:
-        raise ValueError(f"expects {axis} size {size}, model has {current}")
-    if not indices or max(indices) >= size or min(indices) < 0:
-        raise ValueError(f"indices out of range: {list(indices)}")
-
-
-def _kept(size: int, removed: Sequence[int], device: torch.device) -> Tensor:
-    drop = set(removed)
-    return torch.tensor([i for i in range(size) if i not in drop], dtype=torch.long, device=device)
-
-
-def keep_parameter(parameter: Tensor, dim: int, removed: Sequence[int]) -> nn.Parameter:
-    """``parameter`` without entries ``removed`` along ``dim``: same dtype, device, ``requires_grad``
-    (and its ``.grad``, sliced the same way, if it has one)."""
-    keep = _kept(parameter.shape[dim], removed, parameter.device)
-    kept = nn.Parameter(parameter.detach().index_select(dim, keep), requires_grad=parameter.requires_grad)
-    if parameter.grad is not None:
-        kept.grad = parameter.grad.index_select(dim, keep)
-    return kept
-
-
-def _keep_buffer(buffer: Tensor, removed: Sequence[int]) -> Tensor:
-    return buffer.index_select(0, _kept(buffer.shape[0], removed, buffer.device))
-
-
-def _zero(tensor: Tensor | None, dim: int, indices: Sequence[int]) -> None:
-    if tensor is not None:
-        with torch.no_grad():
-            tensor.index_fill_(dim, torch.tensor(list(indices), dtype=torch.long, device=tensor.device), 0.0)
-
 
 def is_depthwise(conv: nn.Module) -> bool:
     """A conv whose every group has one input and one output channel."""
@@ -162,8 +86,8 @@ class ConvRule(LayerRule):
         return module.in_channels, module.out_channels
 
     def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
-        _zero(module.weight, 1 if module.transposed else 0, indices)
-        _zero(module.bias, 0, indices)
+        zero_entries(module.weight, 1 if module.transposed else 0, indices)
+        zero_entries(module.bias, 0, indices)
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
         check_indices(axis, indices, size, self.size(module, axis))
@@ -182,25 +106,21 @@ class ConvRule(LayerRule):
     def _remove_inputs(conv: nn.Module, indices: Sequence[int]) -> None:
         if conv.transposed or conv.groups == 1:
             conv.weight = keep_parameter(conv.weight, 0 if conv.transposed else 1, indices)
-            conv.in_channels -= len(indices)
-            return
-        # grouped: weight (out, in/g, *k); output o of group b reads inputs b*in/g .. (b+1)*in/g - 1
-        groups, per_group = conv.groups, conv.in_channels // conv.groups
-        removed = set(indices)
-        keep_columns = [[j for j in range(per_group) if b * per_group + j not in removed] for b in range(groups)]
-        if len({len(columns) for columns in keep_columns}) != 1:
-            raise ValueError(
-                f"grouped conv input pruning must remove the same number of channels per group, "
-                f"got kept counts {[len(c) for c in keep_columns]}"
-            )
-        weight, out_per_group = conv.weight, conv.out_channels // groups
-        columns = torch.tensor(
-            [keep_columns[o // out_per_group] for o in range(conv.out_channels)], dtype=torch.long,
-            device=weight.device,
-        )  # (out, in'/g)
-        columns = columns.view(*columns.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
-        conv.weight = nn.Parameter(torch.gather(weight.detach(), 1, columns), requires_grad=weight.requires_grad)
-        conv.in_channels -= len(removed)
+        else:
+            conv.weight = keep_grouped_inputs(conv.weight, conv.groups, indices)
+        conv.in_channels -= len(indices)
+
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        if module.transposed:
+            reason = f"grouped transposed conv {name} is not supported" if module.groups > 1 else None
+            return Coupling("conv_transpose", axis, 1, reason)
+        if is_depthwise(module):
+            return Coupling("conv", BOTH)
+        if module.groups > 1 and module.groups in (module.in_channels, module.out_channels):
+            return Coupling("conv", axis, module.groups, (
+                f"conv {name} with groups={module.groups}, in={module.in_channels}, "
+                f"out={module.out_channels} (one channel per group) cannot be pruned evenly"))
+        return Coupling("conv", axis, module.groups)
 
     def params(self, module: nn.Module) -> ParamCount:
         kernel, groups = math.prod(module.kernel_size), module.groups
@@ -225,8 +145,8 @@ class LinearRule(LayerRule):
         return module.in_features, module.out_features
 
     def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
-        _zero(module.weight, 0, indices)
-        _zero(module.bias, 0, indices)
+        zero_entries(module.weight, 0, indices)
+        zero_entries(module.bias, 0, indices)
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
         check_indices(axis, indices, size, self.size(module, axis))
@@ -243,6 +163,9 @@ class LinearRule(LayerRule):
         bias = module.bias is not None
         return lambda in_channels, out_channels: out_channels * in_channels + (out_channels if bias else 0)
 
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        return Coupling("linear", axis)
+
 
 class BatchNormRule(LayerRule):
     """``nn.BatchNorm{1,2,3}d`` (and SyncBatchNorm): one channel axis; gamma, beta and the running
@@ -256,15 +179,15 @@ class BatchNormRule(LayerRule):
 
     def zero(self, module: nn.Module, axis: Axis, indices: Sequence[int]) -> None:
         if module.affine:
-            _zero(module.weight, 0, indices)
-            _zero(module.bias, 0, indices)
+            zero_entries(module.weight, 0, indices)
+            zero_entries(module.bias, 0, indices)
 
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
         check_indices(axis, indices, size, module.num_features)
         if module.running_mean is not None:
-            module.running_mean = _keep_buffer(module.running_mean, indices)
+            module.running_mean = keep_buffer(module.running_mean, indices)
         if module.running_var is not None:
-            module.running_var = _keep_buffer(module.running_var, indices)
+            module.running_var = keep_buffer(module.running_var, indices)
         if module.affine:
             module.weight = keep_parameter(module.weight, 0, indices)
             module.bias = keep_parameter(module.bias, 0, indices)
@@ -273,6 +196,10 @@ class BatchNormRule(LayerRule):
     def params(self, module: nn.Module) -> ParamCount:
         affine = module.affine
         return lambda in_channels, out_channels: 2 * out_channels if affine else 0
+
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        reason = None if module.affine else f"BatchNorm {name} without affine parameters cannot be soft-zeroed"
+        return Coupling("bn", OUT, 1, reason)
 
 
 class PReLURule(LayerRule):
@@ -292,6 +219,9 @@ class PReLURule(LayerRule):
         per_channel = module.num_parameters > 1
         return lambda in_channels, out_channels: out_channels if per_channel else 0
 
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        return Coupling("prelu", OUT)
+
 
 class ChannelShuffleRule(LayerRule):
     """:class:`~compresskit.shuffle.ChannelShuffle`: removing input channels drops the outputs that
@@ -304,6 +234,9 @@ class ChannelShuffleRule(LayerRule):
     def remove(self, module: nn.Module, axis: Axis, indices: Sequence[int], size: int) -> None:
         if axis == IN:
             module.remove_input_channels(size, indices)
+
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        return Coupling("shuffle", axis)
 
 
 class ChannelPoolRule(LayerRule):
@@ -318,6 +251,10 @@ class ChannelPoolRule(LayerRule):
         if axis != IN:
             raise ValueError("cannot remove the output maps of a ChannelPool")
         module.remove_input_channels(size, indices)
+
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        reason = None if axis == IN else f"the output maps of ChannelPool {name} cannot be pruned"
+        return Coupling("pool", axis, 1, reason)
 
 
 class AttentionHeadsRule(LayerRule):
@@ -338,12 +275,38 @@ class AttentionHeadsRule(LayerRule):
         module.num_heads = size - len(indices)
 
 
+class NormalizationRule(LayerRule):
+    """``nn.LayerNorm`` / ``nn.GroupNorm`` over the channels: not prunable. Removing a channel
+    changes the mean and variance every other channel is normalised with, so removal is never
+    exact; a coupled set that reaches one is left unpruned."""
+
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        return Coupling("op", axis, 1, (
+            f"{type(module).__name__} {name} normalises over these channels: removing one changes the "
+            "mean and variance the others are normalised with, so removal is not exact"
+        ))
+
+
+class MultiheadAttentionRule(LayerRule):
+    """``nn.MultiheadAttention``: not prunable (its projections must stay as wide as the query);
+    attention written with q/k/v Linears and ``num_heads`` is (:class:`AttentionHeadsRule`)."""
+
+    def coupling(self, module: nn.Module, axis: Axis, name: str) -> Coupling:
+        return Coupling("op", axis, 1, (
+            f"nn.MultiheadAttention {name}: its projections must stay as wide as the query, so neither "
+            "its channels nor its heads can be removed (write attention with q/k/v Linears and num_heads)"
+        ))
+
+
 #: The rule of each supported module type; :func:`rule_for` searches a module's MRO in it.
 LAYER_RULES: dict[type, LayerRule] = {
     nn.modules.conv._ConvNd: ConvRule(),
     nn.Linear: LinearRule(),
     nn.modules.batchnorm._BatchNorm: BatchNormRule(),
     nn.PReLU: PReLURule(),
+    nn.LayerNorm: NormalizationRule(),
+    nn.GroupNorm: NormalizationRule(),
+    nn.MultiheadAttention: MultiheadAttentionRule(),
     ChannelShuffle: ChannelShuffleRule(),
     ChannelPool: ChannelPoolRule(),
 }

@@ -159,11 +159,37 @@ def test_shuffle_pool_and_attention_rules() -> None:
             self.num_heads = 4
 
     attention = Attention()
-    assert rule_for(attention) is ATTENTION_HEADS and rule_for(nn.MultiheadAttention(8, 2)) is None
+    assert rule_for(attention) is ATTENTION_HEADS and axis_size(nn.MultiheadAttention(8, 2), OUT) is None
     ATTENTION_HEADS.remove(attention, OUT, [0, 2], 4)
     assert attention.num_heads == 2
     with pytest.raises(ValueError, match="expects 4 heads, model has 2"):
         ATTENTION_HEADS.remove(attention, OUT, [0], 4)
+
+
+def test_coupling_says_kind_axis_groups_and_why_not() -> None:
+    assert rule_for(nn.Conv2d(4, 4, 3, groups=4)).coupling(nn.Conv2d(4, 4, 3, groups=4), OUT, "dw") == (
+        "conv", BOTH, 1, None)
+    grouped = nn.Conv2d(8, 4, 1, groups=2)
+    assert rule_for(grouped).coupling(grouped, IN, "g") == ("conv", IN, 2, None)
+    one_per_group = nn.Conv2d(8, 4, 1, groups=4)
+    assert "one channel per group" in rule_for(one_per_group).coupling(one_per_group, OUT, "c").reason
+    transposed = nn.ConvTranspose2d(4, 4, 2, groups=2)
+    assert rule_for(transposed).coupling(transposed, OUT, "t") == (
+        "conv_transpose", OUT, 1, "grouped transposed conv t is not supported")
+    norm = nn.BatchNorm2d(4, affine=False)
+    assert rule_for(norm).coupling(norm, IN, "bn") == (
+        "bn", OUT, 1, "BatchNorm bn without affine parameters cannot be soft-zeroed")
+    assert rule_for(nn.PReLU(4)).coupling(nn.PReLU(4), IN, "p") == ("prelu", OUT, 1, None)
+    assert rule_for(nn.Linear(2, 3)).coupling(nn.Linear(2, 3), IN, "fc") == ("linear", IN, 1, None)
+    pool = ck.ChannelPool()
+    assert rule_for(pool).coupling(pool, IN, "pool") == ("pool", IN, 1, None)
+    assert rule_for(pool).coupling(pool, OUT, "pool").reason == "the output maps of ChannelPool pool cannot be pruned"
+    group_norm = nn.GroupNorm(2, 4)
+    coupling = rule_for(group_norm).coupling(group_norm, OUT, "gn")
+    assert coupling.kind == "op" and coupling.reason.startswith("GroupNorm gn normalises over these channels")
+    attention = nn.MultiheadAttention(8, 2)
+    assert "nn.MultiheadAttention mha:" in rule_for(attention).coupling(attention, OUT, "mha").reason
+    assert LayerRule().coupling(nn.ReLU(), OUT, "act") == ("op", OUT, 1, "unsupported layer act (ReLU)")
 
 
 def test_removal_keeps_dtype_device_requires_grad_and_grad() -> None:
@@ -194,6 +220,8 @@ def test_mismatched_op_names_the_module() -> None:
         remove_channels(model, [ChannelOp("0", OUT, (4,), 4)])
     with pytest.raises(ValueError, match=r"cannot remove channels of '1' \(ReLU\)"):
         remove_channels(model, [ChannelOp("1", OUT, (0,), 4)])
+    with pytest.raises(ValueError, match=r"'0' \(LayerNorm\): LayerNorm has no removable channels"):
+        remove_channels(nn.Sequential(nn.LayerNorm(4)), [ChannelOp("0", OUT, (0,), 4)])
 
 
 class Scale(nn.Module):
