@@ -1,15 +1,13 @@
 """Layer rules: what compresskit knows about each prunable module type, in one place.
 
-A :class:`LayerRule` answers, for one module type, the questions surgery, the exact budget and
-the channel tables ask: how long is an axis, how to zero channels on it (soft pruning), how to
-remove them (physical pruning, in place), how many parameters the layer holds at given channel
-counts. Rules are looked up by type through the MRO in :data:`LAYER_RULES`, so a subclass of
-``nn.Conv2d`` is pruned as a conv (the same per-type table as Torch-Pruning's
-``pruner/function.py``, written for our axes and exactness checks).
-
-Axes are the plain strings stored in pruning histories: ``OUT`` (output channels, the filters),
-``IN`` (input channels) and ``BOTH`` (a depthwise conv, whose input and output channels go
-together).
+A :class:`LayerRule` answers, for one module type, the questions surgery, the exact budget,
+the channel tables and the coupled-set finder ask: how long is an axis, how to zero channels on
+it (soft pruning), how to remove them (physical pruning, in place), how many parameters the layer
+holds at given channel counts, and what a coupled set reaching it is to do (:class:`Coupling`:
+its kind, the axis it prunes, or why it cannot). Rules are looked up by type through the MRO in
+:data:`LAYER_RULES`, so a subclass of ``nn.Conv2d`` is pruned as a conv (the same per-type table
+as Torch-Pruning's ``pruner/function.py``, written for our axes and exactness checks). Axes are
+the strings ``OUT``, ``IN`` and ``BOTH`` stored in pruning histories (see ``_layer_rule``).
 
 Adding a layer type is one rule class and one dict entry::
 
@@ -22,6 +20,9 @@ Adding a layer type is one rule class and one dict entry::
         def params(self, module): return lambda in_channels, out_channels: out_channels
 
     LAYER_RULES[Scale] = ScaleRule()
+
+The base class's :meth:`LayerRule.coupling` leaves coupled sets through an unknown layer unpruned;
+override it to let them through.
 
 Caveats:
     * A rule only says how to change one module; which channels are coupled across modules is
