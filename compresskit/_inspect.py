@@ -19,11 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .layers import ConvRule, LinearRule, rule_for
+
 __all__ = ["check_forward", "describe", "layer_table"]
 
 
 def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    if isinstance(module, nn.modules.conv._ConvNd):
+    if isinstance(rule_for(module), ConvRule):
         per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
         return output.numel() * per_output
     return output.numel() * module.in_features  # nn.Linear
@@ -41,8 +43,9 @@ def layer_table(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None) -> di
     rows: dict[str, dict[str, Any]] = {}
     hooks = []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-            conv = isinstance(module, nn.modules.conv._ConvNd)
+        rule = rule_for(module)
+        if isinstance(rule, (ConvRule, LinearRule)):
+            conv = isinstance(rule, ConvRule)
             rows[name] = {"kind": type(module).__name__,
                           "in": module.in_channels if conv else module.in_features,
                           "out": module.out_channels if conv else module.out_features,

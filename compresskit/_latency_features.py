@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._surgery import is_depthwise
 from .budget import ParamPredictor
+from .layers import ConvRule, LinearRule, is_depthwise, rule_for
 
 __all__ = ["CostFeatures", "output_positions"]
 
@@ -62,9 +62,10 @@ def output_positions(model: nn.Module, names: Sequence[str], inputs: tuple[torch
 
 def _mac_settings(module: nn.Module) -> tuple[int, int, bool] | None:
     """``(kernel elements, groups, depthwise)`` of a conv or linear layer; ``None`` for other layers."""
-    if isinstance(module, nn.modules.conv._ConvNd):
+    rule = rule_for(module)
+    if isinstance(rule, ConvRule):
         return math.prod(module.kernel_size), module.groups, is_depthwise(module)
-    if isinstance(module, nn.Linear):
+    if isinstance(rule, LinearRule):
         return 1, 1, False
     return None
 
