@@ -84,7 +84,7 @@ def to_click_error(error: Exception) -> click.ClickException:
     import yaml
 
     from compresskit._optional import missing_extra
-    from compresskit.pipeline import PhaseError, RunDirError
+    from compresskit.run.workspace import PhaseError, RunDirError
 
     if isinstance(error, PhaseError):  # not the user's input: exit 1, still one line
         return click.ClickException(one_line(str(error)))

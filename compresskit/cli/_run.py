@@ -2,9 +2,9 @@
 
 Contract: the command only parses options, loads the recipe through the one validator
 (:func:`compresskit.recipe.load_recipe`, ``--set`` overrides included) and calls the library:
-:func:`compresskit.plan.plan` for ``--dry-run`` (the pre-flight ``run`` itself performs, so both print
-the same one-line errors), :func:`compresskit.pipeline.run` otherwise. :func:`print_plan` prints what the
-plan found and checks nothing itself.
+:func:`compresskit.run.plan.plan` for ``--dry-run`` (the pre-flight ``run`` itself performs, so both
+print the same one-line errors), :func:`compresskit.run.driver.run` otherwise. :func:`print_plan`
+prints what the plan found and checks nothing itself.
 """
 
 from __future__ import annotations
@@ -46,22 +46,23 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
     report.md) go to the recipe's run_dir. An interrupted run continues with
     --resume RUN_DIR, skipping completed phases.
     """
-    from compresskit import distributed, pipeline
+    from compresskit import distributed
     from compresskit.recipe import load_recipe
+    from compresskit.run import driver
 
     loaded = load_recipe(_recipe_path(recipe, resume_dir, profile), overrides, profile)
     if resume_dir is not None and run_dir is not None and resume_dir != run_dir:
         raise click.UsageError("--resume and --run-dir name different directories")
     target = resume_dir or run_dir
-    if stop_after is not None and stop_after not in pipeline.PHASES:
-        raise click.BadParameter(f"unknown phase {stop_after!r}; valid: {list(pipeline.PHASES)}",
+    if stop_after is not None and stop_after not in driver.PHASES:
+        raise click.BadParameter(f"unknown phase {stop_after!r}; valid: {list(driver.PHASES)}",
                                  param_hint="--stop-after")
     if dry_run:
         print_plan(loaded, target)
         return
     if progress is None:
         progress = sys.stderr.isatty()
-    ctx = pipeline.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
+    ctx = driver.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
                        log=click.echo, stop_after=stop_after, replace=replace)
     if not distributed.is_main():  # under torchrun rank 0 speaks for the run
         return
@@ -86,10 +87,11 @@ def _recipe_path(recipe: Path | None, resume_dir: Path | None, profile: str | No
 
 def print_plan(recipe: Any, run_dir: Path | None) -> None:
     """Run the pre-flight plan of ``recipe`` (as ``run`` does, same one-line errors) and print it."""
-    from compresskit import pipeline
-    from compresskit.plan import plan
+    from compresskit.run.context import build_task
+    from compresskit.run.driver import PHASES
+    from compresskit.run.plan import plan
 
-    checked = plan(recipe, pipeline.build_task(recipe))
+    checked = plan(recipe, build_task(recipe))
     click.echo(f"recipe {recipe.name} ({recipe.source})" + (f", profile {recipe.profile}" if recipe.profile else ""))
     click.echo(f"run directory: {Path(run_dir or recipe.resolved_run_dir)}")
     click.echo(f"task: {recipe.task}")
@@ -98,7 +100,7 @@ def print_plan(recipe: Any, run_dir: Path | None) -> None:
     click.echo(_search_line(recipe))
     click.echo(f"epochs: distill {recipe.distill.epochs}, soft prune {recipe.prune.schedule.epochs}, "
                f"finetune {recipe.finetune.epochs}")
-    click.echo("phases: " + " -> ".join(pipeline.PHASES))
+    click.echo("phases: " + " -> ".join(PHASES))
     click.echo("dry run: nothing trained or written")
 
 
