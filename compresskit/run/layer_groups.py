@@ -9,6 +9,7 @@ copy of the student.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,10 @@ class GroupSelection:
     def bounds(self) -> dict[str, tuple[float, float]]:
         """Rate bounds per layer group."""
         return {spec.name: tuple(spec.bounds) for spec in self.specs}  # type: ignore[misc]
+
+    def complete(self, rates: Mapping[str, float]) -> dict[str, float]:
+        """A rate for every layer group, in order: ``rates``' value, or 0.0 for a group it omits."""
+        return {name: float(rates.get(name, 0.0)) for name in self.names}
 
     def find(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[Any]:
         """The channel groups of ``model`` (:func:`compresskit.groups.find_groups`).

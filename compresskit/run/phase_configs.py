@@ -2,8 +2,11 @@
 
 :data:`PHASE_CONFIGS` maps a phase name to ``configure(recipe, task) -> Config``; the driver calls it
 just before the phase runs. Reading this module tells, for every phase, exactly which recipe keys it
-depends on (e.g. a pruning rate: ``prune.rates`` -> :func:`search_config` -> ``rates.json`` -> the
-soft-pruning phase's schedules -> :class:`compresskit.prune.SoftFPGM`).
+depends on. A pruning rate fixed in YAML goes through four files: ``config/schema.py``
+(``PruneConfig.rates``, validated) -> here (:func:`soft_prune_config`) -> ``phases/soft_prune.py`` (its
+schedule) -> ``prune.py`` (:meth:`~compresskit.prune.SoftFPGM.step` zeroes that share of each group's
+filters). A searched rate starts in ``phases/search.py`` and reaches the soft-pruning phase through
+``rates.json``.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:
     """The soft-pruning phase reads ``prune`` (groups, schedule, importance) and ``distill`` when listed."""
     return soft_prune.Config(student_source(recipe), group_selection(recipe, task), recipe.prune.schedule,
                              importance=recipe.prune.importance, distillation=distillation(recipe, "soft_prune"),
-                             seed=recipe.seed)
+                             seed=recipe.seed, rates=None if recipe.search.enabled else recipe.prune.rates)
 
 
 def finetune_config(recipe: Recipe, task: Task) -> finetune.Config:

@@ -78,7 +78,9 @@ def test_configs_carry_exactly_the_recipe_keys_their_phase_reads(tmp_path, monke
     config = PHASE_CONFIGS["search"](recipe, task)
     assert config.rates == {"stage2": 0.4} and not config.search.enabled and config.seed == recipe.seed
     assert config.groups.names == ["stem_stage1", "stage2", "stage3"] and config.groups.protect == ("fc", "stem.*")
-    assert PHASE_CONFIGS["soft_prune"](recipe, task).distillation is None  # not in distill.phases
+    pruning = PHASE_CONFIGS["soft_prune"](recipe, task)
+    assert pruning.distillation is None  # not in distill.phases
+    assert pruning.rates == {"stage2": 0.4}  # fixed in YAML: handed straight to the phase that prunes
     tuned = PHASE_CONFIGS["finetune"](recipe, task)
     assert tuned.distillation == Distillation(ModelSource("teacher", "resnet_student", {}, recipe.source),
                                               temperature=recipe.distill.temperature, alpha=0.3,
@@ -188,6 +190,16 @@ def test_soft_prune_zeroes_the_scheduled_channels_and_records_them(workspace, ta
         weight = student.get_submodule(layer).weight
         assert weight[indices].abs().sum() == 0 and weight.abs().sum() > 0
     assert len(payload["zeroed"]["stem.0"]) == 8 * RATES["stem_stage1"]
+
+
+def test_soft_prune_takes_fixed_recipe_rates_without_rates_json(workspace, task):
+    """``prune.rates`` fixed in the recipe reach the pruner from the phase's Config (0 for omitted groups)."""
+    _save_student(workspace, task)
+    schedule = ScheduleConfig(epochs=0, batch_size=32, kind="constant")
+    summary = soft_prune.run(soft_prune.Config(STUDENT, GROUPS, schedule, rates={"stage2": 0.5}), workspace, task)
+    assert not workspace.path("rates.json").exists()
+    assert summary["rates"] == {"stem_stage1": 0.0, "stage2": 0.5, "stage3": 0.0}
+    assert workspace.read_json("schedule.json")["rates"] == {"stem_stage1": [0.0], "stage2": [0.5], "stage3": [0.0]}
 
 
 def test_schedule_table_holds_the_rate_at_every_epoch():

@@ -157,7 +157,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         unknown = sorted(set(rates) - set(names))
         if unknown:
             raise RecipeError(f"{config.source}: prune.rates.{unknown[0]} is not a layer group; groups: {names}")
-        rates = {name: float(rates.get(name, 0.0)) for name in names}
+        rates = config.groups.complete(rates)
         workspace.write_json("rates.json", {"rates": rates, "source": "recipe"})
         return {"rates": rates, "source": "recipe"}
     _check_history(workspace)

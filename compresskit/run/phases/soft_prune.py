@@ -1,6 +1,6 @@
 """Phase ``soft_prune``: train while re-zeroing filters on the schedule (soft FPGM) -> ``soft_pruned.pt``.
 
-Inputs: ``student.pt``, ``rates.json`` (and ``teacher.pt`` when the phase distils). Outputs:
+Inputs: ``student.pt``, the recipe's fixed ``prune.rates`` or the searched ``rates.json`` (and ``teacher.pt`` when the phase distils). Outputs:
 ``schedule.json`` (the rate of each layer group per epoch) and ``soft_pruned.pt``: the soft-pruned
 state_dict (full shapes, zeroed filters) and, per channel group, the indices zeroed at the last step;
 the removal phase removes exactly those, never re-ranking. The pruner's state travels in the epoch
@@ -41,6 +41,9 @@ class Config:
         importance: ``prune.importance``, the criterion filters are ranked by.
         distillation: Distil from the teacher while pruning (``soft_prune`` in ``distill.phases``), or ``None``.
         seed: The run's seed (data shards under ``torchrun``).
+        rates: ``prune.rates`` when the recipe fixes them (``search.enabled: false``): the phase prunes
+            straight to these (0 for a group they omit). ``None``: the rates the search chose, read
+            from ``rates.json``.
     """
 
     student: ModelSource
@@ -49,6 +52,7 @@ class Config:
     importance: str = "fpgm"
     distillation: Distillation | None = None
     seed: int = 0
+    rates: Mapping[str, float] | None = None
 
 
 def schedules(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
@@ -78,7 +82,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     from compresskit.prune import SoftFPGM
 
     schedule = config.schedule
-    rates = workspace.read_json("rates.json")["rates"]
+    rates = (config.groups.complete(config.rates) if config.rates is not None
+             else workspace.read_json("rates.json")["rates"])
     workspace.write_json("schedule.json", {"step_every": schedule.step_every,
                                            "rates": schedule_table(schedule, rates)})
     student = config.student.build(task)
