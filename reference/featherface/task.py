@@ -1,7 +1,7 @@
 """What a compresskit recipe needs from the FeatherFace family (the ``Task`` protocol).
 
-``task: featherface`` in a recipe resolves to :class:`FeatherFaceTask` (``compresskit.recipe.TASKS``);
-``task_args`` are its constructor arguments. Two data sources:
+``task: featherface`` in a recipe resolves to :class:`FeatherFaceTask` through the ``compresskit.tasks`` entry point
+declared in ``pyproject.toml``; ``task_args`` are its constructor arguments. Two data sources:
 
 * ``data: synthetic`` -- :class:`~reference.featherface.data.synthetic.SyntheticFaces`, generated from
   the seed (no download); the embedded CPU run. Validation AP uses size-based easy/medium/hard subsets.
