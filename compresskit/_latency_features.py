@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._forward import forward_with_hooks
 from .budget import ParamPredictor
 from .layers import ConvRule, LinearRule, is_depthwise, rule_for
 
@@ -35,7 +36,7 @@ def output_positions(model: nn.Module, names: Sequence[str], inputs: tuple[torch
     Layers without ``out_channels`` / ``out_features``, or that did not run, are left out.
     """
     positions: dict[str, int] = {}
-    handles = []
+    hooks = []
     modules = dict(model.named_modules())
     for name in names:
         module = modules[name]
@@ -47,16 +48,8 @@ def output_positions(model: nn.Module, names: Sequence[str], inputs: tuple[torch
             if isinstance(output, torch.Tensor):
                 positions[name] = output.numel() // (output.shape[0] * width)
 
-        handles.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+        hooks.append((module, hook))
+    forward_with_hooks(model, inputs, hooks)
     return positions
 
 

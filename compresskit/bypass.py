@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._forward import forward_with_hooks
+
 __all__ = ["BYPASS_MODES", "Bypass", "bypass_blocks", "fit_patterns", "fit_specs", "optional_blocks"]
 
 #: What stands in for a bypassed block, by mode.
@@ -160,7 +162,7 @@ def fit_patterns(patterns: Sequence[str], model: nn.Module) -> list[str]:
 def _check_shapes(model: nn.Module, names: list[str], declared: Mapping[str, str],
                   example_inputs: Sequence[torch.Tensor]) -> None:
     seen: dict[str, tuple[Any, Any]] = {}
-    handles = []
+    hooks = []
     for name in names:
         stand_in = Bypass(declared[name], name)
 
@@ -168,16 +170,8 @@ def _check_shapes(model: nn.Module, names: list[str], declared: Mapping[str, str
             replaced = stand_in(*args)
             seen[name] = (getattr(output, "shape", None), getattr(replaced, "shape", None))
 
-        handles.append(model.get_submodule(name).register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(*example_inputs)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+        hooks.append((model.get_submodule(name), hook))
+    forward_with_hooks(model, example_inputs, hooks)
     for name in names:
         if name not in seen:
             raise ValueError(f"block {name!r} is not called in the forward pass; bypassing it changes nothing")

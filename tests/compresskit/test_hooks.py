@@ -20,6 +20,7 @@ from compresskit.train import (
     fit,
     load_checkpoint,
 )
+from training_helpers import make_optimizer, make_scheduler, seed_all
 
 
 def _dataset(n: int = 24) -> TensorDataset:
@@ -36,20 +37,6 @@ def _loss_fn(model: nn.Module, batch):
     x, y = batch
     noise = 1.0 + 0.01 * float(np.random.rand()) + 0.01 * random.random()  # numpy and python RNG too
     return F.cross_entropy(model(x), y) * noise, {}
-
-
-def _make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-
-def _make_scheduler(optimizer: torch.optim.Optimizer):
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-
-
-def _seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 class _CountingScheduler:
@@ -112,14 +99,14 @@ class _ZeroRow(Callback):
 @pytest.mark.parametrize(("per", "expected"), [("step", 3 * 4), ("epoch", 4)])
 def test_scheduler_steps_per_step_or_per_epoch(per, expected):
     loader = DataLoader(_dataset(24), batch_size=8)  # 3 batches per epoch
-    state = fit(_model(), _loss_fn, loader, 4, _make_optimizer, _CountingScheduler,
+    state = fit(_model(), _loss_fn, loader, 4, make_optimizer, _CountingScheduler,
                 progress=False, scheduler_per=per)
     assert state.scheduler.steps == expected
 
 
 def test_scheduler_steps_before_the_callbacks_at_epoch_end():
     recorder = _EpochRecorder()
-    fit(_model(), _loss_fn, DataLoader(_dataset(24), batch_size=8), 3, _make_optimizer, _CountingScheduler,
+    fit(_model(), _loss_fn, DataLoader(_dataset(24), batch_size=8), 3, make_optimizer, _CountingScheduler,
         callbacks=[recorder], progress=False)
     assert recorder.epochs == [1, 2, 3]
     assert recorder.scheduler_steps == [1, 2, 3]
@@ -133,10 +120,10 @@ def test_per_step_one_cycle_lr_follows_optimizer_steps():
         def on_step_end(self, state):
             lrs.append(state.metrics["lr"])  # the LR the step just used
 
-    fit(_model(), _loss_fn, loader, 2, _make_optimizer,
+    fit(_model(), _loss_fn, loader, 2, make_optimizer,
         lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=6),
         callbacks=[Lr()], progress=False, scheduler_per="step")
-    reference = torch.optim.lr_scheduler.OneCycleLR(_make_optimizer(_model()), 0.1, total_steps=6)
+    reference = torch.optim.lr_scheduler.OneCycleLR(make_optimizer(_model()), 0.1, total_steps=6)
     expected = []
     for _ in range(6):
         expected.append(reference.get_last_lr()[0])
@@ -149,7 +136,7 @@ def test_scheduler_step_rejects_an_unknown_unit():
     with pytest.raises(ValueError, match="'batch'"):
         SchedulerStep("batch")
     with pytest.raises(ValueError, match="'batch'"):
-        fit(_model(), _loss_fn, [], 1, _make_optimizer, progress=False, scheduler_per="batch")
+        fit(_model(), _loss_fn, [], 1, make_optimizer, progress=False, scheduler_per="batch")
 
 
 # --- EveryNEpochs --------------------------------------------------------------------------------
@@ -158,7 +145,7 @@ def test_scheduler_step_rejects_an_unknown_unit():
 def test_every_n_epochs_forwards_at_multiples_of_n_and_the_last_epoch():
     recorder = _EpochRecorder()
     wrapper = EveryNEpochs(recorder, n=3, last=7)
-    fit(_model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 7, _make_optimizer,
+    fit(_model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 7, make_optimizer,
         callbacks=[wrapper], progress=False)
     assert recorder.epochs == [3, 6, 7]
     assert recorder.steps == 7 * 2  # on_step_end is always forwarded
@@ -186,7 +173,7 @@ def test_epoch_checkpoint_round_trips_every_hook_state(tmp_path):
     recorder, zero_row = _EpochRecorder(), _ZeroRow()
     saver = EpochCheckpoint(path, {"recorder": recorder, "zero_row": EveryNEpochs(zero_row, 2, 3)})
     model = _model()
-    fit(model, _loss_fn, DataLoader(_dataset(16), batch_size=8), 3, _make_optimizer, _make_scheduler,
+    fit(model, _loss_fn, DataLoader(_dataset(16), batch_size=8), 3, make_optimizer, make_scheduler,
         callbacks=[recorder, saver.hooks["zero_row"], saver], progress=False)
     payload = load_checkpoint(path, restore_rng=False)
     assert payload["epoch"] == 3 and payload["step"] == 6
@@ -195,8 +182,8 @@ def test_epoch_checkpoint_round_trips_every_hook_state(tmp_path):
 
     fresh_recorder, fresh_zero_row = _EpochRecorder(), _ZeroRow()
     fresh_model = _model()
-    optimizer = _make_optimizer(fresh_model)
-    state = TrainState(fresh_model, optimizer, _make_scheduler(optimizer))
+    optimizer = make_optimizer(fresh_model)
+    state = TrainState(fresh_model, optimizer, make_scheduler(optimizer))
     EpochCheckpoint(path, {"recorder": fresh_recorder, "zero_row": EveryNEpochs(fresh_zero_row, 2, 3)}).restore(state)
     assert (fresh_recorder.epochs, fresh_recorder.steps, fresh_zero_row.count) == ([1, 2, 3], 6, 2)
     assert state.epoch == 3 and state.step == 6
@@ -207,10 +194,10 @@ def test_epoch_checkpoint_round_trips_every_hook_state(tmp_path):
 def test_epoch_checkpoint_restore_names_a_missing_hook(tmp_path):
     path = tmp_path / "last.pt"
     saver = EpochCheckpoint(path, {"recorder": _EpochRecorder()})
-    fit(_model(), _loss_fn, DataLoader(_dataset(8), batch_size=8), 1, _make_optimizer,
+    fit(_model(), _loss_fn, DataLoader(_dataset(8), batch_size=8), 1, make_optimizer,
         callbacks=[saver], progress=False)
     model = _model()
-    state = TrainState(model, _make_optimizer(model))
+    state = TrainState(model, make_optimizer(model))
     with pytest.raises(ValueError, match=r"no state for the hooks \['pruner'\] \(the checkpoint holds \['recorder'\]\)"):
         EpochCheckpoint(path, {"recorder": _EpochRecorder(), "pruner": Callback()}).restore(state)
 
@@ -218,9 +205,9 @@ def test_epoch_checkpoint_restore_names_a_missing_hook(tmp_path):
 def test_epoch_checkpoint_writes_on_the_main_rank_only(tmp_path):
     path = tmp_path / "last.pt"
     model = _model()
-    EpochCheckpoint(path).on_epoch_end(TrainState(model, _make_optimizer(model), is_main=False))
+    EpochCheckpoint(path).on_epoch_end(TrainState(model, make_optimizer(model), is_main=False))
     assert not path.exists()
-    EpochCheckpoint(path).on_epoch_end(TrainState(model, _make_optimizer(model)))
+    EpochCheckpoint(path).on_epoch_end(TrainState(model, make_optimizer(model)))
     assert load_checkpoint(path, restore_rng=False)["extra"] == {}
 
 
@@ -232,20 +219,20 @@ def test_resumed_fit_with_hooks_reproduces_an_uninterrupted_one(tmp_path):
         model = _model()
         state = None
         if resume:
-            _seed_all(999)  # a "new process": other RNG states until the checkpoint restores them
-            optimizer = _make_optimizer(model)
-            state = TrainState(model, optimizer, _make_scheduler(optimizer))
+            seed_all(999)  # a "new process": other RNG states until the checkpoint restores them
+            optimizer = make_optimizer(model)
+            state = TrainState(model, optimizer, make_scheduler(optimizer))
             saver.restore(state)
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
-        state = fit(model, _loss_fn, loader, epochs, _make_optimizer, _make_scheduler,
+        state = fit(model, _loss_fn, loader, epochs, make_optimizer, make_scheduler,
                     callbacks=[pruner, saver], state=state, progress=False)
         return state, zero_row
 
     torch.use_deterministic_algorithms(True)
     try:
-        _seed_all(7)
+        seed_all(7)
         straight, straight_hook = run(4, tmp_path / "straight.pt", resume=False)
-        _seed_all(7)
+        seed_all(7)
         run(2, tmp_path / "split.pt", resume=False)
         resumed, resumed_hook = run(4, tmp_path / "split.pt", resume=True)
     finally:

@@ -20,6 +20,7 @@ from compresskit.train import (
     load_checkpoint,
     save_checkpoint,
 )
+from training_helpers import make_optimizer, make_scheduler, seed_all
 
 
 def _dataset(n: int = 32) -> TensorDataset:
@@ -42,20 +43,6 @@ def _loss_fn(model: nn.Module, batch):
     return loss, {"weight": weight}
 
 
-def _make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-
-def _make_scheduler(optimizer: torch.optim.Optimizer):
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
-
-
-def _seed_all(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 class _Recorder(Callback):
     def __init__(self) -> None:
         self.events: list[tuple[str, int, int]] = []
@@ -74,11 +61,11 @@ class _Recorder(Callback):
 
 
 def test_callback_order_and_counters():
-    _seed_all(0)
+    seed_all(0)
     model = _model()
     loader = DataLoader(_dataset(16), batch_size=8, shuffle=True)
     recorder = _Recorder()
-    state = fit(model, _loss_fn, loader, 2, _make_optimizer, callbacks=[recorder], progress=False)
+    state = fit(model, _loss_fn, loader, 2, make_optimizer, callbacks=[recorder], progress=False)
     assert recorder.events == [
         ("start", 0, 0),
         ("step", 0, 1),
@@ -94,12 +81,12 @@ def test_callback_order_and_counters():
 
 
 def test_training_reduces_loss():
-    _seed_all(0)
+    seed_all(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     loader = DataLoader(_dataset(64), batch_size=16, shuffle=True)
     x, y = loader.dataset.tensors
     before = F.cross_entropy(model(x), y).item()
-    fit(model, _loss_fn, loader, 10, _make_optimizer, progress=False)
+    fit(model, _loss_fn, loader, 10, make_optimizer, progress=False)
     after = F.cross_entropy(model(x), y).item()
     assert after < 0.5 * before
 
@@ -107,31 +94,31 @@ def test_training_reduces_loss():
 def test_resume_matches_uninterrupted_run(tmp_path):
     torch.use_deterministic_algorithms(True)
     try:
-        _seed_all(7)
+        seed_all(7)
         model = _model()
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
-        straight = fit(model, _loss_fn, loader, 4, _make_optimizer, _make_scheduler, progress=False)
+        straight = fit(model, _loss_fn, loader, 4, make_optimizer, make_scheduler, progress=False)
         expected = {k: v.clone() for k, v in straight.model.state_dict().items()}
 
         path = tmp_path / "last.pt"
-        _seed_all(7)
+        seed_all(7)
         model = _model()
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
         fit(
-            model, _loss_fn, loader, 2, _make_optimizer, _make_scheduler, progress=False,
+            model, _loss_fn, loader, 2, make_optimizer, make_scheduler, progress=False,
             checkpoint=lambda s: save_checkpoint(path, s, extra={"recipe": "x.yaml"}),
         )
         # a "new process": different RNG, fresh model/optimizer/scheduler, then restore
-        _seed_all(999)
+        seed_all(999)
         model = _model()
-        optimizer = _make_optimizer(model)
-        state = TrainState(model, optimizer, _make_scheduler(optimizer))
+        optimizer = make_optimizer(model)
+        state = TrainState(model, optimizer, make_scheduler(optimizer))
         payload = load_checkpoint(path, state)
         assert payload["extra"] == {"recipe": "x.yaml"}
         assert state.epoch == 2 and state.step == 8
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
         resumed = fit(
-            model, _loss_fn, loader, 4, _make_optimizer, _make_scheduler, state=state, progress=False
+            model, _loss_fn, loader, 4, make_optimizer, make_scheduler, state=state, progress=False
         )
         assert resumed.epoch == 4 and resumed.step == straight.step
         for key, value in resumed.model.state_dict().items():
@@ -142,10 +129,10 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_checkpoint_loads_with_weights_only_and_is_atomic(tmp_path):
-    _seed_all(0)
+    seed_all(0)
     model = _model()
-    optimizer = _make_optimizer(model)
-    state = TrainState(model, optimizer, _make_scheduler(optimizer), epoch=3, step=12)
+    optimizer = make_optimizer(model)
+    state = TrainState(model, optimizer, make_scheduler(optimizer), epoch=3, step=12)
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, state)
     payload = torch.load(path, weights_only=True)
@@ -169,7 +156,7 @@ class _NaNAt:
 
 
 def test_non_finite_loss_raises_before_the_step():
-    _seed_all(0)
+    seed_all(0)
     model = nn.Linear(4, 2)
     loader = DataLoader(_dataset(32), batch_size=8)  # 4 batches per epoch
     snapshot = {}
@@ -179,7 +166,7 @@ def test_non_finite_loss_raises_before_the_step():
             snapshot.update({k: v.clone() for k, v in state.model.state_dict().items()})
 
     with pytest.raises(NonFiniteLossError, match=r"epoch 2 .*batch 1, step 5"):
-        fit(model, _NaNAt(6), loader, 3, _make_optimizer, callbacks=[Snap()], progress=False)
+        fit(model, _NaNAt(6), loader, 3, make_optimizer, callbacks=[Snap()], progress=False)
     for key, value in model.state_dict().items():  # unchanged since the last good step
         assert torch.equal(value, snapshot[key])
         assert torch.isfinite(value).all()
@@ -200,18 +187,18 @@ class _ReplaceParameters(Callback):
 
 
 def test_parameter_replacement_rebuilds_optimizer_and_keeps_lr():
-    _seed_all(0)
+    seed_all(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     loader = DataLoader(_dataset(16), batch_size=8)
     built = []
 
-    def make_optimizer(m):
-        optimizer = _make_optimizer(m)
+    def recording_optimizer(m):
+        optimizer = make_optimizer(m)
         built.append(optimizer)
         return optimizer
 
     state = fit(
-        model, _loss_fn, loader, 4, make_optimizer, _make_scheduler,
+        model, _loss_fn, loader, 4, recording_optimizer, make_scheduler,
         callbacks=[_ReplaceParameters()], progress=False,
     )
     assert len(built) == 2
@@ -228,9 +215,9 @@ def test_stop_request_ends_training():
         def on_epoch_end(self, state):
             state.stop = True
 
-    _seed_all(0)
+    seed_all(0)
     state = fit(
-        _model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 5, _make_optimizer,
+        _model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 5, make_optimizer,
         callbacks=[StopAfterOne()], progress=False,
     )
     assert state.epoch == 1
@@ -239,12 +226,12 @@ def test_stop_request_ends_training():
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_bad_epochs_raise(bad):
     with pytest.raises(ValueError, match="epochs"):
-        fit(_model(), _loss_fn, [], bad, _make_optimizer, progress=False)
+        fit(_model(), _loss_fn, [], bad, make_optimizer, progress=False)
 
 
 def test_state_for_another_model_raises():
     with pytest.raises(ValueError, match="state.model"):
-        fit(_model(), _loss_fn, [], 1, _make_optimizer, state=TrainState(_model()), progress=False)
+        fit(_model(), _loss_fn, [], 1, make_optimizer, state=TrainState(_model()), progress=False)
 
 
 # --------------------------------------------------------------------------- DDP (gloo, 2 ranks)
@@ -279,7 +266,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
     calls = []
     state = fit(
-        model, loss_fn, loader, 1, _make_optimizer, device=info.device, progress=False,
+        model, loss_fn, loader, 1, make_optimizer, device=info.device, progress=False,
         checkpoint=lambda s: calls.append(s.epoch),
     )
     torch.save(
@@ -322,8 +309,8 @@ def test_sampler_set_epoch_called_each_epoch_and_progress_bar_runs():
 
     sampler = EpochSampler(16)
     loader = DataLoader(_dataset(16), batch_size=8, sampler=sampler)
-    _seed_all(0)
-    state = fit(_model(), _loss_fn, loader, 3, _make_optimizer, progress=True)
+    seed_all(0)
+    state = fit(_model(), _loss_fn, loader, 3, make_optimizer, progress=True)
     assert sampler.epochs == [0, 1, 2] and state.step == 6
 
 
@@ -343,13 +330,13 @@ class _NaNGradientAt(_NaNAt):
 
 @pytest.mark.parametrize("bad_step", [4, 6, 8])  # last step of epoch 1, mid epoch 2, last step of epoch 2
 def test_non_finite_gradient_stops_before_the_step_and_the_checkpoint(tmp_path, bad_step):
-    _seed_all(0)
+    seed_all(0)
     model = nn.Linear(4, 2)
     loader = DataLoader(_dataset(32), batch_size=8)  # 4 batches per epoch
     path = tmp_path / "last.pt"
     loss_fn = _NaNGradientAt(bad_step)
     with pytest.raises(NonFiniteLossError, match=r"non-finite gradient \(finite loss\).*weight"):
-        fit(model, loss_fn, loader, 3, _make_optimizer, progress=False,
+        fit(model, loss_fn, loader, 3, make_optimizer, progress=False,
             checkpoint=lambda s: save_checkpoint(path, s))
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     epochs_done = (bad_step - 1) // 4
@@ -360,9 +347,9 @@ def test_non_finite_gradient_stops_before_the_step_and_the_checkpoint(tmp_path, 
             for value in (v for t in tensors.values() for v in (t.values() if isinstance(t, dict) else [t])):
                 assert torch.isfinite(value).all()
         resumed = TrainState(model=nn.Linear(4, 2))
-        resumed.optimizer = _make_optimizer(resumed.model)
+        resumed.optimizer = make_optimizer(resumed.model)
         load_checkpoint(path, resumed)  # the kept checkpoint resumes
-        fit(resumed.model, _loss_fn, loader, 3, _make_optimizer, state=resumed, progress=False)
+        fit(resumed.model, _loss_fn, loader, 3, make_optimizer, state=resumed, progress=False)
         assert resumed.epoch == 3
     else:
         assert not path.exists()
@@ -371,7 +358,7 @@ def test_non_finite_gradient_stops_before_the_step_and_the_checkpoint(tmp_path, 
 @pytest.mark.parametrize("where", ["model", "optimizer"])
 def test_save_checkpoint_refuses_non_finite_state_and_keeps_the_previous_file(tmp_path, where):
     model = nn.Linear(4, 2)
-    optimizer = _make_optimizer(model)
+    optimizer = make_optimizer(model)
     model(torch.randn(2, 4)).sum().backward()
     optimizer.step()
     state = TrainState(model=model, optimizer=optimizer, epoch=1)
