@@ -427,6 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--distill-epochs", type=int, default=2, help="FeatherFace Nano-B path: distillation")
     parser.add_argument("--latency", type=Path, default=None,
                         help="re-time every model of this results file (ORT, interleaved) and add it to the file")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override applied to every method's run and fine-tune (repeatable)")
     parser.add_argument("--eval-images", type=int, default=None,
                         help="score only the first N val images (smoke runs; default: all 194)")
     args = parser.parse_args(argv)
@@ -456,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"finetune.epochs={args.finetune_epochs}",
         f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}",
         f"search.initial_points={max(2, args.trials // 2)}", f"search.iterations={max(0, args.trials - max(2, args.trials // 2))}",
-        "export.onnx=false",
+        "export.onnx=false", *args.extra,
     ]
     config = {"command": " ".join([".venv/bin/python", "benchmarks/bench_real_pruning.py", *sys.argv[1:]]),
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "crop": args.crop,
