@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compresskit.train import (
@@ -20,23 +15,11 @@ from compresskit.train import (
     fit,
     load_checkpoint,
 )
-from training_helpers import make_optimizer, make_scheduler, seed_all
+from training_helpers import dataset, make_optimizer, make_scheduler, noisy_loss, seed_all, tiny_model
 
 
 def _dataset(n: int = 24) -> TensorDataset:
-    generator = torch.Generator().manual_seed(5)
-    x = torch.randn(n, 4, generator=generator)
-    return TensorDataset(x, (x.sum(dim=1) > 0).long())
-
-
-def _model() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
-
-
-def _loss_fn(model: nn.Module, batch):
-    x, y = batch
-    noise = 1.0 + 0.01 * float(np.random.rand()) + 0.01 * random.random()  # numpy and python RNG too
-    return F.cross_entropy(model(x), y) * noise, {}
+    return dataset(n, seed=5)
 
 
 class _CountingScheduler:
@@ -99,14 +82,14 @@ class _ZeroRow(Callback):
 @pytest.mark.parametrize(("per", "expected"), [("step", 3 * 4), ("epoch", 4)])
 def test_scheduler_steps_per_step_or_per_epoch(per, expected):
     loader = DataLoader(_dataset(24), batch_size=8)  # 3 batches per epoch
-    state = fit(_model(), _loss_fn, loader, 4, make_optimizer, _CountingScheduler,
+    state = fit(tiny_model(), noisy_loss, loader, 4, make_optimizer, _CountingScheduler,
                 progress=False, scheduler_per=per)
     assert state.scheduler.steps == expected
 
 
 def test_scheduler_steps_before_the_callbacks_at_epoch_end():
     recorder = _EpochRecorder()
-    fit(_model(), _loss_fn, DataLoader(_dataset(24), batch_size=8), 3, make_optimizer, _CountingScheduler,
+    fit(tiny_model(), noisy_loss, DataLoader(_dataset(24), batch_size=8), 3, make_optimizer, _CountingScheduler,
         callbacks=[recorder], progress=False)
     assert recorder.epochs == [1, 2, 3]
     assert recorder.scheduler_steps == [1, 2, 3]
@@ -120,10 +103,10 @@ def test_per_step_one_cycle_lr_follows_optimizer_steps():
         def on_step_end(self, state):
             lrs.append(state.metrics["lr"])  # the LR the step just used
 
-    fit(_model(), _loss_fn, loader, 2, make_optimizer,
+    fit(tiny_model(), noisy_loss, loader, 2, make_optimizer,
         lambda optimizer: torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=6),
         callbacks=[Lr()], progress=False, scheduler_per="step")
-    reference = torch.optim.lr_scheduler.OneCycleLR(make_optimizer(_model()), 0.1, total_steps=6)
+    reference = torch.optim.lr_scheduler.OneCycleLR(make_optimizer(tiny_model()), 0.1, total_steps=6)
     expected = []
     for _ in range(6):
         expected.append(reference.get_last_lr()[0])
@@ -136,7 +119,7 @@ def test_scheduler_step_rejects_an_unknown_unit():
     with pytest.raises(ValueError, match="'batch'"):
         SchedulerStep("batch")
     with pytest.raises(ValueError, match="'batch'"):
-        fit(_model(), _loss_fn, [], 1, make_optimizer, progress=False, scheduler_per="batch")
+        fit(tiny_model(), noisy_loss, [], 1, make_optimizer, progress=False, scheduler_per="batch")
 
 
 # --- EveryNEpochs --------------------------------------------------------------------------------
@@ -145,7 +128,7 @@ def test_scheduler_step_rejects_an_unknown_unit():
 def test_every_n_epochs_forwards_at_multiples_of_n_and_the_last_epoch():
     recorder = _EpochRecorder()
     wrapper = EveryNEpochs(recorder, n=3, last=7)
-    fit(_model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 7, make_optimizer,
+    fit(tiny_model(), noisy_loss, DataLoader(_dataset(16), batch_size=8), 7, make_optimizer,
         callbacks=[wrapper], progress=False)
     assert recorder.epochs == [3, 6, 7]
     assert recorder.steps == 7 * 2  # on_step_end is always forwarded
@@ -172,8 +155,8 @@ def test_epoch_checkpoint_round_trips_every_hook_state(tmp_path):
     path = tmp_path / "last.pt"
     recorder, zero_row = _EpochRecorder(), _ZeroRow()
     saver = EpochCheckpoint(path, {"recorder": recorder, "zero_row": EveryNEpochs(zero_row, 2, 3)})
-    model = _model()
-    fit(model, _loss_fn, DataLoader(_dataset(16), batch_size=8), 3, make_optimizer, make_scheduler,
+    model = tiny_model()
+    fit(model, noisy_loss, DataLoader(_dataset(16), batch_size=8), 3, make_optimizer, make_scheduler,
         callbacks=[recorder, saver.hooks["zero_row"], saver], progress=False)
     payload = load_checkpoint(path, restore_rng=False)
     assert payload["epoch"] == 3 and payload["step"] == 6
@@ -181,7 +164,7 @@ def test_epoch_checkpoint_round_trips_every_hook_state(tmp_path):
     assert torch.load(path, weights_only=True)["extra"] == payload["extra"]
 
     fresh_recorder, fresh_zero_row = _EpochRecorder(), _ZeroRow()
-    fresh_model = _model()
+    fresh_model = tiny_model()
     optimizer = make_optimizer(fresh_model)
     state = TrainState(fresh_model, optimizer, make_scheduler(optimizer))
     EpochCheckpoint(path, {"recorder": fresh_recorder, "zero_row": EveryNEpochs(fresh_zero_row, 2, 3)}).restore(state)
@@ -194,9 +177,9 @@ def test_epoch_checkpoint_round_trips_every_hook_state(tmp_path):
 def test_epoch_checkpoint_restore_names_a_missing_hook(tmp_path):
     path = tmp_path / "last.pt"
     saver = EpochCheckpoint(path, {"recorder": _EpochRecorder()})
-    fit(_model(), _loss_fn, DataLoader(_dataset(8), batch_size=8), 1, make_optimizer,
+    fit(tiny_model(), noisy_loss, DataLoader(_dataset(8), batch_size=8), 1, make_optimizer,
         callbacks=[saver], progress=False)
-    model = _model()
+    model = tiny_model()
     state = TrainState(model, make_optimizer(model))
     with pytest.raises(ValueError, match=r"no state for the hooks \['pruner'\] \(the checkpoint holds \['recorder'\]\)"):
         EpochCheckpoint(path, {"recorder": _EpochRecorder(), "pruner": Callback()}).restore(state)
@@ -204,7 +187,7 @@ def test_epoch_checkpoint_restore_names_a_missing_hook(tmp_path):
 
 def test_epoch_checkpoint_writes_on_the_main_rank_only(tmp_path):
     path = tmp_path / "last.pt"
-    model = _model()
+    model = tiny_model()
     EpochCheckpoint(path).on_epoch_end(TrainState(model, make_optimizer(model), is_main=False))
     assert not path.exists()
     EpochCheckpoint(path).on_epoch_end(TrainState(model, make_optimizer(model)))
@@ -216,7 +199,7 @@ def test_resumed_fit_with_hooks_reproduces_an_uninterrupted_one(tmp_path):
         zero_row = _ZeroRow()
         pruner = EveryNEpochs(zero_row, n=1, last=4)
         saver = EpochCheckpoint(path, {"pruner": pruner})
-        model = _model()
+        model = tiny_model()
         state = None
         if resume:
             seed_all(999)  # a "new process": other RNG states until the checkpoint restores them
@@ -224,7 +207,7 @@ def test_resumed_fit_with_hooks_reproduces_an_uninterrupted_one(tmp_path):
             state = TrainState(model, optimizer, make_scheduler(optimizer))
             saver.restore(state)
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
-        state = fit(model, _loss_fn, loader, epochs, make_optimizer, make_scheduler,
+        state = fit(model, noisy_loss, loader, epochs, make_optimizer, make_scheduler,
                     callbacks=[pruner, saver], state=state, progress=False)
         return state, zero_row
 

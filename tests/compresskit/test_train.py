@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import os
-import random
 import socket
 import tempfile
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,27 +18,11 @@ from compresskit.train import (
     load_checkpoint,
     save_checkpoint,
 )
-from training_helpers import make_optimizer, make_scheduler, seed_all
+from training_helpers import dataset, make_optimizer, make_scheduler, noisy_loss, seed_all, tiny_model
 
 
 def _dataset(n: int = 32) -> TensorDataset:
-    generator = torch.Generator().manual_seed(123)
-    x = torch.randn(n, 4, generator=generator)
-    y = (x.sum(dim=1) > 0).long()
-    return TensorDataset(x, y)
-
-
-def _model() -> nn.Module:
-    # Dropout consumes the torch RNG, so resuming must restore it.
-    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Dropout(0.3), nn.Linear(8, 2))
-
-
-def _loss_fn(model: nn.Module, batch):
-    x, y = batch
-    # numpy and python RNG used too: noise on the targets' weights
-    weight = 1.0 + 0.01 * float(np.random.rand()) + 0.01 * random.random()
-    loss = F.cross_entropy(model(x), y) * weight
-    return loss, {"weight": weight}
+    return dataset(n, seed=123)
 
 
 class _Recorder(Callback):
@@ -62,10 +44,10 @@ class _Recorder(Callback):
 
 def test_callback_order_and_counters():
     seed_all(0)
-    model = _model()
+    model = tiny_model()
     loader = DataLoader(_dataset(16), batch_size=8, shuffle=True)
     recorder = _Recorder()
-    state = fit(model, _loss_fn, loader, 2, make_optimizer, callbacks=[recorder], progress=False)
+    state = fit(model, noisy_loss, loader, 2, make_optimizer, callbacks=[recorder], progress=False)
     assert recorder.events == [
         ("start", 0, 0),
         ("step", 0, 1),
@@ -86,7 +68,7 @@ def test_training_reduces_loss():
     loader = DataLoader(_dataset(64), batch_size=16, shuffle=True)
     x, y = loader.dataset.tensors
     before = F.cross_entropy(model(x), y).item()
-    fit(model, _loss_fn, loader, 10, make_optimizer, progress=False)
+    fit(model, noisy_loss, loader, 10, make_optimizer, progress=False)
     after = F.cross_entropy(model(x), y).item()
     assert after < 0.5 * before
 
@@ -95,22 +77,22 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     torch.use_deterministic_algorithms(True)
     try:
         seed_all(7)
-        model = _model()
+        model = tiny_model()
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
-        straight = fit(model, _loss_fn, loader, 4, make_optimizer, make_scheduler, progress=False)
+        straight = fit(model, noisy_loss, loader, 4, make_optimizer, make_scheduler, progress=False)
         expected = {k: v.clone() for k, v in straight.model.state_dict().items()}
 
         path = tmp_path / "last.pt"
         seed_all(7)
-        model = _model()
+        model = tiny_model()
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
         fit(
-            model, _loss_fn, loader, 2, make_optimizer, make_scheduler, progress=False,
+            model, noisy_loss, loader, 2, make_optimizer, make_scheduler, progress=False,
             checkpoint=lambda s: save_checkpoint(path, s, extra={"recipe": "x.yaml"}),
         )
         # a "new process": different RNG, fresh model/optimizer/scheduler, then restore
         seed_all(999)
-        model = _model()
+        model = tiny_model()
         optimizer = make_optimizer(model)
         state = TrainState(model, optimizer, make_scheduler(optimizer))
         payload = load_checkpoint(path, state)
@@ -118,7 +100,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         assert state.epoch == 2 and state.step == 8
         loader = DataLoader(_dataset(), batch_size=8, shuffle=True)
         resumed = fit(
-            model, _loss_fn, loader, 4, make_optimizer, make_scheduler, state=state, progress=False
+            model, noisy_loss, loader, 4, make_optimizer, make_scheduler, state=state, progress=False
         )
         assert resumed.epoch == 4 and resumed.step == straight.step
         for key, value in resumed.model.state_dict().items():
@@ -130,7 +112,7 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 def test_checkpoint_loads_with_weights_only_and_is_atomic(tmp_path):
     seed_all(0)
-    model = _model()
+    model = tiny_model()
     optimizer = make_optimizer(model)
     state = TrainState(model, optimizer, make_scheduler(optimizer), epoch=3, step=12)
     path = tmp_path / "ckpt.pt"
@@ -151,7 +133,7 @@ class _NaNAt:
         return self._loss(model, batch, bad=self.calls == self.bad_step)
 
     def _loss(self, model, batch, bad: bool):
-        loss, logs = _loss_fn(model, batch)
+        loss, logs = noisy_loss(model, batch)
         return (loss * float("nan") if bad else loss), logs
 
 
@@ -198,7 +180,7 @@ def test_parameter_replacement_rebuilds_optimizer_and_keeps_lr():
         return optimizer
 
     state = fit(
-        model, _loss_fn, loader, 4, recording_optimizer, make_scheduler,
+        model, noisy_loss, loader, 4, recording_optimizer, make_scheduler,
         callbacks=[_ReplaceParameters()], progress=False,
     )
     assert len(built) == 2
@@ -217,7 +199,7 @@ def test_stop_request_ends_training():
 
     seed_all(0)
     state = fit(
-        _model(), _loss_fn, DataLoader(_dataset(16), batch_size=8), 5, make_optimizer,
+        tiny_model(), noisy_loss, DataLoader(_dataset(16), batch_size=8), 5, make_optimizer,
         callbacks=[StopAfterOne()], progress=False,
     )
     assert state.epoch == 1
@@ -226,12 +208,12 @@ def test_stop_request_ends_training():
 @pytest.mark.parametrize("bad", [-1, 1.5, True])
 def test_bad_epochs_raise(bad):
     with pytest.raises(ValueError, match="epochs"):
-        fit(_model(), _loss_fn, [], bad, make_optimizer, progress=False)
+        fit(tiny_model(), noisy_loss, [], bad, make_optimizer, progress=False)
 
 
 def test_state_for_another_model_raises():
     with pytest.raises(ValueError, match="state.model"):
-        fit(_model(), _loss_fn, [], 1, make_optimizer, state=TrainState(_model()), progress=False)
+        fit(tiny_model(), noisy_loss, [], 1, make_optimizer, state=TrainState(tiny_model()), progress=False)
 
 
 # --------------------------------------------------------------------------- DDP (gloo, 2 ranks)
@@ -310,7 +292,7 @@ def test_sampler_set_epoch_called_each_epoch_and_progress_bar_runs():
     sampler = EpochSampler(16)
     loader = DataLoader(_dataset(16), batch_size=8, sampler=sampler)
     seed_all(0)
-    state = fit(_model(), _loss_fn, loader, 3, make_optimizer, progress=True)
+    state = fit(tiny_model(), noisy_loss, loader, 3, make_optimizer, progress=True)
     assert sampler.epochs == [0, 1, 2] and state.step == 6
 
 
@@ -349,7 +331,7 @@ def test_non_finite_gradient_stops_before_the_step_and_the_checkpoint(tmp_path, 
         resumed = TrainState(model=nn.Linear(4, 2))
         resumed.optimizer = make_optimizer(resumed.model)
         load_checkpoint(path, resumed)  # the kept checkpoint resumes
-        fit(resumed.model, _loss_fn, loader, 3, make_optimizer, state=resumed, progress=False)
+        fit(resumed.model, noisy_loss, loader, 3, make_optimizer, state=resumed, progress=False)
         assert resumed.epoch == 3
     else:
         assert not path.exists()
