@@ -6,6 +6,7 @@ Public API (see docs/DESIGN.md for the contracts between modules):
   :class:`ChannelPool`
 * importance: :func:`fpgm`, :func:`magnitude`, :data:`IMPORTANCES`
 * pruning: :class:`SoftFPGM`, :func:`prune`, :func:`remove_zeroed`, :class:`PruneSummary`
+* layer rules: :class:`LayerRule`, :data:`LAYER_RULES`, :func:`rule_for` (one rule per module type)
 * budget: :func:`count_params`, :func:`count_macs`, :class:`ParamPredictor`, :func:`predict_params`,
   :func:`channel_summary`
 * persistence: :func:`save_pruned`, :func:`load_pruned`
@@ -52,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "polynomial": "schedules",
     "ChannelPool": "pool", "ChannelShuffle": "shuffle",
     "Callback": "train", "TrainState": "train", "fit": "train",
+    "LAYER_RULES": "layers", "LayerRule": "layers", "rule_for": "layers",
     "Task": "task",
     "ClassificationTask": "tasks.classification",
 }
@@ -85,6 +87,7 @@ if TYPE_CHECKING:  # what static checkers see; at run time the names above are l
     from .groups import (ChannelGroup, ChannelGroups, LayerGroupSpec, SkippedCoupling, UnprunableWarning,
                          cell_removal_counts, channels_to_remove, find_groups)
     from .importance import IMPORTANCES, fpgm, magnitude
+    from .layers import LAYER_RULES, LayerRule, rule_for
     from .persist import UntrustedBuilderError, load_pruned, save_pruned, trust_builder
     from .pool import ChannelPool
     from .prune import PruneSummary, SoftFPGM, remove_zeroed
