@@ -189,6 +189,8 @@ class SearchConfig:
         budget: Feasible parameter counts (and latency).
         trial: How a candidate is scored.
         latency: How latency is measured, with a latency budget.
+        bypass: Blocks of the student's ``bypassable`` the search may switch off (one more dimension
+            each, ``bypass:<block>``); empty: none, rates only.
     """
 
     enabled: bool = True
@@ -198,6 +200,7 @@ class SearchConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    bypass: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from compresskit.run.context import model_source
 from compresskit.run.layer_groups import GroupSelection, group_selection
 from compresskit.task import Task
 
-__all__ = ["CHECKS", "Plan", "check_budget", "check_checkpoints", "check_data", "check_groups",
+__all__ = ["CHECKS", "Plan", "check_budget", "check_bypass", "check_checkpoints", "check_data", "check_groups",
            "check_latency_budget", "check_models", "check_rates", "plan", "reachable_params", "require_budget"]
 
 
@@ -111,6 +112,47 @@ def check_groups(plan: Plan) -> None:
         plan.groups = plan.selection.find(plan.models["student"], plan.task.example_inputs())
 
 
+def check_bypass(plan: Plan) -> None:
+    """``search.bypass``: a search without a latency budget; each block declared in the student's
+    ``bypassable``, not already bypassed, and bypassable at the example inputs' shapes; and the student's
+    builder accepts ``bypass=[...]`` (built with every block bypassed), so saved models rebuild."""
+    from compresskit.bypass import Bypass, bypass_blocks, optional_blocks
+    from compresskit.run.bypass_choice import BYPASS_PREFIX, with_bypass
+
+    blocks, key, search = list(plan.recipe.search.bypass), "search.bypass", plan.recipe.search
+    if not blocks:
+        return
+    if not search.enabled or search.budget.max_latency_ms is not None or search.budget.max_latency_ratio is not None:
+        raise _fail(plan, key, f"needs search.enabled and no latency budget (search.budget.max_latency_ms / "
+                    f"max_latency_ratio), got {blocks}")
+    student = plan.models["student"]
+    try:
+        declared = optional_blocks(student)
+    except ValueError as error:
+        raise _fail(plan, key, f"{error}, got {blocks}") from None
+    for block in blocks:
+        reason = ("is not declared bypassable" if block not in declared
+                  else "is listed twice" if blocks.count(block) > 1
+                  else "is already bypassed by student.model_args.bypass" if isinstance(
+                      student.get_submodule(block), Bypass)
+                  else "clashes with a layer group's name" if f"{BYPASS_PREFIX}{block}" in plan.selection.names
+                  else None)
+        if reason:
+            raise _fail(plan, key, f"{block!r} {reason} ({type(student).__name__}.bypassable: "
+                        f"{sorted(declared)}), got {blocks}")
+    source = with_bypass(model_source(plan.recipe, "student"), blocks)  # type: ignore[arg-type]
+    try:
+        bypass_blocks(copy.deepcopy(student), blocks, plan.task.example_inputs())
+        reduced = source.build(plan.task)
+        source.builder(plan.task)
+    except Exception as error:  # noqa: BLE001 - the user's builder refused bypass=[...], or a shape mismatch
+        raise _fail(plan, key, f"the student with {blocks} bypassed cannot be built (student.model "
+                    f"{source.model!r} must accept bypass=[...]): {type(error).__name__}: {str(error)[:300]}") from None
+    ignored = [b for b in blocks if not isinstance(reduced.get_submodule(b), Bypass)]
+    if ignored:
+        raise _fail(plan, key, f"student.model {source.model!r} ignored bypass={blocks} ({ignored} kept)")
+
+
 def check_rates(plan: Plan) -> None:
     """Without a search, every ``prune.rates`` key must name a layer group."""
     if plan.recipe.search.enabled:
@@ -139,13 +181,24 @@ def require_budget(recipe: Recipe, reachable: tuple[int, int]) -> None:
 
 
 def check_budget(plan: Plan) -> None:
-    """With a search, some rates inside the layer-group bounds must meet ``search.budget``."""
+    """With a search, some rates inside the layer-group bounds must meet ``search.budget``; with
+    ``search.bypass``, the reachable range spans every subset of the candidate blocks bypassed (one
+    ``find_groups`` per subset, ``2 ** len(search.bypass)``)."""
     from compresskit.budget import ParamPredictor
 
     if not plan.specs or plan.selection is None:
         return
     predictor = ParamPredictor(plan.models["student"], plan.groups)
     plan.reachable = reachable_params(predictor, plan.selection.bounds)
+    blocks = list(plan.recipe.search.bypass)
+    if blocks:  # every subset of the candidate blocks bypassed (a bypass may leave a set unprunable)
+        from compresskit.run.bypass_choice import Reductions
+
+        reductions = Reductions(plan.models["student"], plan.groups, plan.selection.find, plan.task.example_inputs())
+        subsets = [[b for i, b in enumerate(blocks) if mask >> i & 1] for mask in range(1 << len(blocks))]
+        ranges = [reachable_params(lambda rates, s=subset: reductions.params(rates, s), plan.selection.bounds)
+                  for subset in subsets]
+        plan.reachable = (min(low for low, _ in ranges), max(high for _, high in ranges))
     if plan.recipe.search.enabled:
         require_budget(plan.recipe, plan.reachable)
 
@@ -202,8 +255,8 @@ def _train_configs(recipe: Recipe) -> list[Any]:
 
 
 #: The pre-flight checks, in order (later ones read what earlier ones recorded).
-CHECKS: list[Callable[[Plan], None]] = [check_models, check_checkpoints, check_groups, check_rates, check_budget,
-                                        check_latency_budget, check_data]
+CHECKS: list[Callable[[Plan], None]] = [check_models, check_checkpoints, check_groups, check_bypass, check_rates,
+                                        check_budget, check_latency_budget, check_data]
 
 
 def plan(recipe: Recipe, task: Task) -> Plan:

@@ -15,6 +15,7 @@ from torch import nn
 from compresskit import distributed
 from compresskit.budget import count_params
 from compresskit.recipe import TrainConfig
+from compresskit.run.bypass_choice import chosen_bypass, with_bypass
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation, phase_training
 from compresskit.run.training import train_phase
@@ -62,7 +63,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
 
     model = load_pruned(workspace, task, config.student, "pruned.pt")
     finetune(config, workspace, task, model)
-    builder, kwargs = config.student.builder(task)
+    builder, kwargs = with_bypass(config.student, chosen_bypass(workspace)).builder(task)  # as pruned.pt
     if distributed.is_main():
         save_pruned(workspace.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
     return {"params": count_params(model), "metrics": task.evaluate(model)}

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from compresskit.budget import channel_counts
+from compresskit.run.bypass_choice import chosen_bypass, with_bypass
 from compresskit.run.context import ModelSource
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.workspace import Workspace
@@ -51,7 +52,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     from compresskit.prune import remove_zeroed
 
     payload = workspace.load_state_dict("soft_pruned.pt")  # {"state_dict", "zeroed"}
-    model = config.student.build(task)
+    student = with_bypass(config.student, chosen_bypass(workspace))  # the blocks the search switched off
+    model = student.build(task)
     model.load_state_dict(payload["state_dict"])
     before = layer_channels(model)
     groups = config.groups.find(model, task.example_inputs())
@@ -60,7 +62,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     if sorted(names) != sorted(zeroed):
         raise RuntimeError(f"channel groups changed since the soft phase: {sorted(set(names) ^ set(zeroed))}")
     summary = remove_zeroed(groups, [zeroed[name] for name in names], verify=True)
-    builder, kwargs = config.student.builder(task)
+    builder, kwargs = student.builder(task)  # with bypass=[...]: load_pruned rebuilds the reduced model
     save_pruned(workspace.path("pruned.pt"), model, builder, kwargs)
     workspace.write_json("channels.json", {"before": before, "after": layer_channels(model)})
     return {"params_before": summary.params_before, "params_after": summary.params_after,

@@ -10,6 +10,12 @@ candidate rates, trained ``search.trial.epochs`` epochs on ``search.trial.subset
 data and scored by the task loss on the validation data (or, with ``search.trial.holdout``, on a
 held-out part of the training data). Each candidate seeds the RNGs from its own rates, so a resumed
 search scores it identically. The budget's feasibility was checked by the plan before any training.
+
+With ``search.bypass``, each candidate block is one more dimension (``bypass:<block>``,
+:mod:`compresskit.run.bypass_choice`): a candidate is pruned and scored on the student with the chosen
+blocks bypassed, its parameters predicted exactly on that reduced student (one ``find_groups`` per
+subset visited, cached), and ``rates.json`` records the chosen blocks as ``"bypass"``. Not combined
+with a latency budget (refused by the plan and here).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 from torch import nn
 
 from compresskit.recipe import RecipeError, SearchConfig, TrainConfig, TrialConfig
+from compresskit.run.bypass_choice import Reductions, bypass_dims, decode, fit_rates
 from compresskit.run.context import ModelSource
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.seeding import seed_everything
@@ -90,26 +97,32 @@ def search_problem(config: Config, workspace: Workspace, task: Task) -> SearchPr
         RecipeError: ``search.trial.holdout`` is set but the task has no ``heldout_loader``, or the
             latency budget cannot be met.
     """
-    from compresskit.budget import ParamPredictor
     from compresskit.prune import prune
 
+    candidates = list(config.search.bypass)
+    if candidates and _has_latency_budget(config.search):
+        raise RecipeError(f"{config.source}: search.bypass cannot be combined with a latency budget "
+                          f"(search.budget.max_latency_ms / max_latency_ratio) yet, got {candidates}")
     student = config.student.build(task)
     student.load_state_dict(workspace.load_state_dict("student.pt"))
     groups = config.groups.find(student, task.example_inputs())
-    predictor = ParamPredictor(student, groups)
+    reductions = Reductions(student, groups, config.groups.find, task.example_inputs())
     trial = config.search.trial
     trial_config = TrainConfig(epochs=trial.epochs, lr=trial.lr, batch_size=trial.batch_size,
                                weight_decay=config.weight_decay, scheduler="none")
     train_loader, score = _trial_data(trial, task, config.seed, config.source)
 
-    def objective(rates: dict[str, float]) -> float:
+    def objective(point: dict[str, float]) -> float:
         # Seeded by the candidate itself, so a resumed search scores it identically.
-        key = json.dumps({k: round(float(v), 12) for k, v in sorted(rates.items())})
+        key = json.dumps({k: round(float(v), 12) for k, v in sorted(point.items())})
         seed_everything(config.seed * 1000 + zlib.crc32(key.encode()))
+        rates, blocks = decode(point, candidates)
+        model, model_groups, predictor = reductions.get(blocks)
         # Copying the model and its groups together keeps the groups pointing at the copy
-        # (find_groups traces the model; doing it once saves that per trial).
-        candidate, candidate_groups = copy.deepcopy((student, groups))
-        prune(candidate, task.example_inputs(), rates, groups=candidate_groups, importance=config.importance)
+        # (find_groups traces the model; doing it once per bypassed subset saves that per trial).
+        candidate, candidate_groups = copy.deepcopy((model, model_groups))
+        prune(candidate, task.example_inputs(), fit_rates(rates, predictor.layer_groups), groups=candidate_groups,
+              importance=config.importance)
         if trial.epochs:
             fit(candidate, task_loss_fn(task), train_loader(), trial.epochs, make_optimizer(trial_config),
                 progress=False, distributed=False)  # under torchrun the search runs on rank 0 alone
@@ -118,9 +131,15 @@ def search_problem(config: Config, workspace: Workspace, task: Task) -> SearchPr
     bounds = config.groups.bounds
     latency = (config.latency_budget(student, groups, bounds, task.example_inputs())
                if config.latency_budget is not None else None)
-    return SearchProblem(objective=objective, bounds=bounds, predict_params=lambda rates: int(predictor(rates)),
+    return SearchProblem(objective=objective, bounds={**bounds, **bypass_dims(candidates)},
+                         predict_params=lambda point: reductions.params(*decode(point, candidates)),
                          budget=(config.search.budget.min_params, config.search.budget.max_params),
                          latency=latency)
+
+
+def _has_latency_budget(search: SearchConfig) -> bool:
+    """``search.budget`` limits latency (``max_latency_ms`` or ``max_latency_ratio``)."""
+    return search.budget.max_latency_ms is not None or search.budget.max_latency_ratio is not None
 
 
 def _trial_data(trial: TrialConfig, task: Task, seed: int,
@@ -164,9 +183,12 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     problem = search_problem(config, workspace, task)
     result = _search(config, workspace, problem)
     rates = {name: float(result.best_rates[name]) for name in names}
+    best = {name: float(value) for name, value in result.best_rates.items()}
     summary = {"rates": rates, "source": f"search ({config.search.method})",
-               "predicted_params": problem.predict_params(rates), "objective": float(result.best_objective),
+               "predicted_params": problem.predict_params(best), "objective": float(result.best_objective),
                "trials": len(result.trials)}
+    if config.search.bypass:  # the blocks switched off: every later phase builds the student without them
+        summary["bypass"] = decode(best, list(config.search.bypass))[1]
     if problem.latency is not None:  # the chosen rates, measured directly (compresskit.latency)
         summary["latency"] = {**problem.latency.to_dict(),
                               "predicted_ms": round(problem.latency.model.predict(rates), 4),

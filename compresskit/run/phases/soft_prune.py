@@ -1,6 +1,7 @@
 """Phase ``soft_prune``: train while re-zeroing filters on the schedule (soft FPGM) -> ``soft_pruned.pt``.
 
-Inputs: ``student.pt``, the recipe's fixed ``prune.rates`` or the searched ``rates.json`` (and ``teacher.pt`` when the phase distils). Outputs:
+Inputs: ``student.pt``, the recipe's fixed ``prune.rates`` or the searched ``rates.json`` (and ``teacher.pt`` when the phase distils);
+the student is built with the blocks ``rates.json`` names under ``"bypass"`` switched off. Outputs:
 ``schedule.json`` (the rate of each layer group per epoch) and ``soft_pruned.pt``: the soft-pruned
 state_dict (full shapes, zeroed filters) and, per channel group, the indices zeroed at the last step;
 the removal phase removes exactly those, never re-ranking. The pruner's state travels in the epoch
@@ -19,6 +20,7 @@ from typing import Any
 
 from compresskit.budget import count_params
 from compresskit.recipe import ScheduleConfig
+from compresskit.run.bypass_choice import chosen_bypass, fit_rates, load_student
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation, phase_training
 from compresskit.run.layer_groups import GroupSelection
@@ -84,11 +86,13 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     schedule = config.schedule
     rates = (config.groups.complete(config.rates) if config.rates is not None
              else workspace.read_json("rates.json")["rates"])
+    blocks = chosen_bypass(workspace) if config.rates is None else []
+    student = load_student(config.student, workspace, task, blocks)
+    groups = config.groups.find(student, task.example_inputs())
+    if blocks:  # a layer group whose modules were all bypassed has nothing left to prune
+        rates = fit_rates(rates, sorted(groups.layer_groups))
     workspace.write_json("schedule.json", {"step_every": schedule.step_every,
                                            "rates": schedule_table(schedule, rates)})
-    student = config.student.build(task)
-    student.load_state_dict(workspace.load_state_dict("student.pt"))
-    groups = config.groups.find(student, task.example_inputs())
     pruner = SoftFPGM(groups, schedules(schedule, rates), importance=config.importance)
     every = EveryNEpochs(pruner, schedule.step_every, schedule.epochs)  # type: ignore[arg-type]
     trained, loss_fn, no_decay = phase_training(workspace, task, student, config.distillation)

@@ -1,0 +1,203 @@
+"""The rate search also switches off optional blocks (``search.bypass``): decoding, exact predictors per
+bypassed subset, a toy run whose final model rebuilds with the chosen blocks bypassed, pre-flight errors."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from compresskit import count_params, prune
+from compresskit.bypass import Bypass, bypass_blocks
+from compresskit.groups import LayerGroupSpec
+from compresskit.persist import load_pruned
+from compresskit.pipeline import build_task, run
+from compresskit.recipe import RecipeError, load_recipe
+from compresskit.run.bypass_choice import (BYPASS_BOUNDS, THRESHOLD, Reductions, bypass_dims, decode, fit_rates,
+                                           with_bypass)
+from compresskit.run.context import ModelSource
+from compresskit.run.layer_groups import GroupSelection
+from compresskit.run.plan import plan
+
+from test_pipeline import REPO, TOY, quiet, write_recipe
+
+BLOCKS = ["gate", "refine", "fuse"]
+BUILDER = f"{__name__}:toy_net"
+
+
+class Gate(nn.Module):
+    """A CBAM-like channel gate."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // 4, 1)
+        self.fc2 = nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
+
+
+class Residual(nn.Module):
+    """``x + branch(x)``: bypassed, only ``x`` is left."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels // 2, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(channels // 2)
+        self.conv2 = nn.Conv2d(channels // 2, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.bn1(self.conv1(x))))
+
+
+class Fuse(nn.Module):
+    """Adds a refined coarse level to the fine one (``[fine, coarse] -> fine + ...``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.refine = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        fine, coarse = levels
+        return fine + self.refine(nn.functional.interpolate(coarse, size=fine.shape[-2:]))
+
+
+class ToyNet(nn.Module):
+    bypassable = {"gate": "identity", "refine": "identity", "fuse": "first"}
+
+    def __init__(self, num_classes: int = 4, bypass: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.gate = Gate(16)
+        self.refine = Residual(16)
+        self.down = nn.Sequential(nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fuse = Fuse(16)
+        self.fc = nn.Linear(16, num_classes)
+        if bypass:
+            bypass_blocks(self, list(bypass))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = self.refine(self.gate(self.stem(x)))
+        return self.fc(self.fuse([fine, self.down(fine)]).mean(dim=(2, 3)))
+
+
+def toy_net(num_classes: int = 4, bypass: tuple[str, ...] | list[str] = ()) -> ToyNet:
+    return ToyNet(num_classes, bypass)
+
+
+def toy_net_fixed(num_classes: int = 4) -> ToyNet:
+    """A builder without ``bypass=``: saved models could not rebuild a reduced architecture."""
+    return ToyNet(num_classes)
+
+
+SPECS = (LayerGroupSpec("trunk", patterns=("stem.*", "gate.*", "down.*", "fuse.*"), bounds=(0.0, 0.5)),
+         LayerGroupSpec("refine", patterns=("refine.*",), bounds=(0.0, 0.5)))
+RECIPE_GROUPS = {spec.name: {"patterns": list(spec.patterns), "bounds": list(spec.bounds)} for spec in SPECS}
+
+
+def test_decoding_names_dims_apart_from_layer_groups():
+    assert bypass_dims(["gate", "fuse"]) == {"bypass:gate": BYPASS_BOUNDS, "bypass:fuse": BYPASS_BOUNDS}
+    point = {"trunk": 0.3, "bypass:gate": THRESHOLD, "bypass:fuse": THRESHOLD - 1e-9, "refine": 0.1}
+    assert decode(point, ["gate", "fuse"]) == ({"trunk": 0.3, "refine": 0.1}, ["gate"])
+    assert decode({"trunk": 0.3}, []) == ({"trunk": 0.3}, [])
+    assert fit_rates({"trunk": 0.3, "refine": 0.1}, ["trunk"]) == {"trunk": 0.3}
+    source = ModelSource("student", BUILDER, {"bypass": ["gate"]})
+    assert with_bypass(source, ["fuse", "gate"]).model_args == {"bypass": ["gate", "fuse"]}
+    assert with_bypass(source, []) is source
+
+
+@pytest.mark.parametrize("rates", [{"trunk": 0.5, "refine": 0.5}, {"trunk": 0.25, "refine": 0.4}])
+def test_the_predictor_is_exact_for_every_bypassed_subset(rates):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 12, 12)
+    student = toy_net().eval()
+    selection = GroupSelection(SPECS, protect=("fc",))
+    reductions = Reductions(student, selection.find(student, (x,)), selection.find, (x,))
+    seen = set()
+    for count in range(len(BLOCKS) + 1):
+        for blocks in itertools.combinations(BLOCKS, count):
+            built = toy_net(bypass=blocks).eval()  # what every later phase builds, weights of the student
+            prefixes = tuple(f"{b}." for b in blocks)
+            built.load_state_dict({k: v for k, v in student.state_dict().items() if not k.startswith(prefixes)})
+            reduced = reductions.get(blocks)[0]
+            assert torch.equal(built(x), reduced(x))
+            groups = selection.find(built, (x,))
+            prune(built, (x,), fit_rates(rates, sorted(groups.layer_groups)), groups=groups)
+            assert reductions.params(rates, blocks) == count_params(built)
+            seen.add(count_params(built))
+    assert len(seen) == 8  # every subset is a different model
+    assert sorted(reductions.get(["refine"])[1].layer_groups) == ["trunk"]  # its only group is gone
+
+
+def _toy_recipe(tmp_path, monkeypatch, **search):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 12, 12)
+    student = toy_net()
+    selection = GroupSelection(SPECS, protect=("fc",))
+    fewest = Reductions(student, selection.find(student, (x,)), selection.find, (x,)).params(
+        {"trunk": 0.5, "refine": 0.5}, [])
+    base = yaml.safe_load((REPO / "recipes" / "shapes_classifier.yaml").read_text())
+    toy = {key: value for key, value in copy.deepcopy(TOY).items() if key != "extends"}  # sections replaced whole
+    recipe = {**base, **toy, "name": "toy_bypass", "student": {"model": BUILDER},
+              "prune": {"groups": RECIPE_GROUPS, "protect": ["fc"], "schedule": {"epochs": 1, "batch_size": 32}}}
+    # Below the fewest parameters rates alone reach: every feasible candidate bypasses a block.
+    recipe["search"] = {**recipe["search"], "method": "random", "budget": {"min_params": 0, "max_params": fewest - 1},
+                        "bypass": BLOCKS, **search}
+    return write_recipe(tmp_path, recipe, monkeypatch)
+
+
+def test_a_toy_run_picks_blocks_and_its_final_model_rebuilds_without_them(tmp_path, monkeypatch):
+    recipe = load_recipe(_toy_recipe(tmp_path, monkeypatch))
+    checked = plan(recipe, build_task(recipe))
+    assert checked.reachable[0] < recipe.search.budget.max_params
+    run_dir = tmp_path / "run"
+    run(recipe, run_dir=run_dir, log=quiet)
+    rates = json.loads((run_dir / "rates.json").read_text())
+    assert rates["bypass"] and set(rates["bypass"]) <= set(BLOCKS)
+    assert set(rates["rates"]) == {"trunk", "refine"}
+    final = load_pruned(run_dir / "final.pt", trust=[BUILDER])
+    assert {name for name in BLOCKS if isinstance(final.get_submodule(name), Bypass)} == set(rates["bypass"])
+    assert count_params(final) == rates["predicted_params"] <= recipe.search.budget.max_params
+    pruned = torch.load(run_dir / "pruned.pt", weights_only=True)
+    assert pruned["builder_kwargs"]["bypass"] == rates["bypass"]
+    trials = json.loads((run_dir / "search.json").read_text())["trials"]
+    assert all(set(t["rates"]) == {"trunk", "refine", *[f"bypass:{b}" for b in BLOCKS]} for t in trials)
+    assert (run_dir / "model.onnx").exists() and (run_dir / "report.md").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["search.bypass=[gate, down]"], r"search.bypass: 'down' is not declared bypassable \(ToyNet.bypassable: "),
+    (["search.bypass=[gate, gate]"], r"search.bypass: 'gate' is listed twice"),
+    (["search.budget.max_latency_ms=5"], r"search.bypass: needs search.enabled and no latency budget"),
+    (["search.enabled=false", "prune.rates={trunk: 0.2}"], r"search.bypass: needs search.enabled"),
+])
+def test_preflight_refuses_bad_bypass_candidates(tmp_path, monkeypatch, overrides, message):
+    recipe = load_recipe(_toy_recipe(tmp_path, monkeypatch), overrides)
+    with pytest.raises(RecipeError, match=message) as error:
+        plan(recipe, build_task(recipe))
+    assert "\n" not in str(error.value)
+
+
+def test_preflight_refuses_a_builder_without_bypass(tmp_path, monkeypatch):
+    path = _toy_recipe(tmp_path, monkeypatch)
+    recipe = load_recipe(path, [f"student.model={__name__}:toy_net_fixed"])
+    with pytest.raises(RecipeError, match=r"search.bypass: the student with \['gate', 'refine', 'fuse'\] bypassed "
+                                          r"cannot be built \(student.model '.*:toy_net_fixed' must accept "
+                                          r"bypass=\[\.\.\.\]\): TypeError"):
+        plan(recipe, build_task(recipe))
+
+
+def test_the_builder_must_really_bypass(tmp_path, monkeypatch):
+    path = _toy_recipe(tmp_path, monkeypatch)
+    recipe = load_recipe(path, [f"student.model={__name__}:toy_net_ignoring"])
+    with pytest.raises(RecipeError, match=r"search.bypass: student.model '.*' ignored bypass="):
+        plan(recipe, build_task(recipe))
+
+
+def toy_net_ignoring(num_classes: int = 4, bypass: tuple[str, ...] | list[str] = ()) -> ToyNet:
+    return ToyNet(num_classes)
