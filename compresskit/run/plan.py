@@ -174,16 +174,20 @@ def require_budget(recipe: Recipe, reachable: tuple[int, int]) -> None:
     """Raise a :class:`RecipeError` when the ``reachable`` parameter range misses ``search.budget``."""
     fewest, most = reachable
     budget = recipe.search.budget
-    if fewest > budget.max_params or most < budget.min_params:
+    if not _meets_budget(recipe, reachable):
         raise RecipeError(
             f"{recipe.source}: search.budget [{budget.min_params}, {budget.max_params}] cannot be met: "
             f"rates within the layer-group bounds give {fewest:,} to {most:,} parameters")
 
 
 def check_budget(plan: Plan) -> None:
-    """With a search, some rates inside the layer-group bounds must meet ``search.budget``; with
-    ``search.bypass``, the reachable range spans every subset of the candidate blocks bypassed (one
-    ``find_groups`` per subset, ``2 ** len(search.bypass)``)."""
+    """With a search, some rates inside the layer-group bounds must meet ``search.budget``.
+
+    With ``search.bypass``, subsets of the candidate blocks bypassed are tried too (none, all, then the
+    others), until one's range meets the budget; ``reachable`` spans those tried. Each costs one
+    ``find_groups`` on the reduced student (~20 s for Nano-B on a busy 2-core machine); a budget no subset
+    meets tries all ``2 ** len(search.bypass)``.
+    """
     from compresskit.budget import ParamPredictor
 
     if not plan.specs or plan.selection is None:
@@ -191,16 +195,24 @@ def check_budget(plan: Plan) -> None:
     predictor = ParamPredictor(plan.models["student"], plan.groups)
     plan.reachable = reachable_params(predictor, plan.selection.bounds)
     blocks = list(plan.recipe.search.bypass)
-    if blocks:  # every subset of the candidate blocks bypassed (a bypass may leave a set unprunable)
+    if blocks and not _meets_budget(plan.recipe, plan.reachable):
         from compresskit.run.bypass_choice import Reductions
 
         reductions = Reductions(plan.models["student"], plan.groups, plan.selection.find, plan.task.example_inputs())
-        subsets = [[b for i, b in enumerate(blocks) if mask >> i & 1] for mask in range(1 << len(blocks))]
-        ranges = [reachable_params(lambda rates, s=subset: reductions.params(rates, s), plan.selection.bounds)
-                  for subset in subsets]
-        plan.reachable = (min(low for low, _ in ranges), max(high for _, high in ranges))
+        masks = [(1 << len(blocks)) - 1, *range(1, (1 << len(blocks)) - 1)]  # a bypass may leave a set unprunable
+        for mask in masks:
+            subset = [block for i, block in enumerate(blocks) if mask >> i & 1]
+            low, high = reachable_params(lambda rates, s=subset: reductions.params(rates, s), plan.selection.bounds)
+            plan.reachable = (min(plan.reachable[0], low), max(plan.reachable[1], high))
+            if _meets_budget(plan.recipe, (low, high)):
+                break
     if plan.recipe.search.enabled:
         require_budget(plan.recipe, plan.reachable)
+
+
+def _meets_budget(recipe: Recipe, reachable: tuple[int, int]) -> bool:
+    budget = recipe.search.budget
+    return reachable[0] <= budget.max_params and reachable[1] >= budget.min_params
 
 
 def check_latency_budget(plan: Plan) -> None:
