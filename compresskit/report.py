@@ -168,6 +168,8 @@ def _rates(run: RunFiles, plots: Path) -> list[str]:
     if "predicted_params" in rates:
         lines.append(f"Predicted parameters: {rates['predicted_params']:,}; best objective "
                      f"{rates.get('objective', float('nan')):.4f} over {rates.get('trials', '?')} trials.")
+    if "bypass" in rates:  # search.bypass: the blocks the search switched off
+        lines.append(f"Bypassed blocks: {', '.join(rates['bypass']) or 'none'}.")
     lines += [""] + _table(["layer group", "rate"], [[k, f"{v:.3f}"] for k, v in rates["rates"].items()])
     return lines + [""]
 

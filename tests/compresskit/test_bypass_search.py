@@ -167,12 +167,14 @@ def test_a_toy_run_picks_blocks_and_its_final_model_rebuilds_without_them(tmp_pa
     assert pruned["builder_kwargs"]["bypass"] == rates["bypass"]
     trials = json.loads((run_dir / "search.json").read_text())["trials"]
     assert all(set(t["rates"]) == {"trunk", "refine", *[f"bypass:{b}" for b in BLOCKS]} for t in trials)
-    assert (run_dir / "model.onnx").exists() and (run_dir / "report.md").exists()
+    assert (run_dir / "model.onnx").exists()
+    assert f"Bypassed blocks: {', '.join(rates['bypass'])}." in (run_dir / "report.md").read_text()
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["search.bypass=[gate, down]"], r"search.bypass: 'down' is not declared bypassable \(ToyNet.bypassable: "),
     (["search.bypass=[gate, gate]"], r"search.bypass: 'gate' is listed twice"),
+    (["student.model_args={bypass: [gate]}"], r"search.bypass: 'gate' is already bypassed by student.model_args"),
     (["search.budget.max_latency_ms=5"], r"search.bypass: needs search.enabled and no latency budget"),
     (["search.enabled=false", "prune.rates={trunk: 0.2}"], r"search.bypass: needs search.enabled"),
 ])
