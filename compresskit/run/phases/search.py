@@ -78,8 +78,9 @@ class SearchProblem:
     Attributes:
         objective: Validation loss of the distilled student after a one-shot prune at
             ``rates`` and ``search.trial.epochs`` of fine-tuning on ``search.trial.subset``.
-        bounds: Rate bounds per layer group.
-        predict_params: Exact parameter count of the pruned student for given rates.
+        bounds: Rate bounds per layer group, plus ``bypass:<block>`` dimensions with ``search.bypass``.
+        predict_params: Exact parameter count of the pruned student for a point of ``bounds`` (rates
+            and, with ``search.bypass``, the blocks it bypasses).
         budget: ``(min_params, max_params)``.
         latency: With a latency budget, the calibrated ``compresskit.latency.LatencyBudget``.
     """
