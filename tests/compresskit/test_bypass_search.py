@@ -24,22 +24,11 @@ from compresskit.run.context import ModelSource
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.plan import plan
 
+from test_bypass import Fuse, Gate  # the same toy blocks as the bypass tests
 from test_pipeline import REPO, TOY, quiet, write_recipe
 
 BLOCKS = ["gate", "refine", "fuse"]
 BUILDER = f"{__name__}:toy_net"
-
-
-class Gate(nn.Module):
-    """A CBAM-like channel gate."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // 4, 1)
-        self.fc2 = nn.Conv2d(channels // 4, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(x.mean(dim=(2, 3), keepdim=True)))))
 
 
 class Residual(nn.Module):
@@ -53,18 +42,6 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(torch.relu(self.bn1(self.conv1(x))))
-
-
-class Fuse(nn.Module):
-    """Adds a refined coarse level to the fine one (``[fine, coarse] -> fine + ...``)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.refine = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        fine, coarse = levels
-        return fine + self.refine(nn.functional.interpolate(coarse, size=fine.shape[-2:]))
 
 
 class ToyNet(nn.Module):
