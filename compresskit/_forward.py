@@ -1,21 +1,35 @@
-"""One observing forward pass: a model run once in eval mode, without gradients, with forward hooks.
+"""Observing forward passes: a model run in eval mode, without gradients, its mode restored afterwards.
 
-Several modules look inside a model by running it once with hooks on some layers (output sizes for the
-latency features, bypass shape checks). :func:`forward_with_hooks` is that pattern written once: the
-model's train/eval mode is restored and every hook removed, whatever the forward raises.
+:func:`evaluating` is that context written once (parity checks, MAC counting, input checks, validation
+losses, tracing fallbacks); :func:`forward_with_hooks` adds forward hooks on some layers for one pass
+(output sizes for the latency features, bypass shape checks). The model's train/eval mode is restored and
+every hook removed, whatever the forward raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["forward_with_hooks"]
+__all__ = ["evaluating", "forward_with_hooks"]
 
 ForwardHook = Callable[[nn.Module, Any, Any], None]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode under ``torch.no_grad()``; its ``training`` flag is restored on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def forward_with_hooks(model: nn.Module, inputs: Sequence[torch.Tensor],
@@ -29,12 +43,9 @@ def forward_with_hooks(model: nn.Module, inputs: Sequence[torch.Tensor],
             for this forward only.
     """
     handles = [module.register_forward_hook(hook) for module, hook in hooks]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             model(*inputs)
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch_pruning as tp
 from torch import nn
 from torch_pruning import ops as tp_ops
 
 from ._coupling import Diverged, Protected, coupled_set, to_raw_group
 from ._depgraph import build_graph
+from ._forward import evaluating
 from ._heads import head_groups
 from ._sets import RawGroup, merge_overlapping, split_into_cells
 from ._surgery import run_model
@@ -87,12 +87,8 @@ def trace_groups(model: nn.Module, example_inputs: Any, protected: set[str]) -> 
 
 def _untraceable(model: nn.Module, example_inputs: Any, protected: set[str], error: Exception) -> list[RawGroup]:
     """One empty set per conv/linear with the graph builder's error, after checking the model runs."""
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            run_model(model.eval(), example_inputs)  # a bad input raises its own error here
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        run_model(model, example_inputs)  # a bad input raises its own error here
     reason = f"Torch-Pruning's graph builder failed on this model: {type(error).__name__}: {error}"
     return [
         RawGroup(name, axis_size(module, OUT) or 0, [], reason, protected=name in protected)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._forward import evaluating
 from .layers import ConvRule, LinearRule, rule_for
 
 __all__ = ["check_forward", "describe", "layer_table"]
@@ -73,18 +74,14 @@ def check_forward(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         ValueError: The model rejects the input (one line: the shape, the first line of the
             model's error, and the fix).
     """
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             model(*inputs)
     except Exception as error:  # noqa: BLE001 - the model rejects this input: the user's to fix
         shape = ",".join(str(v) for v in inputs[0].shape)
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"the model does not accept an input of shape {shape} ({type(error).__name__}: "
                          f"{first[:200]}); give --input-shape as the model expects, e.g. 1,3,224,224") from None
-    finally:
-        model.train(was_training)
 
 
 def describe(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None,

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._forward import evaluating
+
 __all__ = ["Inputs", "as_tuple", "max_difference", "named_outputs", "output_name", "torch_outputs"]
 
 #: One tensor, or a sequence of tensors passed positionally.
@@ -82,13 +84,8 @@ def named_outputs(output: Any, prefix: str = "output") -> list[tuple[str, Tensor
 
 def torch_outputs(model: nn.Module, inputs: tuple[Tensor, ...]) -> list[tuple[str, Tensor]]:
     """:func:`named_outputs` of ``model(*inputs)`` in eval mode without gradients (mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return named_outputs(model(*inputs))
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        return named_outputs(model(*inputs))
 
 
 def max_difference(name: str, actual: np.ndarray, expected: np.ndarray, atol: float) -> float:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._forward import evaluating
 from ._surgery import run_model
 from .groups import ChannelGroup, cell_removal_counts, channels_to_remove
 from .layers import BOTH, IN, OUT, Axis, ParamCount, rule_for
@@ -54,14 +55,9 @@ def count_macs(model: nn.Module, example_inputs: Any) -> int:
         >>> count_macs(nn.Conv2d(3, 8, 3, padding=1, bias=False), torch.randn(1, 3, 4, 4))
         3456
     """
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            run_model(model, example_inputs)
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with evaluating(model), counter:
+        run_model(model, example_inputs)
     return counter.get_total_flops() // 2
 
 

@@ -46,7 +46,6 @@ class Plan:
         task: The task built from it.
         models: ``"teacher"`` / ``"student"`` -> a freshly built model.
         selection: The layer groups (recipe's ``prune.groups`` or the task's defaults) and protected patterns.
-        specs: The layer-group specs (``selection.specs``).
         groups: The student's channel groups.
         reachable: ``(fewest, most)`` parameters reachable inside the layer-group bounds.
         latency: With a latency budget: its limit, the unpruned and reachable milliseconds.
@@ -59,13 +58,17 @@ class Plan:
     task: Task
     models: dict[str, nn.Module] = field(default_factory=dict)
     selection: GroupSelection | None = None
-    specs: list[Any] = field(default_factory=list)
     groups: list[Any] = field(default_factory=list)
     reachable: tuple[int, int] | None = None
     latency: dict[str, Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
     checked: list[str] = field(default_factory=list)
+
+    @property
+    def specs(self) -> list[Any]:
+        """The layer-group specs of :attr:`selection` (empty before the groups check ran)."""
+        return list(self.selection.specs) if self.selection is not None else []
 
     def build(self, which: str) -> nn.Module:
         """A freshly built ``teacher`` or ``student`` model."""
@@ -107,7 +110,6 @@ def check_checkpoints(plan: Plan) -> None:
 def check_groups(plan: Plan) -> None:
     """Find the student's channel groups (an unknown or overlapping pattern fails here)."""
     plan.selection = group_selection(plan.recipe, plan.task)
-    plan.specs = list(plan.selection.specs)
     if plan.specs:
         plan.groups = plan.selection.find(plan.models["student"], plan.task.example_inputs())
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from compresskit import distributed
+from compresskit._forward import evaluating
 from compresskit.recipe import TrainConfig
 from compresskit.run.workspace import RunDirError, Workspace, reconcile_metrics
 from compresskit.task import Task
@@ -194,13 +195,11 @@ def validation_loss(task: Task, model: nn.Module, batch_size: int, max_batches: 
 @torch.no_grad()
 def loader_loss(task: Task, model: nn.Module, loader: Iterable[Any], max_batches: int | None = None) -> float:
     """Mean task loss of ``model`` (in eval mode) over the first ``max_batches`` batches of ``loader``."""
-    was_training = model.training
-    model.eval()
     losses = []
-    for index, batch in enumerate(loader):
-        if max_batches is not None and index >= max_batches:
-            break
-        loss, _ = task.task_loss(model(*task.inputs(batch)), batch)
-        losses.append(float(loss))
-    model.train(was_training)
+    with evaluating(model):
+        for index, batch in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            loss, _ = task.task_loss(model(*task.inputs(batch)), batch)
+            losses.append(float(loss))
     return sum(losses) / max(1, len(losses))
