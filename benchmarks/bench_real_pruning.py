@@ -166,6 +166,22 @@ class Results:
 # pruning methods: each returns (pruned model, details)
 
 
+def data_overrides(data: Path, crop: int = 320, train_size: int | None = None) -> list[str]:
+    """Recipe overrides every real-faces run shares: 1 thread, crop size, the shared slice, the released weights.
+
+    ``task_args.val_size=2`` keeps the pipeline's own per-phase evaluations cheap; the AP reported here is
+    :func:`official_ap` on all dev images.
+    """
+    widerface = data / "widerface"
+    return ["threads=1", f"task_args.image_size={crop}",
+            f"task_args.train_size={'null' if train_size is None else train_size}", "task_args.val_size=2",
+            f"task_args.train_labels={widerface}/retinaface_labels/train_label.txt",
+            f"task_args.train_images={widerface}/WIDER_train/images",
+            f"task_args.val_labels={widerface}/retinaface_labels/val_label.txt",
+            f"task_args.val_images={widerface}/WIDER_val/images", f"task_args.gt_dir={widerface}/ground_truth",
+            f"teacher.checkpoint={data}/weights/retinaface_mnet025_official.pth"]
+
+
 def released(data: Path) -> nn.Module:
     return models.build_model(MODEL, weights=data / "weights" / "retinaface_mnet025_official.pth")
 
@@ -446,15 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.methods = args.methods.split(",")
     data = args.data
     overrides = [
-        "threads=1", f"task_args.image_size={args.crop}",
-        f"task_args.train_size={'null' if args.train_size is None else args.train_size}",
-        "task_args.val_size=2",  # the pipeline's own per-phase evaluations: cheap; AP here is official_ap
-        f"task_args.train_labels={data}/widerface/retinaface_labels/train_label.txt",
-        f"task_args.train_images={data}/widerface/WIDER_train/images",
-        f"task_args.val_labels={data}/widerface/retinaface_labels/val_label.txt",
-        f"task_args.val_images={data}/widerface/WIDER_val/images",
-        f"task_args.gt_dir={data}/widerface/ground_truth",
-        f"teacher.checkpoint={data}/weights/retinaface_mnet025_official.pth",
+        *data_overrides(data, args.crop, args.train_size),
         f"finetune.epochs={args.finetune_epochs}",
         f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}",
         f"search.initial_points={max(2, args.trials // 2)}", f"search.iterations={max(0, args.trials - max(2, args.trials // 2))}",

@@ -40,14 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
         train = _BatchNorm.train
         _BatchNorm.train = lambda self, mode=True: train(self, False)  # type: ignore[method-assign]
-    data, widerface = args.data, args.data / "widerface"
-    overrides = ["threads=1", "task_args.image_size=320", "task_args.train_size=null", "task_args.val_size=2",
-                 f"task_args.train_labels={widerface}/retinaface_labels/train_label.txt",
-                 f"task_args.train_images={widerface}/WIDER_train/images",
-                 f"task_args.val_labels={widerface}/retinaface_labels/val_label.txt",
-                 f"task_args.val_images={widerface}/WIDER_val/images", f"task_args.gt_dir={widerface}/ground_truth",
-                 f"teacher.checkpoint={data}/weights/retinaface_mnet025_official.pth",
-                 f"finetune.epochs={args.epochs}", "export.onnx=false", *args.extra]
+    data = args.data
+    overrides = [*bench.data_overrides(data), f"finetune.epochs={args.epochs}", "export.onnx=false", *args.extra]
     model = bench.released(data)
     start = time.time()
     seconds = bench.finetune(model, overrides, Path(f"/tmp/finetune_control_{args.tag}"))

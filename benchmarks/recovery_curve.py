@@ -72,14 +72,8 @@ def finetune_with_curve(model: nn.Module, method: str, args: argparse.Namespace)
     run_dir = args.work / f"recovery_{method}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    widerface = args.data / "widerface"
-    overrides = ["threads=1", "task_args.image_size=320", "task_args.train_size=null", "task_args.val_size=2",
-                 f"task_args.train_labels={widerface}/retinaface_labels/train_label.txt",
-                 f"task_args.train_images={widerface}/WIDER_train/images",
-                 f"task_args.val_labels={widerface}/retinaface_labels/val_label.txt",
-                 f"task_args.val_images={widerface}/WIDER_val/images", f"task_args.gt_dir={widerface}/ground_truth",
-                 f"teacher.checkpoint={args.data}/weights/retinaface_mnet025_official.pth",
-                 f"finetune.epochs={args.epochs}", "export.onnx=false", f"run_dir={run_dir}"]
+    overrides = [*bench.data_overrides(args.data), f"finetune.epochs={args.epochs}", "export.onnx=false",
+                 f"run_dir={run_dir}"]
     recipe = load_recipe(bench.RECIPE, overrides)
     task = pipeline.build_task(recipe)
     ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=task, log=lambda m: print(m, flush=True))
