@@ -355,6 +355,9 @@ def finetune(model: nn.Module, overrides: Sequence[str], run_dir: Path) -> float
     recipe = load_recipe(RECIPE, [*overrides, f"run_dir={run_dir}"])
     ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=pipeline.build_task(recipe),
                               log=lambda m: print(m, flush=True))
+    if "finetune" in recipe.distill.phases:  # distil from the recipe's teacher (the released model)
+        torch.save(models.build_model(MODEL, weights=Path(recipe.teacher.checkpoint)).state_dict(),
+                   run_dir / "teacher.pt")
     pipeline.seed_everything(pipeline.phase_seed(recipe.seed, "finetune"))
     start = time.perf_counter()
     pipeline.finetune_model(ctx, model, evaluate=False)

@@ -4,7 +4,8 @@ The control row of ``bench_real_pruning.py``, one setting at a time: the release
 ``recipes/retinaface_wider.yaml`` fine-tune (2 epochs, 320 px crops, the 1,008-image train slice, 1 thread,
 seeded as the pipeline's finetune phase) and are scored with the official protocol on the 194 dev images.
 ``--freeze-bn`` keeps every BatchNorm layer in eval mode while training (running statistics frozen; an
-ablation, not a recipe option).
+ablation, not a recipe option). ``--start RUN/pruned.pt`` fine-tunes a pruned model of the bench instead
+of the released one (e.g. ``benchmarks/logs/real_pruning_runs/compresskit_0.5/pruned.pt``).
 
     .venv/bin/python benchmarks/finetune_control.py --tag adamw1e4 --set finetune.lr=1.0e-4 [--freeze-bn]
 """
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze-bn", action="store_true")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--start", type=Path, help="a pruned.pt / final.pt to fine-tune (default: released)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "finetune_control.jsonl")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -42,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         _BatchNorm.train = lambda self, mode=True: train(self, False)  # type: ignore[method-assign]
     data = args.data
     overrides = [*bench.data_overrides(data), f"finetune.epochs={args.epochs}", "export.onnx=false", *args.extra]
-    model = bench.released(data)
+    model = bench.released(data) if args.start is None else bench.load_pruned(args.start, trust=[bench.BUILDER])
     start = time.time()
     seconds = bench.finetune(model, overrides, Path(f"/tmp/finetune_control_{args.tag}"))
-    row = {"tag": args.tag, "freeze_bn": args.freeze_bn, "set": args.extra, "finetune_s": seconds,
+    row = {"tag": args.tag, "start": str(args.start or "released"), "freeze_bn": args.freeze_bn, "set": args.extra, "finetune_s": seconds,
            "total_s": round(time.time() - start), "ap": bench.official_ap(model, data)}
     print(json.dumps(row), flush=True)
     with args.out.open("a") as file:

@@ -119,9 +119,9 @@ class _Raw:
 class _AugmentedItems(Dataset):
     """``dataset[(index, seed)]``: item ``index`` augmented with a generator seeded by ``seed``."""
 
-    def __init__(self, raw: _Raw, indices: Sequence[int], image_size: int) -> None:
+    def __init__(self, raw: _Raw, indices: Sequence[int], image_size: int, crop_scale: float = 1.0) -> None:
         self.raw, self.indices = raw, list(indices)
-        self.transform = TrainTransform(image_size, seed=0)
+        self.transform = TrainTransform(image_size, seed=0, crop_scale=crop_scale)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -207,6 +207,9 @@ class FeatherFaceTask:
         eval_size: Evaluation input side (``None``: ``image_size``), or ``"original"``: each validation
             image at its own size, unpadded (the WIDER FACE protocol; ``val_loader`` stays square at
             ``image_size``).
+        crop_scale: Factor on the training crop sides (:class:`TrainTransform`): ``image_size / 640``
+            trains on faces of the pixel size they have in 640 px training and at original-size
+            evaluation, at a fraction of the cost; 1 (RetinaFace) shrinks faces with ``image_size``.
 
     Example:
         >>> task = FeatherFaceTask("synthetic", image_size=160, train_size=32, val_size=8)
@@ -219,7 +222,7 @@ class FeatherFaceTask:
     def __init__(self, data: str = "synthetic", image_size: int = 320, train_size: int | None = 2000,
                  val_size: int | None = 200, seed: int = 0, train_labels: str | None = None,
                  val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | str | None = None,
-                 train_images: str | None = None, val_images: str | None = None) -> None:
+                 train_images: str | None = None, val_images: str | None = None, crop_scale: float = 1.0) -> None:
         if data not in ("synthetic", "widerface"):
             raise ValueError(f"data must be 'synthetic' or 'widerface', got {data!r}")
         if image_size < 32 or image_size % 32:
@@ -227,7 +230,10 @@ class FeatherFaceTask:
         if eval_size is not None and eval_size != "original" and (
                 not isinstance(eval_size, int) or eval_size < 32 or eval_size % 32):
             raise ValueError(f"eval_size must be a multiple of 32 (>= 32) or 'original', got {eval_size!r}")
+        if not isinstance(crop_scale, (int, float)) or not 0 < crop_scale <= 1:
+            raise ValueError(f"crop_scale must be a number in (0, 1], got {crop_scale!r}")
         self.image_size = image_size
+        self.crop_scale = float(crop_scale)
         self.eval_original = eval_size == "original"
         self.eval_size = image_size if eval_size in (None, "original") else int(eval_size)
         self._parsed: dict[str, tuple[str, ParseResult]] = {}  # split -> (label file, parse), widerface only
@@ -330,7 +336,7 @@ class FeatherFaceTask:
         batches (and a loss over them) are identical on every call; validation images are never read.
         """
         _, heldout = self.heldout_split(fraction, seed)
-        items = _AugmentedItems(self._train, heldout, self.image_size)
+        items = _AugmentedItems(self._train, heldout, self.image_size, self.crop_scale)
         keys = [(position, seed * 100_003 + index) for position, index in enumerate(heldout)]
         return DataLoader(_Keyed(items, keys), batch_size=batch_size, shuffle=False, collate_fn=detection_collate)
 
@@ -342,7 +348,7 @@ class FeatherFaceTask:
             count = max(1, int(len(indices) * subset))
             order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
             indices = sorted(indices[i] for i in order[:count].tolist())
-        items = _AugmentedItems(self._train, indices, self.image_size)
+        items = _AugmentedItems(self._train, indices, self.image_size, self.crop_scale)
         return DataLoader(items, batch_size=batch_size, sampler=_SeededShuffle(len(items)),
                           collate_fn=detection_collate)
 

@@ -59,3 +59,30 @@ def test_train_transform_output_contract_and_determinism():
             assert (with_landmarks[:, 4] <= with_landmarks[:, 6]).all()  # left eye left of right eye
     assert all(torch.equal(a[0], b[0]) for a, b in zip(runs[0], runs[1]))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(runs[0], runs[2]))
+
+
+def test_crop_scale_scales_every_crop_side_and_keeps_face_pixel_size():
+    image = np.zeros((400, 600, 3), np.uint8)
+    targets = np.array([_face(180, 180, 200, 204)], np.float32)  # one 20 x 24 face: every crop side fits it
+    for scale in (1.0, 0.5):
+        rng = np.random.default_rng(3)
+        sides = {random_crop(image, targets, rng, crop_scale=scale)[0].shape[0] for _ in range(200)}
+        assert sides == {int(s * scale * 400) for s in (0.3, 0.45, 0.6, 0.8, 1.0)}
+    # at image_size 320 with crop_scale 0.5 a face has the pixel sizes it has at 640 with crop_scale 1
+    def face_widths(size, scale):
+        return {round(20 * size / (s * scale * 400)) for s in (0.3, 0.45, 0.6, 0.8, 1.0)}
+
+    assert face_widths(320, 0.5) == face_widths(640, 1.0) != face_widths(320, 1.0)
+    for size, scale in ((640, 1.0), (320, 0.5), (320, 1.0)):
+        transform = TrainTransform(size, seed=11, crop_scale=scale)
+        widths = {round(float(boxes[0, 2] - boxes[0, 0]) * size) for _, boxes in
+                  (transform(image, targets) for _ in range(40))}
+        assert widths <= face_widths(size, scale) and len(widths) >= 3, (size, scale, widths)
+
+
+def test_crop_scale_outside_0_1_is_refused():
+    import pytest
+
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="crop_scale"):
+            TrainTransform(320, crop_scale=bad)

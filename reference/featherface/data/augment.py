@@ -1,7 +1,9 @@
 """RetinaFace training augmentation (Deng et al., CVPR 2020; the ``preproc`` of Pytorch_Retinaface,
 also used by FeatherFace):
 
-1. random square crop: side = ``s * min(H, W)`` with ``s`` from (0.3, 0.45, 0.6, 0.8, 1.0); a crop is
+1. random square crop: side = ``s * crop_scale * min(H, W)`` with ``s`` from (0.3, 0.45, 0.6, 0.8, 1.0)
+   (``crop_scale`` 1 in RetinaFace; 0.5 at ``image_size`` 320 gives faces the pixel size they have in
+   640 px training, on a smaller field of view); a crop is
    accepted when at least one face lies entirely inside it; faces whose centre is inside are kept and
    clipped to it (landmarks shifted and clamped); 250 tries, else the whole image (later padded square);
 2. photometric distortion: brightness (+-32), contrast (x0.5-1.5), saturation (x0.5-1.5), hue (+-18),
@@ -30,7 +32,8 @@ MIRROR_ORDER = (1, 0, 2, 4, 3)  # left eye <-> right eye, nose, left mouth <-> r
 INTERPOLATIONS = (cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_LANCZOS4)
 
 
-def random_crop(image: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, bool]:
+def random_crop(image: np.ndarray, targets: np.ndarray, rng: np.random.Generator,
+                crop_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, bool]:
     """Step 1. Returns ``(image, targets, cropped)``; ``cropped`` is False when every try failed."""
     height, width = image.shape[:2]
     if len(targets) == 0:
@@ -38,7 +41,7 @@ def random_crop(image: np.ndarray, targets: np.ndarray, rng: np.random.Generator
     boxes = targets[:, :4]
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     for _ in range(CROP_TRIES):
-        side = int(rng.choice(CROP_SCALES) * min(height, width))
+        side = max(1, int(rng.choice(CROP_SCALES) * crop_scale * min(height, width)))
         left = 0 if width == side else int(rng.integers(width - side))
         top = 0 if height == side else int(rng.integers(height - side))
         roi = np.array([left, top, left + side, top + side], dtype=np.float32)
@@ -114,6 +117,8 @@ class TrainTransform:
 
     Args:
         image_size: output side (640 for WIDER FACE training, 320 for the fast embedded run).
+        crop_scale: factor on every crop side, in (0, 1]. ``image_size / 640`` keeps the face sizes (in
+            pixels) of 640 px training at a smaller ``image_size``; 1 (RetinaFace) shrinks them with it.
         seed: seed of the generator (None: fresh OS entropy, different in every worker).
         mean: BGR mean subtracted.
 
@@ -122,16 +127,20 @@ class TrainTransform:
         >>> image, targets = transform(image_bgr, targets_px)  # doctest: +SKIP
     """
 
-    def __init__(self, image_size: int = 640, seed: int | None = None, mean: tuple[float, float, float] = BGR_MEAN) -> None:
+    def __init__(self, image_size: int = 640, seed: int | None = None, mean: tuple[float, float, float] = BGR_MEAN,
+                 crop_scale: float = 1.0) -> None:
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if not 0 < crop_scale <= 1:
+            raise ValueError(f"crop_scale must be in (0, 1], got {crop_scale}")
         self.image_size = image_size
+        self.crop_scale = crop_scale
         self.mean = mean
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, image_bgr: np.ndarray, targets: np.ndarray) -> tuple[Tensor, Tensor]:
         targets = np.asarray(targets, dtype=np.float32).reshape(-1, 15)
-        image, targets, cropped = random_crop(image_bgr, targets, self.rng)
+        image, targets, cropped = random_crop(image_bgr, targets, self.rng, self.crop_scale)
         image = photometric_distort(image, self.rng)
         if not cropped:
             image = pad_to_square(image, self.mean)
