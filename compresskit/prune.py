@@ -27,7 +27,8 @@ Caveats:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+import copy
 from dataclasses import dataclass, field
 import sys
 import types
@@ -309,6 +310,7 @@ def prune(
     protect: Sequence[str] = (),
     importance: str | Importance = "fpgm",
     verify: bool = True,
+    calibration: Iterable[Any] | None = None,
 ) -> nn.Module:
     """One-shot structured pruning: rank, zero and remove in one call (in place).
 
@@ -321,6 +323,9 @@ def prune(
         importance: A name in ``IMPORTANCES`` or a callable.
         verify: Check soft-zeroed vs pruned outputs (float64 copy) before changing the model;
             raise ``ValueError`` rather than return a model that differs.
+        calibration: Inputs (no labels) to refit the remaining weights on before removal, so that each
+            dense layer reproduces the unpruned model's output (:func:`compresskit.reconstruct.reconstruct`);
+            ``None``: the kept weights are left as they are.
 
     Returns:
         ``model``, pruned.
@@ -334,8 +339,13 @@ def prune(
         raise ValueError(f"protect={protect!r} is only used when groups are found here; pass it to find_groups")
     if _model_of(groups) not in (None, model):
         raise ValueError("groups were found on a different model")
+    reference = None if calibration is None else copy.deepcopy(model)
     pruner = SoftFPGM(groups, schedule=_constant_rates(rates), importance=importance)
     pruner.step(0)
+    if reference is not None:
+        from compresskit.reconstruct import reconstruct
+
+        reconstruct(model, reference, calibration, on_layer_done=pruner.rezero)
     pruner.apply(verify=verify)
     return model
 

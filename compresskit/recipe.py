@@ -29,13 +29,14 @@ from compresskit.config.errors import RecipeError
 from compresskit.config.load import checkpoint_path, load_recipe
 from compresskit.config.resolve import TASKS, ensure_cwd_importable, resolve_object, resolve_task
 from compresskit.config.schema import (BudgetConfig, DistillConfig, ExportConfig, LatencyConfig, LayerGroupConfig,
-                                       PruneConfig, QuantizeConfig, Recipe, ScheduleConfig, SearchConfig,
+                                       PruneConfig, QuantizeConfig, Recipe, ReconstructConfig, ScheduleConfig,
+                                       SearchConfig,
                                        StudentConfig, TeacherConfig, TrainConfig, TrialConfig, recipe_to_dict)
 from compresskit.config.validate import validate_recipe
 
 __all__ = [  # the schema, then the functions
     "BudgetConfig", "DistillConfig", "ExportConfig", "LatencyConfig", "LayerGroupConfig", "PruneConfig",
-    "QuantizeConfig", "Recipe", "ScheduleConfig", "SearchConfig", "StudentConfig", "TeacherConfig", "TrainConfig",
+    "QuantizeConfig", "Recipe", "ReconstructConfig", "ScheduleConfig", "SearchConfig", "StudentConfig", "TeacherConfig", "TrainConfig",
     "TrialConfig", "RecipeError", "TASKS", "apply_overrides", "checkpoint_path", "ensure_cwd_importable",
     "load_recipe", "parse_override", "recipe_to_dict", "resolve_object", "resolve_task", "validate_recipe",
 ]

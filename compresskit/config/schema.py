@@ -25,6 +25,7 @@ __all__ = [
     "PruneConfig",
     "QuantizeConfig",
     "Recipe",
+    "ReconstructConfig",
     "ScheduleConfig",
     "SearchConfig",
     "StudentConfig",
@@ -244,6 +245,23 @@ class ScheduleConfig(TrainConfig):
 
 
 @dataclass(frozen=True)
+class ReconstructConfig:
+    """One-shot pruning's least-squares refit of each dense layer to the unpruned student's output.
+
+    Attributes:
+        batches: Calibration batches from the task's training loader (inputs only; labels are not used).
+        batch_size: Images per calibration batch.
+        positions: Output positions sampled per batch and convolution.
+        ridge: Damping, relative to the mean of ``diag(X^T X)``.
+    """
+
+    batches: int = field(default=8, metadata=AT_LEAST_ONE)
+    batch_size: int = field(default=8, metadata=AT_LEAST_ONE)
+    positions: int = field(default=2048, metadata=AT_LEAST_ONE)
+    ridge: float = field(default=1e-4, metadata=POSITIVE)
+
+
+@dataclass(frozen=True)
 class PruneConfig:
     """Which channels may be pruned, how they are ranked, and the soft phase.
 
@@ -256,6 +274,8 @@ class PruneConfig:
         schedule: The soft-pruning training phase.
         channel_multiple: Kept channels are rounded up to a multiple of this (e.g. 4, 8, 16:
             hardware-friendly widths; ``compresskit.groups.round_channels``); 1: no rounding.
+        reconstruct: Refit the kept weights by least squares before removal (one-shot pruning only:
+            ``schedule.epochs: 0``); ``null``: off.
     """
 
     importance: Literal["fpgm", "magnitude"] = "fpgm"
@@ -264,6 +284,7 @@ class PruneConfig:
     rates: dict[str, float] | None = field(default=None, metadata=RATE)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     channel_multiple: int = field(default=1, metadata=AT_LEAST_ONE)
+    reconstruct: ReconstructConfig | None = None
 
 
 @dataclass(frozen=True)

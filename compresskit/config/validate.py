@@ -227,6 +227,10 @@ def _check_prune(recipe: Recipe) -> None:
     if schedule.end is not None and schedule.end > schedule.epochs:
         raise InvalidValue(("prune", "schedule", "end"),
                            f"must be <= prune.schedule.epochs ({schedule.epochs}), got {schedule.end}")
+    if recipe.prune.reconstruct is not None and schedule.epochs > 0:
+        raise InvalidValue(("prune", "reconstruct"),
+                           f"needs one-shot pruning (prune.schedule.epochs: 0; after soft-pruning epochs the "
+                           f"layers no longer match the unpruned model), got prune.schedule.epochs: {schedule.epochs}")
 
 
 def cross_checks(recipe: Recipe) -> None:

@@ -74,7 +74,8 @@ def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:
     """The soft-pruning phase reads ``prune`` (groups, schedule, importance) and ``distill`` when listed."""
     return soft_prune.Config(student_source(recipe), group_selection(recipe, task), recipe.prune.schedule,
                              importance=recipe.prune.importance, distillation=distillation(recipe, "soft_prune"),
-                             seed=recipe.seed, rates=None if recipe.search.enabled else recipe.prune.rates)
+                             seed=recipe.seed, rates=None if recipe.search.enabled else recipe.prune.rates,
+                             reconstruct=recipe.prune.reconstruct)
 
 
 def finetune_config(recipe: Recipe, task: Task) -> finetune.Config:

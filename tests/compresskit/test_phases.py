@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from compresskit.groups import LayerGroupSpec
-from compresskit.recipe import (BudgetConfig, QuantizeConfig, RecipeError, ScheduleConfig, SearchConfig, TrainConfig, TrialConfig,
+from compresskit.recipe import (BudgetConfig, QuantizeConfig, RecipeError, ReconstructConfig, ScheduleConfig, SearchConfig, TrainConfig, TrialConfig,
                                 load_recipe)
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation
@@ -200,6 +200,36 @@ def test_soft_prune_takes_fixed_recipe_rates_without_rates_json(workspace, task)
     assert not workspace.path("rates.json").exists()
     assert summary["rates"] == {"stem_stage1": 0.0, "stage2": 0.5, "stage3": 0.0}
     assert workspace.read_json("schedule.json")["rates"] == {"stem_stage1": [0.0], "stage2": [0.5], "stage3": [0.0]}
+
+
+def test_one_shot_soft_prune_with_reconstruct_refits_the_kept_weights_towards_the_student(workspace, task):
+    """``prune.reconstruct`` (zero epochs): kept weights refit to the unpruned student's layer outputs;
+    pruned filters stay zero; per-layer errors in ``reconstruction.json``; closer outputs on val inputs."""
+    unpruned = _save_student(workspace, task).eval()
+    schedule = ScheduleConfig(epochs=0, batch_size=32, kind="constant")
+    inputs = next(iter(task.val_loader(32)))[0]
+    distance = {}
+    for refit in (None, ReconstructConfig(batches=2, batch_size=16)):
+        summary = soft_prune.run(soft_prune.Config(STUDENT, GROUPS, schedule, rates=RATES, reconstruct=refit),
+                                 workspace, task)
+        payload = torch.load(workspace.path("soft_pruned.pt"), weights_only=True)
+        student = STUDENT.build(task)
+        student.load_state_dict(payload["state_dict"])
+        for layer, indices in payload["zeroed"].items():
+            assert student.get_submodule(layer).weight[indices].abs().sum() == 0
+        with torch.no_grad():
+            distance[refit is None] = float((student.eval()(inputs) - unpruned(inputs)).pow(2).mean())
+    fitted = workspace.read_json("reconstruction.json")
+    assert summary["reconstruction"]["images"] == 32 and "layers" not in summary["reconstruction"]
+    assert fitted["layers"] and all(after <= before + 1e-6 for before, after in fitted["layers"].values())
+    assert fitted["mean_error_after"] < fitted["mean_error_before"]
+    assert distance[False] < 0.5 * distance[True]
+
+
+def test_reconstruct_is_refused_after_soft_pruning_epochs(tmp_path, monkeypatch):
+    path = write_recipe(tmp_path, TOY, monkeypatch)
+    with pytest.raises(RecipeError, match=r"prune.reconstruct needs one-shot pruning .*got prune.schedule.epochs: 2"):
+        load_recipe(path, ["prune.schedule.epochs=2", "prune.reconstruct.batches=4"])
 
 
 def test_schedule_table_holds_the_rate_at_every_epoch():

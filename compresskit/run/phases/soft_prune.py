@@ -9,17 +9,24 @@ checkpoint, so a resumed phase re-ranks nothing.
 
 Schedules (:func:`schedules`): each group's rate rises from ``prune.schedule.initial`` to its target
 over ``[start, end]`` epochs (``linear`` or ``polynomial`` of ``power``; ``constant`` from the start);
-the pruner acts every ``step_every`` epochs and at the last.
+the pruner acts every ``step_every`` epochs and at the last. With ``prune.reconstruct`` (one-shot:
+zero epochs) the kept weights are refit by least squares to the unpruned student's layer outputs on
+calibration inputs from the training loader (:mod:`compresskit.reconstruct`) before ``soft_pruned.pt``
+is written; ``reconstruction.json`` gives each layer's relative error before and after.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+import copy
 from dataclasses import dataclass
+import time
 from typing import Any
 
+from torch import nn
+
 from compresskit.budget import count_params
-from compresskit.recipe import ScheduleConfig
+from compresskit.recipe import ReconstructConfig, ScheduleConfig
 from compresskit.run.bypass_choice import chosen_bypass, fit_rates, load_student
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation, phase_training
@@ -46,6 +53,7 @@ class Config:
         rates: ``prune.rates`` when the recipe fixes them (``search.enabled: false``): the phase prunes
             straight to these (0 for a group they omit). ``None``: the rates the search chose, read
             from ``rates.json``.
+        reconstruct: ``prune.reconstruct`` (validated: only with zero epochs), or ``None``.
     """
 
     student: ModelSource
@@ -55,6 +63,7 @@ class Config:
     distillation: Distillation | None = None
     seed: int = 0
     rates: Mapping[str, float] | None = None
+    reconstruct: ReconstructConfig | None = None
 
 
 def schedules(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
@@ -95,12 +104,36 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
                                            "rates": schedule_table(schedule, rates)})
     pruner = SoftFPGM(groups, schedules(schedule, rates), importance=config.importance)
     every = EveryNEpochs(pruner, schedule.step_every, schedule.epochs)  # type: ignore[arg-type]
+    unpruned = copy.deepcopy(student) if config.reconstruct is not None else None  # one-shot (validated)
     trained, loss_fn, no_decay = phase_training(workspace, task, student, config.distillation)
     train_phase(workspace, task, "soft_prune", trained, loss_fn, schedule, seed=config.seed, callbacks=[every],
                 no_decay=no_decay, evaluate=lambda: task.evaluate(student), saved={"pruner": every})
     if pruner.zeroed is None:  # zero epochs: one step at the final rates
         pruner.step(schedule.epochs)
+    summary: dict[str, Any] = {}
+    if config.reconstruct is not None:
+        fitted = reconstruct_kept(config.reconstruct, student, unpruned, task, pruner, config.seed)
+        workspace.write_json("reconstruction.json", fitted)
+        summary["reconstruction"] = {key: value for key, value in fitted.items() if key != "layers"}
     zeroed = pruner.zeroed_indices()
     workspace.save({"state_dict": student.state_dict(), "zeroed": zeroed}, "soft_pruned.pt")
     return {"rates": pruner.rates, "zeroed_channels": sum(len(v) for v in zeroed.values()),
-            "params_unpruned": count_params(student), "metrics": task.evaluate(student)}
+            "params_unpruned": count_params(student), **summary, "metrics": task.evaluate(student)}
+
+
+def reconstruct_kept(config: ReconstructConfig, student: nn.Module, unpruned: nn.Module, task: Task,
+                     pruner: Any, seed: int) -> dict[str, Any]:
+    """Refit ``student``'s kept weights to ``unpruned``'s layer outputs on ``config.batches`` training batches
+    (pruned filters re-zeroed after every layer); returns images, seconds, the mean relative error before and
+    after, and ``layers``: ``{name: [error before, error after]}``."""
+    from compresskit.reconstruct import reconstruct
+
+    loader = task.train_loader(config.batch_size, seed=seed)
+    batches = [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]
+    start = time.perf_counter()
+    fits = reconstruct(student, unpruned, batches, on_layer_done=pruner.rezero, positions=config.positions,
+                       ridge=config.ridge, seed=seed, progress=True)
+    return {"images": sum(len(batch[0]) for batch in batches), "seconds": round(time.perf_counter() - start, 1),
+            "mean_error_before": round(sum(fit.error_before for fit in fits) / len(fits), 4),
+            "mean_error_after": round(sum(fit.error_after for fit in fits) / len(fits), 4),
+            "layers": {fit.name: [round(fit.error_before, 4), round(fit.error_after, 4)] for fit in fits}}
