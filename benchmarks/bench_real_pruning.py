@@ -11,6 +11,10 @@ each followed by the *same* fine-tune (``compresskit.pipeline.finetune_model`` w
   largest parameter count within the budget.
 * ``tp_magnitude`` -- Torch-Pruning's ``MetaPruner`` with ``MagnitudeImportance`` (L2), local, one
   pruning ratio for every layer (head outputs ignored), bisected to the budget.
+* ``compresskit_ls`` -- the same recipe with one-shot pruning at the searched rates instead of the soft
+  phase, then least-squares reconstruction of the kept weights (``prune.schedule.epochs=0``,
+  ``prune.reconstruct``: 8 unlabeled training batches of 8 images; :mod:`compresskit.reconstruct`).
+* ``uniform_fpgm_ls`` -- ``uniform_fpgm`` followed by the same reconstruction (``prune(..., calibration=)``).
 * ``unpruned_finetuned`` (``--methods unpruned_finetuned --budgets 1.0``) -- control: the released
   model through the same fine-tune, to show what the short CPU fine-tune alone does to it.
 
@@ -207,6 +211,29 @@ def uniform_fpgm(data: Path, max_params: int, example: torch.Tensor) -> tuple[nn
     return model, {"rate": round(rate, 4)}
 
 
+def calibration_batches(overrides: Sequence[str], count: int = 8, batch_size: int = 8) -> list[tuple[torch.Tensor, ...]]:
+    """The first ``count`` training batches of the recipe's task (seeded like the recipe), inputs only."""
+    recipe = load_recipe(RECIPE, list(overrides))
+    task = pipeline.build_task(recipe)
+    loader = task.train_loader(batch_size, seed=recipe.seed)
+    return [task.inputs(batch) for _, batch in zip(range(count), loader)]
+
+
+def uniform_fpgm_ls(data: Path, max_params: int, example: torch.Tensor,
+                    overrides: Sequence[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """``uniform_fpgm`` with least-squares reconstruction on 8 unlabeled training batches before removal."""
+    model = released(data)
+    groups = find_groups(model, (example,), layer_group_specs(MODEL), protect=models.RETINAFACE_PROTECT_PATTERNS)
+    predictor = ParamPredictor(model, groups)
+    rate = _bisect(lambda r: int(predictor(r)), max_params)
+    prune(model, (example,), rate, groups=groups, importance="fpgm", calibration=calibration_batches(overrides))
+    return model, {"rate": round(rate, 4)}
+
+
+ONE_SHOT_LS = ["prune.schedule.epochs=0", "prune.schedule.end=null", "prune.schedule.kind=constant",
+               "prune.reconstruct.batches=8"]
+
+
 def tp_magnitude(data: Path, max_params: int, example: torch.Tensor) -> tuple[nn.Module, dict[str, Any]]:
     import torch_pruning as tp
 
@@ -238,6 +265,8 @@ def compresskit_pipeline(overrides: Sequence[str], run_dir: Path) -> tuple[nn.Mo
     return model, {"rates": {k: round(v, 3) for k, v in phases["search"]["rates"].items()},
                    "search_trials": phases["search"].get("trials"),
                    "seconds": {name: phases[name]["seconds"] for name in ("search", "soft_prune")},
+                   **({"reconstruction": phases["soft_prune"]["reconstruction"]}
+                      if "reconstruction" in phases["soft_prune"] else {}),
                    "distill_start": phases["distill"].get("start")}
 
 
@@ -298,9 +327,9 @@ def architecture(row: dict[str, Any], args: argparse.Namespace, total: int, exam
         return models.build_model("featherface_v1")
     if method.startswith("featherface_"):
         return load_pruned(args.work / method / "final.pt", trust=[BUILDER])
-    if method == "compresskit":
-        return load_pruned(args.work / f"compresskit_{budget}" / "pruned.pt", trust=[BUILDER])
-    prune_to = {"uniform_fpgm": uniform_fpgm, "tp_magnitude": tp_magnitude}[method]
+    if method in ("compresskit", "compresskit_ls"):
+        return load_pruned(args.work / f"{method}_{budget}" / "pruned.pt", trust=[BUILDER])
+    prune_to = {"uniform_fpgm": uniform_fpgm, "uniform_fpgm_ls": uniform_fpgm, "tp_magnitude": tp_magnitude}[method]
     return prune_to(args.data, int(budget * total), example)[0]
 
 
@@ -372,7 +401,10 @@ def run_budget(budget: float, args: argparse.Namespace, results: Results, overri
                         f"search.budget.min_params={min_params}"]
     methods: dict[str, Callable[[], tuple[nn.Module, dict[str, Any]]]] = {
         "compresskit": lambda: compresskit_pipeline(budget_overrides, args.work / f"compresskit_{budget}"),
+        "compresskit_ls": lambda: compresskit_pipeline([*budget_overrides, *ONE_SHOT_LS],
+                                                       args.work / f"compresskit_ls_{budget}"),
         "uniform_fpgm": lambda: uniform_fpgm(args.data, max_params, example),
+        "uniform_fpgm_ls": lambda: uniform_fpgm_ls(args.data, max_params, example, budget_overrides),
         "tp_magnitude": lambda: tp_magnitude(args.data, max_params, example),
         # control: the released model through the same fine-tune (what the fine-tune alone does)
         "unpruned_finetuned": lambda: (released(args.data), {}),

@@ -13,7 +13,7 @@ import torch
 
 from compresskit.persist import load_pruned
 from compresskit.pipeline import run
-from compresskit.recipe import load_recipe
+from compresskit.recipe import RecipeError, load_recipe
 from reference.featherface import models
 from reference.featherface.detect import evaluate_widerface
 from reference.featherface.task import FeatherFaceTask
@@ -56,6 +56,24 @@ def test_retinaface_wider_recipe_toy_run(shared_data, tmp_path, monkeypatch):
     assert 196_000 <= sum(p.numel() for p in final.parameters()) <= 213_304  # the recipe's budget
     assert phases["search"]["predicted_params"] == phases["remove"]["params_after"]
     assert set(phases["finetune"]["metrics"]) == {"ap_easy", "ap_medium", "ap_hard", "val_loss"}
+
+
+def test_retinaface_wider_oneshot_profile_reconstructs_before_removal(shared_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    weights = shared_data / "weights" / "retinaface_mnet025_official.pth"
+    overrides = [*data_overrides(shared_data), *TOY_SCHEDULE[:4], "finetune.epochs=1", "export.onnx=false",
+                 "prune.reconstruct.batches=1", f"teacher.checkpoint={weights}"]
+    recipe = load_recipe(REPO / "recipes" / "retinaface_wider.yaml", overrides, profile="oneshot")
+    ctx = run(recipe, run_dir=tmp_path / "run", log=quiet, stop_after="remove")
+    phases = ctx.state["phases"]
+    fitted = phases["soft_prune"]["reconstruction"]
+    assert fitted["images"] == 8 and fitted["mean_error_after"] < fitted["mean_error_before"]
+    layers = (tmp_path / "run" / "reconstruction.json").read_text()
+    assert '"body.stage3.1.3"' in layers and '"ssh1.conv3X3.0"' in layers  # every dense layer, by name
+    assert 196_000 <= phases["remove"]["params_after"] <= 213_304
+    with pytest.raises(RecipeError, match="prune.reconstruct needs one-shot pruning"):
+        load_recipe(REPO / "recipes" / "retinaface_wider.yaml", [*overrides, "prune.schedule.epochs=1"],
+                    profile="oneshot")
 
 
 def test_featherface_wider_recipe_toy_run_nano_b_inherits_the_v1_backbone(shared_data, tmp_path, monkeypatch):
