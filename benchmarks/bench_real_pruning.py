@@ -215,8 +215,10 @@ def calibration_batches(overrides: Sequence[str], count: int = 8, batch_size: in
     """The first ``count`` training batches of the recipe's task (seeded like the recipe), inputs only."""
     recipe = load_recipe(RECIPE, list(overrides))
     task = pipeline.build_task(recipe)
-    loader = task.train_loader(batch_size, seed=recipe.seed)
-    return [task.inputs(batch) for _, batch in zip(range(count), loader)]
+    with torch.random.fork_rng():  # the augmentation draws from the global generator: same images every call
+        torch.manual_seed(recipe.seed)
+        loader = task.train_loader(batch_size, seed=recipe.seed)
+        return [task.inputs(batch) for _, batch in zip(range(count), loader)]
 
 
 def uniform_fpgm_ls(data: Path, max_params: int, example: torch.Tensor,

@@ -54,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=320, help="calibration crop side (the recipe trains at 320)")
     parser.add_argument("--batches", type=int, default=8, help="calibration batches of 8 images (0: none)")
     parser.add_argument("--from-soft", type=Path, default=None)
+    parser.add_argument("--ridge", type=float, default=1e-4, help="damping towards the pruned weights")
+    parser.add_argument("--seed", type=int, default=0, help="which calibration images (the recipe's seed)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "reconstruct_ablation.jsonl")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, groups, zeroed = soft_zeroed(args, torch.zeros(1, 3, 640, 640))
-    overrides = [*bench.data_overrides(args.data, args.crop)]
+    overrides = [*bench.data_overrides(args.data, args.crop), f"seed={args.seed}"]
     start = time.perf_counter()
     if args.batches:
         def rezero() -> None:
@@ -67,11 +69,12 @@ def main(argv: list[str] | None = None) -> int:
                 group.zero_(removed)
 
         reconstruct(model, bench.released(args.data), bench.calibration_batches(overrides, args.batches),
-                    on_layer_done=rezero, progress=True)
+                    on_layer_done=rezero, ridge=args.ridge, progress=True)
     seconds = round(time.perf_counter() - start, 1)
     remove_zeroed(groups, zeroed, verify=True)
     row = {"start": str(args.from_soft) if args.from_soft else f"uniform_fpgm {args.budget}",
            "params": count_params(model), "crop": args.crop, "images": 8 * args.batches,
+           "seed": args.seed, "ridge": args.ridge,
            "reconstruct_s": seconds, "ap": bench.official_ap(model, args.data)}
     print(json.dumps(row), flush=True)
     with args.out.open("a") as file:

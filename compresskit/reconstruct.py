@@ -3,7 +3,7 @@
 After filters are zeroed, every dense layer (``nn.Conv2d`` with ``groups == 1``, ``nn.Linear``) is refit in
 the order the forward pass calls it, so that its output on calibration inputs, fed with the pruned model's
 own (already refit) inputs, matches what the same layer outputs in the unpruned model: a ridge
-least-squares problem in closed form per layer (He et al., ICCV 2017, "Channel Pruning for Accelerating
+least-squares problem in closed form per layer, damped towards the layer's pruned weights (He et al., ICCV 2017, "Channel Pruning for Accelerating
 Very Deep Neural Networks"; Luo et al., ICCV 2017, "ThiNet"). A k x k convolution is fit on unfolded
 input patches at ``positions`` randomly chosen output positions per calibration batch.
 
@@ -144,10 +144,11 @@ def _refit(model: nn.Module, unpruned: nn.Module, name: str, batches: Sequence[t
     before = _weights(layer)
     live = gram.diagonal() > 0  # zeroed input channels give all-zero columns: their weights stay
     solved = before.clone()
-    if live.any():
+    if live.any():  # min ||X W - Y||^2 + damping ||W - W0||^2: pulled towards the kept weights, not towards 0
         system = gram[live][:, live]
-        damping = ridge * system.diagonal().mean() * torch.eye(len(system), dtype=system.dtype, device=system.device)
-        solved[:, live] = torch.linalg.solve(system + damping, cross[live]).T
+        damping = ridge * system.diagonal().mean()
+        identity = torch.eye(len(system), dtype=system.dtype, device=system.device)
+        solved[:, live] = torch.linalg.solve(system + damping * identity, cross[live] + damping * before[:, live].T).T
     with torch.no_grad():
         matrix = solved
         if layer.bias is not None:
@@ -169,7 +170,7 @@ def reconstruct(model: nn.Module, unpruned: nn.Module, batches: Iterable[Any],
             all of them are held in memory.
         on_layer_done: Called after each layer is refit (``pruner.rezero`` keeps pruned filters at zero).
         positions: Output positions sampled per batch and convolution (all rows of a linear layer).
-        ridge: Damping, relative to the mean of ``diag(X^T X)``.
+        ridge: Damping towards the pruned weights, ``ridge * mean(diag(X^T X)) * ||W - W0||^2``.
         seed: Seed of the position sampling.
         progress: Show a tqdm bar over the layers.
 
