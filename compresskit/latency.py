@@ -63,8 +63,8 @@ from ._latency_cache import (
 from ._latency_features import CostFeatures
 from .budget import ParamPredictor
 
-__all__ = ["CACHE_FORMAT", "LatencyBudget", "LatencyKey", "LatencyModel", "architecture_fingerprint", "default_cache_dir",
-           "latency_budget"]
+__all__ = ["CACHE_FORMAT", "LatencyBudget", "LatencyKey", "LatencyModel", "LatencySettings", "architecture_fingerprint",
+           "default_cache_dir", "latency_budget"]
 
 
 class LatencyModel:
@@ -77,6 +77,9 @@ class LatencyModel:
         threads: ONNX Runtime intra-op threads.
         cache_dir: Folder of the cache files (``None``: no cache file, memory only).
         name: The model's name in the cache key.
+        reference: The model every measurement is paired with (``None``: ``model`` unpruned). A
+            reduced model (blocks bypassed) is timed against the full student, so its ratios and the
+            full student's share one scale; the reference's fingerprint is part of the cache key.
 
     Attributes:
         rounds: Interleaved timed rounds per direct measurement (default 10).
@@ -90,7 +93,8 @@ class LatencyModel:
     """
 
     def __init__(self, model: nn.Module, groups: Sequence[Any], input_shape: Sequence[int], threads: int = 1,
-                 cache_dir: str | os.PathLike[str] | None = None, name: str = "model") -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, name: str = "model",
+                 reference: nn.Module | None = None) -> None:
         import onnxruntime
 
         shape = tuple(int(v) for v in input_shape)
@@ -98,13 +102,14 @@ class LatencyModel:
             raise ValueError(f"input_shape must be positive dimensions like (1, 3, 640, 640), got {input_shape!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-        self.model, self.groups = model, groups
+        self.model, self.groups, self.reference = model, groups, reference
         self.predictor = ParamPredictor(model, groups)
-        self.key = LatencyKey(f"{name}@{architecture_fingerprint(model)}", shape, threads,
+        against = "" if reference is None else f" vs {architecture_fingerprint(reference)}"
+        self.key = LatencyKey(f"{name}@{architecture_fingerprint(model)}{against}", shape, threads,
                               f"onnxruntime {onnxruntime.__version__}")
         self.rounds, self.warmup = 10, 2
         self.cache_path = Path(cache_dir) / self.key.file_name() if cache_dir is not None else None
-        #: Direct measurements by :meth:`config_key`, and the unpruned model's median of the first one.
+        #: Direct measurements by :meth:`config_key`, and the reference's median of the first one.
         self._entries, self.reference_ms = load_cache(self.cache_path, self.key)
         self.weights: np.ndarray | None = None
         self._unpruned_runner: Callable[[], object] | None = None
@@ -156,7 +161,8 @@ class LatencyModel:
             from .benchmark import measure, paired_ratio
 
             if self._unpruned_runner is None:
-                self._unpruned_runner = self._runner(self._export(self.model, "unpruned.onnx"))
+                reference = self.model if self.reference is None else self.reference
+                self._unpruned_runner = self._runner(self._export(reference, "unpruned.onnx"))
             candidate = self._runner(self._export(self.pruned(rates), "candidate.onnx"))
             times = measure({"unpruned": self._unpruned_runner, "candidate": candidate},
                             warmup=self.warmup, rounds=self.rounds)
@@ -191,7 +197,8 @@ class LatencyModel:
         """Fit the prediction weights to direct measurements (cached) of calibration rate vectors.
 
         The vectors: the unpruned model, the two corners of ``bounds`` and ``samples`` scrambled-Sobol
-        points inside them. Fitted in ratio-to-unpruned units by non-negative least squares.
+        points inside them. Fitted in ratio-to-reference units by non-negative least squares. Empty
+        ``bounds`` (a reduced model whose every layer group was bypassed): the unpruned model alone.
         """
         from scipy.optimize import nnls
 
@@ -200,11 +207,12 @@ class LatencyModel:
         names = list(bounds)
         low = np.array([bounds[n][0] for n in names])
         high = np.array([bounds[n][1] for n in names])
-        points = torch.quasirandom.SobolEngine(len(names), scramble=True, seed=seed).draw(samples,
-                                                                                          dtype=torch.float64)
-        vectors: list[float | dict[str, float]] = [0.0, dict(zip(names, high.tolist())),
-                                                   dict(zip(names, low.tolist()))]
-        vectors += [dict(zip(names, (low + p.numpy() * (high - low)).tolist())) for p in points]
+        vectors: list[float | dict[str, float]] = [0.0]
+        if names:
+            points = torch.quasirandom.SobolEngine(len(names), scramble=True, seed=seed).draw(samples,
+                                                                                              dtype=torch.float64)
+            vectors += [dict(zip(names, high.tolist())), dict(zip(names, low.tolist()))]
+            vectors += [dict(zip(names, (low + p.numpy() * (high - low)).tolist())) for p in points]
         measured = np.array([self.measure(rates) for rates in vectors])
         assert self.reference_ms is not None
         matrix = np.stack([self.features(r) for r in vectors])
@@ -220,16 +228,74 @@ class LatencyModel:
     __call__ = predict
 
 
+@dataclass(frozen=True)
+class LatencySettings:
+    """How a run measures latency (the recipe's ``search.latency``): what all its latency models share.
+
+    Attributes: the student's model name (in every cache key), the timed input shape, ONNX Runtime
+    threads, interleaved rounds per measurement, the cache folder, and the calibration's sample count
+    and seed (:meth:`LatencyModel.calibrate`).
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    threads: int
+    rounds: int
+    cache_dir: Path
+    samples: int
+    seed: int
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, example_inputs: Sequence[torch.Tensor]) -> LatencySettings:
+        """``search.latency`` (input size: its own, else ``export.input_size``, else the example input's)."""
+        settings, first = recipe.search.latency, example_inputs[0]
+        size = settings.input_size or recipe.export.input_size or tuple(first.shape[-2:])
+        cache = Path(settings.cache_dir) if settings.cache_dir is not None else default_cache_dir()
+        return cls(recipe.student.model, (1, *first.shape[1:-2], *size), settings.threads, settings.rounds, cache,
+                   settings.calibration, recipe.seed)
+
+    def open(self, model: nn.Module, groups: Sequence[Any]) -> LatencyModel:
+        """The (uncalibrated) latency model of the student ``model``, timed against itself unpruned."""
+        latency = LatencyModel(model, groups, self.input_shape, self.threads, self.cache_dir, self.name)
+        latency.rounds = self.rounds
+        return latency
+
+    def open_reduced(self, model: nn.Module, groups: Sequence[Any], blocks: Sequence[str],
+                     base: LatencyModel) -> LatencyModel:
+        """The latency model of ``model``, the student with ``blocks`` bypassed, on ``base``'s scale.
+
+        Timed against ``base``'s unpruned student and converted to milliseconds with ``base``'s
+        :attr:`~LatencyModel.reference_ms`, so every subset's milliseconds are comparable with one
+        limit. The blocks are named in the cache key (besides the reduced architecture's fingerprint).
+        """
+        if not blocks:
+            return base
+        latency = LatencyModel(model, groups, self.input_shape, self.threads, self.cache_dir,
+                               f"{self.name}-bypass-{'+'.join(blocks)}", reference=base.model)
+        latency.rounds = self.rounds
+        if base.reference_ms is None:
+            base.unpruned_ms()  # sets base.reference_ms
+        latency.reference_ms = base.reference_ms
+        return latency
+
+    def where(self) -> str:
+        """``"ONNX Runtime, 1 thread(s), input 1x3x640x640"``, for messages."""
+        return f"ONNX Runtime, {self.threads} thread(s), input {'x'.join(map(str, self.input_shape))}"
+
+
 @dataclass
 class LatencyBudget:
-    """A calibrated :class:`LatencyModel` and the limit a search must meet.
+    """The student's :class:`LatencyModel` and the limit a search must meet.
 
     Attributes:
-        model: The calibrated latency model of the student.
+        model: The latency model of the student (calibrated unless ``search.bypass``: then each
+            subset's model is calibrated by the search on first use).
         limit_ms: The budget in milliseconds (``max_latency_ms``, or the ratio times ``unpruned_ms``).
-        unpruned_ms: Measured latency of the unpruned student.
-        reachable_ms: ``(fastest, slowest)`` measured inside the rate bounds.
+        unpruned_ms: Measured latency of the unpruned student (nothing bypassed).
+        reachable_ms: ``(fastest, slowest)`` measured inside the rate bounds (with ``search.bypass``,
+            fastest with every candidate block bypassed).
         description: The budget as the recipe wrote it, for messages.
+        settings: How the run measures latency (opens the other subsets' models).
     """
 
     model: LatencyModel
@@ -237,6 +303,7 @@ class LatencyBudget:
     unpruned_ms: float
     reachable_ms: tuple[float, float]
     description: str
+    settings: LatencySettings | None = None
 
     def to_dict(self) -> dict[str, Any]:
         key = self.model.key
@@ -247,32 +314,55 @@ class LatencyBudget:
 
 
 def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds: Mapping[str, tuple[float, float]],
-                   example_inputs: Sequence[torch.Tensor]) -> LatencyBudget | None:
-    """The recipe's latency budget for ``model`` (``None`` without one), calibrated and checked reachable.
+                   example_inputs: Sequence[torch.Tensor],
+                   fastest: tuple[nn.Module, Any, Sequence[str], Mapping[str, tuple[float, float]]] | None = None,
+                   ) -> LatencyBudget | None:
+    """The recipe's latency budget for ``model`` (``None`` without one), checked reachable.
 
     Reads ``search.budget.max_latency_ms`` / ``max_latency_ratio`` and ``search.latency``; measures the
     unpruned student and the two corners of ``bounds``, fits the predictor, and checks that some rates
     in ``bounds`` meet both the latency and the parameter budget (4,096 uniform samples). Direct
     measurements are cached (:func:`default_cache_dir` unless ``search.latency.cache_dir``), so the
-    pre-flight check and the search measure once.
+    pre-flight check and the search measure once. ``max_latency_ratio`` is relative to the unpruned
+    student with nothing bypassed, also with ``search.bypass``.
+
+    Args:
+        fastest: With ``search.bypass``: ``(reduced model, its groups, blocks, its bounds)`` of the
+            student with every candidate block bypassed. Its fastest corner is measured too (one more
+            export and timing, cached) and the reachable range runs from the faster of the two corners;
+            nothing is calibrated here and the joint parameter/latency check is skipped -- the search
+            calibrates each subset it visits (:class:`compresskit.run.bypass_choice.BypassLatency`).
 
     Raises:
         RecipeError: the budget cannot be met; the message names the budget and the reachable range.
     """
     from .recipe import RecipeError
 
-    budget, settings = recipe.search.budget, recipe.search.latency
+    budget = recipe.search.budget
     if budget.max_latency_ms is None and budget.max_latency_ratio is None:
         return None
-    first = example_inputs[0]
-    size = settings.input_size or recipe.export.input_size or tuple(first.shape[-2:])
-    shape = (1, *first.shape[1:-2], *size)
-    cache = Path(settings.cache_dir) if settings.cache_dir is not None else default_cache_dir()
-    latency = LatencyModel(model, groups, shape, threads=settings.threads, cache_dir=cache,
-                           name=recipe.student.model)
-    latency.rounds = settings.rounds
+    settings = LatencySettings.from_recipe(recipe, example_inputs)
+    latency = settings.open(model, groups)
     unpruned = latency.unpruned_ms()
-    fastest, slowest = latency.reachable(bounds)
+    fastest_ms, slowest_ms = latency.reachable(bounds)
+    where = "layer-group bounds"
+    if fastest is not None:
+        reduced_model, reduced_groups, blocks, reduced_bounds = fastest
+        reduced = settings.open_reduced(reduced_model, reduced_groups, blocks, latency)
+        fastest_ms = min(fastest_ms, reduced.reachable(reduced_bounds)[0])
+        where = f"layer-group bounds, with up to {list(blocks)} bypassed,"
+    limit, description = _limit(budget, unpruned)
+    if fastest_ms > limit:
+        raise RecipeError(f"{recipe.source}: search.budget {description} cannot be met: rates within the "
+                          f"{where} measure {fastest_ms:.2f} to {slowest_ms:.2f} ms ({settings.where()})")
+    if fastest is None:
+        latency.calibrate(bounds, samples=settings.samples, seed=settings.seed)
+        _check_joint(recipe, latency, bounds, limit, description, (fastest_ms, slowest_ms), settings.where())
+    return LatencyBudget(latency, limit, unpruned, (fastest_ms, slowest_ms), description, settings)
+
+
+def _limit(budget: Any, unpruned: float) -> tuple[float, str]:
+    """``(limit in ms, the budget as written)`` of ``search.budget``'s latency keys."""
     limits, parts = [], []
     if budget.max_latency_ms is not None:
         limits.append(float(budget.max_latency_ms))
@@ -281,15 +371,7 @@ def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds:
         limits.append(float(budget.max_latency_ratio) * unpruned)
         parts.append(f"max_latency_ratio {budget.max_latency_ratio:g} (= {budget.max_latency_ratio * unpruned:.2f} ms "
                      f"of the unpruned {unpruned:.2f} ms)")
-    limit = min(limits)
-    where = f"ONNX Runtime, {settings.threads} thread(s), input {'x'.join(map(str, shape))}"
-    description = " and ".join(parts)
-    if fastest > limit:
-        raise RecipeError(f"{recipe.source}: search.budget {description} cannot be met: rates within the "
-                          f"layer-group bounds measure {fastest:.2f} to {slowest:.2f} ms ({where})")
-    latency.calibrate(bounds, samples=settings.calibration, seed=recipe.seed)
-    _check_joint(recipe, latency, bounds, limit, description, (fastest, slowest), where)
-    return LatencyBudget(latency, limit, unpruned, (fastest, slowest), description)
+    return min(limits), " and ".join(parts)
 
 
 def _check_joint(recipe: Any, latency: LatencyModel, bounds: Mapping[str, tuple[float, float]], limit: float,

@@ -14,6 +14,10 @@ the reduced model; layer-group patterns that named only removed modules are drop
 :class:`~compresskit.budget.ParamPredictor`. Cost: one ``find_groups`` (trace + exactness check) per
 subset the search visits, at most ``2 ** len(search.bypass)``.
 
+Under a latency budget, :class:`BypassLatency` holds one latency model per subset
+(:class:`~compresskit.latency.LatencyModel` of the reduced student, timed against the full student),
+calibrated the first time the search asks for a prediction in that subset.
+
 The chosen blocks travel in ``rates.json`` (``"bypass"``); every later phase builds the student with
 them bypassed through its builder (``model_args.bypass``), so saved models record and rebuild them
 (:func:`with_bypass`, :func:`load_student`).
@@ -33,8 +37,8 @@ from compresskit.run.context import ModelSource
 from compresskit.run.workspace import Workspace
 from compresskit.task import Task
 
-__all__ = ["BYPASS_BOUNDS", "BYPASS_PREFIX", "THRESHOLD", "Reductions", "bypass_dims", "chosen_bypass", "decode",
-           "fit_rates", "load_student", "with_bypass"]
+__all__ = ["BYPASS_BOUNDS", "BYPASS_PREFIX", "THRESHOLD", "BypassLatency", "Reductions", "bypass_dims", "chosen_bypass",
+           "decode", "fit_rates", "load_student", "with_bypass"]
 
 #: Prefix of a bypass dimension's name (``bypass:assn``).
 BYPASS_PREFIX = "bypass:"
@@ -132,3 +136,50 @@ class Reductions:
         """Exact parameter count of the student with ``blocks`` bypassed, pruned at ``rates``."""
         predictor = self.get(blocks)[2]
         return int(predictor(fit_rates(rates, predictor.layer_groups)))
+
+
+class BypassLatency:
+    """Latency per subset of bypassed blocks: a search point -> that subset's calibrated prediction.
+
+    Each subset has its own :class:`~compresskit.latency.LatencyModel`: the reduced student (from
+    ``reductions``), its cache file keyed by the blocks and the reduced architecture, timed against the
+    unpruned full student and on its millisecond scale (:meth:`~compresskit.latency.LatencySettings.open_reduced`),
+    so one limit applies to every subset. It is calibrated inside the bounds of the layer groups the
+    subset keeps the first time the search predicts a point in it: ``3 + search.latency.calibration``
+    exports and timings (cached on disk; a resumed search or a second run measures nothing).
+
+    Args:
+        budget: The run's :class:`~compresskit.latency.LatencyBudget` (the empty subset's model, settings).
+        reductions: The reduced students (:class:`Reductions`).
+        bounds: The layer groups' rate bounds.
+        candidates: The ``search.bypass`` blocks, in order.
+    """
+
+    def __init__(self, budget: Any, reductions: Reductions, bounds: Mapping[str, tuple[float, float]],
+                 candidates: Sequence[str]) -> None:
+        self.budget, self.reductions, self.bounds, self.candidates = budget, reductions, dict(bounds), list(candidates)
+        self.models: dict[tuple[str, ...], Any] = {}
+
+    def get(self, blocks: Sequence[str]) -> Any:
+        """The calibrated latency model of the student with ``blocks`` bypassed (calibrated on first use)."""
+        key = tuple(blocks)
+        if key not in self.models:
+            model, groups, predictor = self.reductions.get(key)
+            settings = self.budget.settings
+            latency = settings.open_reduced(model, groups, key, self.budget.model)
+            if latency.weights is None:
+                kept = {name: bound for name, bound in self.bounds.items() if name in predictor.layer_groups}
+                latency.calibrate(kept, samples=settings.samples, seed=settings.seed)
+            self.models[key] = latency
+        return self.models[key]
+
+    def resolve(self, point: Mapping[str, float]) -> tuple[Any, dict[str, float]]:
+        """A search point -> ``(its subset's calibrated latency model, the rates of the groups it keeps)``."""
+        rates, blocks = decode(point, self.candidates)
+        latency = self.get(blocks)
+        return latency, fit_rates(rates, latency.predictor.layer_groups)
+
+    def predict(self, point: Mapping[str, float]) -> float:
+        """Predicted milliseconds of the search point (rates and blocks)."""
+        latency, rates = self.resolve(point)
+        return float(latency.predict(rates))

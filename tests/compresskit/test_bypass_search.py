@@ -1,5 +1,6 @@
 """The rate search also switches off optional blocks (``search.bypass``): decoding, exact predictors per
-bypassed subset, a toy run whose final model rebuilds with the chosen blocks bypassed, pre-flight errors."""
+bypassed subset, a toy run whose final model rebuilds with the chosen blocks bypassed, pre-flight errors;
+under a latency budget, one latency model per subset (its own calibration and cache file)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from torch import nn
 from compresskit import count_params, prune
 from compresskit.bypass import Bypass, bypass_blocks
 from compresskit.groups import LayerGroupSpec
+from compresskit.latency import LatencyBudget, LatencyModel, LatencySettings
 from compresskit.persist import load_pruned
 from compresskit.pipeline import build_task, run
 from compresskit.recipe import RecipeError, load_recipe
-from compresskit.run.bypass_choice import (BYPASS_BOUNDS, THRESHOLD, Reductions, bypass_dims, decode, fit_rates,
-                                           with_bypass)
+from compresskit.run.bypass_choice import (BYPASS_BOUNDS, THRESHOLD, BypassLatency, Reductions, bypass_dims, decode,
+                                           fit_rates, with_bypass)
 from compresskit.run.context import ModelSource
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.plan import plan
@@ -152,7 +154,6 @@ def test_a_toy_run_picks_blocks_and_its_final_model_rebuilds_without_them(tmp_pa
     (["search.bypass=[gate, down]"], r"search.bypass: 'down' is not declared bypassable \(ToyNet.bypassable: "),
     (["search.bypass=[gate, gate]"], r"search.bypass: 'gate' is listed twice"),
     (["student.model_args={bypass: [gate]}"], r"search.bypass: 'gate' is already bypassed by student.model_args"),
-    (["search.budget.max_latency_ms=5"], r"search.bypass: needs search.enabled and no latency budget"),
     (["search.enabled=false", "prune.rates={trunk: 0.2}"], r"search.bypass: needs search.enabled"),
 ])
 def test_preflight_refuses_bad_bypass_candidates(tmp_path, monkeypatch, overrides, message):
@@ -180,3 +181,103 @@ def test_the_builder_must_really_bypass(tmp_path, monkeypatch):
 
 def toy_net_ignoring(num_classes: int = 4, bypass: tuple[str, ...] | list[str] = ()) -> ToyNet:
     return ToyNet(num_classes)
+
+
+def _reductions() -> tuple[Reductions, torch.Tensor]:
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 12, 12)
+    student = toy_net().eval()
+    selection = GroupSelection(SPECS, protect=("fc",))
+    return Reductions(student, selection.find(student, (x,)), selection.find, (x,)), x
+
+
+def _point(rates: dict[str, float], blocks: list[str]) -> dict[str, float]:
+    return {**rates, **{f"bypass:{b}": BYPASS_BOUNDS[1] if b in blocks else 0.0 for b in BLOCKS}}
+
+
+def test_each_bypassed_subset_predicts_with_its_own_calibration(tmp_path, monkeypatch):
+    # A stand-in runtime, exactly linear in each model's dense MACs with a slope of its own unpruned
+    # parameter count: a subset calibrated on its own reduced student reproduces it exactly.
+    def measure(self: LatencyModel, rates):
+        if self.reference_ms is None:
+            self.reference_ms = 1.0
+        self.measured = getattr(self, "measured", 0) + 1
+        return 1e-3 * self.predictor(0.0) * float(self.features(rates)[0]) + 0.25
+
+    monkeypatch.setattr(LatencyModel, "measure", measure)
+    reductions, _ = _reductions()
+    student, groups, _ = reductions.get([])
+    settings = LatencySettings("toy", (1, 3, 12, 12), 1, 2, tmp_path, 3, 0)
+    base = settings.open(student, groups)
+    budget = LatencyBudget(base, 1e9, base.unpruned_ms(), (0.0, 1.0), "max_latency_ms 1e9", settings)
+    latency = BypassLatency(budget, reductions, dict(SPECS_BOUNDS), BLOCKS)
+    assert latency.models == {}  # nothing calibrated before the search asks
+    rates = {"trunk": 0.25, "refine": 0.4}
+    predicted = {}
+    for blocks in ([], ["gate"], ["refine", "fuse"]):
+        predicted[tuple(blocks)] = latency.predict(_point(rates, blocks))
+        model = latency.get(blocks)
+        kept = fit_rates(rates, model.predictor.layer_groups)
+        assert model.weights is not None and model.measured == 3 + 3 + (blocks == [])  # its own calibration
+        assert predicted[tuple(blocks)] == pytest.approx(measure(model, kept), rel=1e-6)
+        assert {b for b in BLOCKS if isinstance(model.model.get_submodule(b), Bypass)} == set(blocks)
+    assert sorted(latency.models) == [(), ("gate",), ("refine", "fuse")]  # only the subsets visited
+    assert len(set(predicted.values())) == 3  # every subset predicts its own milliseconds
+
+
+SPECS_BOUNDS = {spec.name: spec.bounds for spec in SPECS}
+
+
+def test_the_latency_cache_key_separates_bypassed_subsets(tmp_path):
+    reductions, _ = _reductions()
+    student, groups, _ = reductions.get([])
+    settings = LatencySettings("toy", (1, 3, 12, 12), 1, 2, tmp_path, 2, 0)
+    base = settings.open(student, groups)
+    base.warmup = 1
+    assert settings.open_reduced(student, groups, [], base) is base
+    models = {blocks: settings.open_reduced(*reductions.get(blocks)[:2], blocks, base)
+              for blocks in [("gate",), ("fuse",), ("gate", "fuse")]}
+    paths = {base.cache_path, *(model.cache_path for model in models.values())}
+    assert len(paths) == 4  # one file per subset
+    gate = models[("gate",)]
+    assert gate.key.model.startswith("toy-bypass-gate@") and gate.key.model.endswith(base.key.model.split("@")[1])
+    assert models[("gate", "fuse")].key.model.startswith("toy-bypass-gate+fuse@")
+    gate.warmup = 1
+    measured = gate.measure(0.0)  # timed against the full student, on its scale
+    assert gate.reference_ms == base.reference_ms and measured > 0
+    stored = json.loads(gate.cache_path.read_text())
+    assert stored["key"]["model"] == gate.key.model and len(stored["entries"]) == 1
+    again = settings.open_reduced(*reductions.get(["gate"])[:2], ["gate"], base)
+    assert again.measurements == 1 and again.measure(0.0) == pytest.approx(measured)
+    assert models[("fuse",)].measurements == 0 and base.measurements == 1  # base: its unpruned reference
+
+
+def test_an_unreachable_latency_budget_with_bypass_fails_in_preflight(tmp_path, monkeypatch):
+    recipe = load_recipe(_toy_recipe(tmp_path, monkeypatch), [
+        "search.budget.max_latency_ms=0.0001", f"search.latency={{rounds: 2, cache_dir: {tmp_path / 'cache'}}}"])
+    with pytest.raises(RecipeError, match=r"search.budget max_latency_ms 0.0001 cannot be met: rates within the "
+                                          r"layer-group bounds, with up to \['gate', 'refine', 'fuse'\] bypassed, "
+                                          r"measure [0-9.]+ to [0-9.]+ ms \(ONNX Runtime, 1 thread\(s\), input ") as error:
+        plan(recipe, build_task(recipe))
+    assert "\n" not in str(error.value)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2  # the student and the fastest subset, nothing else
+
+
+def test_a_toy_run_with_bypass_and_a_latency_budget_records_the_chosen_latency(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    recipe = load_recipe(_toy_recipe(tmp_path, monkeypatch), [
+        "search.budget.max_latency_ms=1000", f"search.latency={{rounds: 2, calibration: 2, cache_dir: {cache}}}"])
+    checked = plan(recipe, build_task(recipe))
+    assert checked.latency["limit_ms"] == 1000
+    run_dir = tmp_path / "run"
+    run(recipe, run_dir=run_dir, log=quiet)
+    rates = json.loads((run_dir / "rates.json").read_text())
+    assert rates["bypass"] and set(rates["bypass"]) <= set(BLOCKS)
+    latency = rates["latency"]
+    assert latency["limit_ms"] == 1000 and 0 < latency["predicted_ms"] <= 1000 and latency["measured_ms"] > 0
+    assert latency["reachable_ms"][0] <= latency["unpruned_ms"] <= latency["reachable_ms"][1] * 1.5
+    trials = json.loads((run_dir / "search.json").read_text())["trials"]
+    assert all(t["predicted_latency_ms"] is not None for t in trials)
+    names = [json.loads(path.read_text())["key"]["model"] for path in cache.glob("*.json")]
+    assert any(n.startswith(f"{BUILDER}@") for n in names)  # the student, nothing bypassed: the limit's reference
+    assert any(n.startswith(f"{BUILDER}-bypass-{'+'.join(rates['bypass'])}@") for n in names)  # the chosen subset

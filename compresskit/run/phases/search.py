@@ -15,8 +15,11 @@ With ``search.bypass``, each candidate block is one more dimension (``bypass:<bl
 :mod:`compresskit.run.bypass_choice`): a candidate is pruned and scored on the student with the chosen
 blocks bypassed, its parameters predicted exactly on that reduced student (one ``find_groups`` per
 subset visited, cached; the first feasibility draws visit all ``2 ** n``: ~20 s each for Nano-B on a
-busy 2-core machine), and ``rates.json`` records the chosen blocks as ``"bypass"``. Not combined with a
-latency budget (refused by the plan and here): that would need a calibrated latency model per subset.
+busy 2-core machine), and ``rates.json`` records the chosen blocks as ``"bypass"``. Under a latency
+budget each subset has its own latency model, calibrated the first time a candidate that meets the
+parameter budget falls in it (:class:`~compresskit.run.bypass_choice.BypassLatency`); the limit is
+computed once (``max_latency_ratio``: of the unpruned student with nothing bypassed), and ``rates.json``
+records the predicted and measured latency of the chosen rates and blocks.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 from torch import nn
 
 from compresskit.recipe import RecipeError, SearchConfig, TrainConfig, TrialConfig
-from compresskit.run.bypass_choice import Reductions, bypass_dims, decode, fit_rates
+from compresskit.run.bypass_choice import BypassLatency, Reductions, bypass_dims, decode, fit_rates
 from compresskit.run.context import ModelSource
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.seeding import seed_everything
@@ -56,7 +59,7 @@ class Config:
         weight_decay: The trial's weight decay (``distill.weight_decay``).
         seed: The run's seed (search proposals, trial data subsets).
         source: The recipe file, named in errors.
-        latency_budget: ``latency_budget(student, groups, bounds, example_inputs)`` -> the calibrated
+        latency_budget: ``latency_budget(student, groups, bounds, example_inputs, fastest=None)`` -> the
             latency budget, or ``None`` without one (:func:`compresskit.latency.latency_budget`).
     """
 
@@ -82,7 +85,9 @@ class SearchProblem:
         predict_params: Exact parameter count of the pruned student for a point of ``bounds`` (rates
             and, with ``search.bypass``, the blocks it bypasses).
         budget: ``(min_params, max_params)``.
-        latency: With a latency budget, the calibrated ``compresskit.latency.LatencyBudget``.
+        latency: With a latency budget, the ``compresskit.latency.LatencyBudget``.
+        latency_model: With a latency budget: a point -> ``(the calibrated LatencyModel of its subset of
+            bypassed blocks, its layer-group rates)``; the student's own model without ``search.bypass``.
     """
 
     objective: Callable[[dict[str, float]], float]
@@ -90,6 +95,13 @@ class SearchProblem:
     predict_params: Callable[[dict[str, float]], int]
     budget: tuple[int, int]
     latency: Any = None
+    latency_model: Callable[[dict[str, float]], tuple[Any, dict[str, float]]] | None = None
+
+    def predict_latency(self, point: dict[str, float]) -> float:
+        """Predicted milliseconds at ``point`` (rates and, with ``search.bypass``, blocks)."""
+        assert self.latency_model is not None
+        latency, rates = self.latency_model(point)
+        return float(latency.predict(rates))
 
 
 def search_problem(config: Config, workspace: Workspace, task: Task) -> SearchProblem:
@@ -102,9 +114,6 @@ def search_problem(config: Config, workspace: Workspace, task: Task) -> SearchPr
     from compresskit.prune import prune
 
     candidates = list(config.search.bypass)
-    if candidates and _has_latency_budget(config.search):
-        raise RecipeError(f"{config.source}: search.bypass cannot be combined with a latency budget "
-                          f"(search.budget.max_latency_ms / max_latency_ratio) yet, got {candidates}")
     student = config.student.build(task)
     student.load_state_dict(workspace.load_state_dict("student.pt"))
     groups = config.groups.find(student, task.example_inputs())
@@ -131,17 +140,36 @@ def search_problem(config: Config, workspace: Workspace, task: Task) -> SearchPr
         return score(candidate)
 
     bounds = config.groups.bounds
-    latency = (config.latency_budget(student, groups, bounds, task.example_inputs())
-               if config.latency_budget is not None else None)
+    latency, latency_model = _latency(config, reductions, bounds, task)
     return SearchProblem(objective=objective, bounds={**bounds, **bypass_dims(candidates)},
                          predict_params=lambda point: reductions.params(*decode(point, candidates)),
                          budget=(config.search.budget.min_params, config.search.budget.max_params),
-                         latency=latency)
+                         latency=latency, latency_model=latency_model)
 
 
-def _has_latency_budget(search: SearchConfig) -> bool:
-    """``search.budget`` limits latency (``max_latency_ms`` or ``max_latency_ratio``)."""
-    return search.budget.max_latency_ms is not None or search.budget.max_latency_ratio is not None
+def _latency(config: Config, reductions: Reductions, bounds: dict[str, tuple[float, float]],
+             task: Task) -> tuple[Any, Callable[[dict[str, float]], tuple[Any, dict[str, float]]] | None]:
+    """``(latency budget, point -> (latency model, rates))``, or ``(None, None)`` without a latency budget.
+
+    With ``search.bypass`` the budget's reachable range includes the student with every candidate
+    bypassed, and each subset's model is calibrated on first use (:class:`BypassLatency`).
+    """
+    candidates = list(config.search.bypass)
+    if config.latency_budget is None:
+        return None, None
+    student, groups, _ = reductions.get([])
+    fastest = None
+    if candidates:
+        reduced, reduced_groups, predictor = reductions.get(candidates)
+        fastest = (reduced, reduced_groups, candidates,
+                   {name: bound for name, bound in bounds.items() if name in predictor.layer_groups})
+    budget = config.latency_budget(student, groups, bounds, task.example_inputs(),
+                                   **({"fastest": fastest} if fastest is not None else {}))
+    if budget is None:
+        return None, None
+    if not candidates:
+        return budget, lambda point: (budget.model, dict(point))
+    return budget, BypassLatency(budget, reductions, bounds, candidates).resolve
 
 
 def _trial_data(trial: TrialConfig, task: Task, seed: int,
@@ -191,10 +219,10 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
                "trials": len(result.trials)}
     if config.search.bypass:  # the blocks switched off: every later phase builds the student without them
         summary["bypass"] = decode(best, list(config.search.bypass))[1]
-    if problem.latency is not None:  # the chosen rates, measured directly (compresskit.latency)
-        summary["latency"] = {**problem.latency.to_dict(),
-                              "predicted_ms": round(problem.latency.model.predict(rates), 4),
-                              "measured_ms": round(problem.latency.model.measure(rates), 4)}
+    if problem.latency is not None and problem.latency_model is not None:  # the chosen rates (and blocks), measured
+        latency, chosen = problem.latency_model(best)
+        summary["latency"] = {**problem.latency.to_dict(), "predicted_ms": round(latency.predict(chosen), 4),
+                              "measured_ms": round(latency.measure(chosen), 4)}
     workspace.write_json("rates.json", summary)
     return summary
 
@@ -214,7 +242,7 @@ def _search(config: Config, workspace: Workspace, problem: SearchProblem) -> Any
     from compresskit.search import random_search, search_rates
 
     search = search_rates if config.search.method == "bo" else random_search
-    latency = None if problem.latency is None else (problem.latency.model.predict, problem.latency.limit_ms)
+    latency = None if problem.latency is None else (problem.predict_latency, problem.latency.limit_ms)
     with forward_logs("compresskit.search", lambda line: workspace.log(f"[search] {line}")):
         return search(problem.objective, problem.bounds, problem.predict_params, problem.budget,
                       iterations=config.search.iterations, initial_points=config.search.initial_points,
