@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=320, help="calibration crop side (the recipe trains at 320)")
     parser.add_argument("--batches", type=int, default=8, help="calibration batches of 8 images (0: none)")
     parser.add_argument("--from-soft", type=Path, default=None)
-    parser.add_argument("--ridge", type=float, default=1e-4, help="damping towards the pruned weights")
+    parser.add_argument("--ridge", type=float, default=1e-2, help="damping towards the pruned weights")
     parser.add_argument("--seed", type=int, default=0, help="which calibration images (the recipe's seed)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "reconstruct_ablation.jsonl")

@@ -159,7 +159,7 @@ def _refit(model: nn.Module, unpruned: nn.Module, name: str, batches: Sequence[t
 
 
 def reconstruct(model: nn.Module, unpruned: nn.Module, batches: Iterable[Any],
-                on_layer_done: Callable[[], None] | None = None, positions: int = 2048, ridge: float = 1e-4,
+                on_layer_done: Callable[[], None] | None = None, positions: int = 2048, ridge: float = 1e-2,
                 seed: int = 0, progress: bool = False) -> list[LayerFit]:
     """Refit ``model``'s dense layers, in call order, to reproduce ``unpruned``'s layer outputs (in place).
 

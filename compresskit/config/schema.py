@@ -252,13 +252,13 @@ class ReconstructConfig:
         batches: Calibration batches from the task's training loader (inputs only; labels are not used).
         batch_size: Images per calibration batch.
         positions: Output positions sampled per batch and convolution.
-        ridge: Damping, relative to the mean of ``diag(X^T X)``.
+        ridge: Damping towards the pruned weights, relative to the mean of ``diag(X^T X)``.
     """
 
     batches: int = field(default=8, metadata=AT_LEAST_ONE)
     batch_size: int = field(default=8, metadata=AT_LEAST_ONE)
     positions: int = field(default=2048, metadata=AT_LEAST_ONE)
-    ridge: float = field(default=1e-4, metadata=POSITIVE)
+    ridge: float = field(default=1e-2, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
