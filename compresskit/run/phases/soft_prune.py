@@ -112,7 +112,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         pruner.step(schedule.epochs)
     summary: dict[str, Any] = {}
     if config.reconstruct is not None:
-        fitted = reconstruct_kept(config.reconstruct, student, unpruned, task, pruner, config.seed)
+        fitted = reconstruct_kept(config.reconstruct, student, unpruned, task, pruner.rezero, config.seed)
         workspace.write_json("reconstruction.json", fitted)
         summary["reconstruction"] = {key: value for key, value in fitted.items() if key != "layers"}
     zeroed = pruner.zeroed_indices()
@@ -122,16 +122,16 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
 
 
 def reconstruct_kept(config: ReconstructConfig, student: nn.Module, unpruned: nn.Module, task: Task,
-                     pruner: Any, seed: int) -> dict[str, Any]:
+                     rezero: Callable[[], None], seed: int) -> dict[str, Any]:
     """Refit ``student``'s kept weights to ``unpruned``'s layer outputs on ``config.batches`` training batches
-    (pruned filters re-zeroed after every layer); returns images, seconds, the mean relative error before and
+    (``rezero`` zeroes the pruned filters again after every layer); returns images, seconds, the mean relative error before and
     after, and ``layers``: ``{name: [error before, error after]}``."""
     from compresskit.reconstruct import reconstruct
 
     loader = task.train_loader(config.batch_size, seed=seed)
     batches = [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]
     start = time.perf_counter()
-    fits = reconstruct(student, unpruned, batches, on_layer_done=pruner.rezero, positions=config.positions,
+    fits = reconstruct(student, unpruned, batches, on_layer_done=rezero, positions=config.positions,
                        ridge=config.ridge, seed=seed, progress=True)
     return {"images": sum(len(batch[0]) for batch in batches), "seconds": round(time.perf_counter() - start, 1),
             "mean_error_before": round(sum(fit.error_before for fit in fits) / len(fits), 4),
