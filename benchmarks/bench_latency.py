@@ -43,7 +43,8 @@ SIZE = 640
 P3_BLOCKS = ["scale_decoupling", "backbone_cbam.0", "semantic.0", "semantic.1", "semantic.2", "assn"]
 
 
-def _student(bypass: list[str], channel_multiple: int = 1):
+def student(bypass: list[str], channel_multiple: int = 1):
+    """Nano-B with ``bypass`` switched off, its (rounded) channel groups and the groups' bounds."""
     from compresskit.groups import round_channels
 
     model = build_model("nano_b", bypass=bypass).eval()
@@ -61,7 +62,7 @@ def accuracy(cache: Path, samples: int, rounds: int) -> dict[str, LatencyModel]:
     """Part 1: prediction vs direct measurement."""
     models = {}
     for label, bypass, multiple in (("Nano-B", [], 1), ("Nano-B, P3 blocks bypassed, widths x8", P3_BLOCKS, 8)):
-        model, groups, bounds = _student(bypass, multiple)
+        model, groups, bounds = student(bypass, multiple)
         latency = LatencyModel(model, groups, (1, 3, SIZE, SIZE), threads=1, cache_dir=cache / "a", name=label)
         latency.rounds = rounds
         started = time.perf_counter()

@@ -90,6 +90,13 @@ def official_ap(model: nn.Module, data: Path) -> dict[str, float]:
     return {subset: round(100 * value, 2) for subset, value in ap.items()}
 
 
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Print ``row`` and append it to the JSON-lines log ``path`` (the ablation scripts beside this bench)."""
+    print(json.dumps(row), flush=True)
+    with path.open("a") as file:
+        file.write(json.dumps(row) + "\n")
+
+
 def first_val_images(data: Path, count: int, folder: Path) -> Path:
     """A folder of links to the first ``count`` val images (sorted), in the ``<event>/<image>`` layout."""
     paths = sorted((data / "widerface" / "WIDER_val" / "images").glob("*/*.jpg"))[:count]

@@ -13,7 +13,6 @@ of the released one (e.g. ``benchmarks/logs/real_pruning_runs/compresskit_0.5/pr
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = bench.finetune(model, overrides, Path(f"/tmp/finetune_control_{args.tag}"))
     row = {"tag": args.tag, "start": str(args.start or "released"), "freeze_bn": args.freeze_bn, "set": args.extra, "finetune_s": seconds,
            "total_s": round(time.time() - start), "ap": bench.official_ap(model, data)}
-    print(json.dumps(row), flush=True)
-    with args.out.open("a") as file:
-        file.write(json.dumps(row) + "\n")
+    bench.append_row(args.out, row)
     return 0
 
 

@@ -39,15 +39,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_latency import P3_BLOCKS  # this folder is sys.path[0] when run as a script
+from bench_latency import P3_BLOCKS, student  # this folder is sys.path[0] when run as a script
 from bench_models import BenchModel, measure_latency, paired_ratio
 
-from compresskit import count_macs, count_params, export_onnx, find_groups, prune
+from compresskit import count_macs, count_params, export_onnx, prune
 from compresskit.budget import ParamPredictor
-from compresskit.bypass import fit_patterns, fit_specs
-from compresskit.groups import round_channels
-from reference.featherface.models import NANO_B_PROTECT_PATTERNS, build_model
-from reference.featherface.task import layer_group_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 640
@@ -67,19 +63,6 @@ def _group_rates(items: list[str], option: str) -> dict[str, list[float]]:
         if not values or any(not 0.0 <= v < 1.0 for v in parsed[name]):
             raise SystemExit(f"{option} {item!r}: rates must be in [0, 1)")
     return parsed
-
-
-def _student(bypass: list[str], channel_multiple: int):
-    """Nano-B with ``bypass`` switched off, its rounded channel groups and the groups' bounds."""
-    model = build_model("nano_b", bypass=bypass).eval()
-    specs = fit_specs(layer_group_specs("nano_b"), model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        groups = find_groups(model, torch.randn(1, 3, 128, 128), layer_groups=specs,
-                             protect=fit_patterns(NANO_B_PROTECT_PATTERNS, model))
-    if channel_multiple > 1:
-        round_channels(groups, channel_multiple)
-    return model, groups, {spec.name: tuple(spec.bounds) for spec in specs}
 
 
 def _fill(predictor: ParamPredictor, rates: dict[str, float], group: str, bounds: tuple[float, float],
@@ -132,7 +115,7 @@ def main() -> None:
         raise SystemExit(f"{yunet}: not found (give --weights-dir)")
     bypass = [name for block in args.bypass for name in (P3_BLOCKS if block == "p3" else [block])]
 
-    model, groups, bounds = _student(bypass, args.channel_multiple)
+    model, groups, bounds = student(bypass, args.channel_multiple)
     for name, values in _group_rates(args.upper, "--upper").items():
         if name not in bounds or len(values) != 1:
             raise SystemExit(f"--upper {name}={values}: expected one rate of a layer group in {list(bounds)}")

@@ -14,7 +14,6 @@ training*) and refits it to the released model before removal: the case the reci
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -76,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
            "params": count_params(model), "crop": args.crop, "images": 8 * args.batches,
            "seed": args.seed, "ridge": args.ridge,
            "reconstruct_s": seconds, "ap": bench.official_ap(model, args.data)}
-    print(json.dumps(row), flush=True)
-    with args.out.open("a") as file:
-        file.write(json.dumps(row) + "\n")
+    bench.append_row(args.out, row)
     return 0
 
 

@@ -55,9 +55,7 @@ class OfficialAP(Callback):
         ap = bench.official_ap(self.model, self.data)
         self.model.train(was_training)
         row = {**self.record, "epoch": epoch, "ap": ap, "eval_s": round(time.perf_counter() - start, 1)}
-        print(json.dumps(row), flush=True)
-        with self.out.open("a") as file:
-            file.write(json.dumps(row) + "\n")
+        bench.append_row(self.out, row)
 
 
 def pruned_model(method: str, args: argparse.Namespace, max_params: int) -> nn.Module:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from compresskit._forward import evaluating
+from compresskit._forward import evaluating, forward_with_hooks
 
 __all__ = ["LayerFit", "reconstruct"]
 
@@ -62,14 +62,8 @@ def _dense_layers_in_call_order(model: nn.Module, batch: tuple[Any, ...]) -> lis
     """Names of the dense layers the forward pass calls exactly once, in the order it calls them."""
     calls: list[str] = []
     names = {module: name for name, module in model.named_modules()}
-    handles = [module.register_forward_hook(lambda module, _i, _o: calls.append(names[module]))
-               for module in names if _is_dense(module)]
-    try:
-        with evaluating(model):
-            model(*batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, batch, [(module, lambda module, _i, _o: calls.append(names[module]))
+                                      for module in names if _is_dense(module)])
     return [name for name in dict.fromkeys(calls) if calls.count(name) == 1]
 
 
