@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -59,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from compresskit import pipeline  # noqa: E402
+from compresskit.benchmark import measure, ort_runner  # noqa: E402
 from compresskit.budget import ParamPredictor, count_macs, count_params  # noqa: E402
 from compresskit.export import export_onnx  # noqa: E402
 from compresskit.groups import find_groups  # noqa: E402
@@ -114,25 +114,12 @@ def _latency_image() -> np.ndarray:
 
 
 def ort_latency_ms(model: nn.Module, repeats: int = 20) -> float:
-    """Median ONNX Runtime latency (ms) at 640x640, 1 intra-op thread."""
-    import onnxruntime as ort
-
+    """Median ONNX Runtime latency (ms) at 640x640, 1 intra-op thread (``compresskit.benchmark.measure``)."""
     image = _latency_image()
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model.eval(), (torch.from_numpy(image),), Path(tmp) / "model.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: image}
-        for _ in range(3):
-            session.run(None, feed)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            session.run(None, feed)
-            times.append((time.perf_counter() - start) * 1e3)
-    return round(statistics.median(times), 2)
+        latency = measure({"model": ort_runner(path, [image], threads=1)}, warmup=3, rounds=repeats)["model"]
+    return round(latency.median_ms, 2)
 
 
 def size_row(model: nn.Module) -> dict[str, Any]:
@@ -345,36 +332,21 @@ def architecture(row: dict[str, Any], args: argparse.Namespace, total: int, exam
 def measure_latencies(args: argparse.Namespace, results: Results, rounds: int = 30) -> None:
     """ORT latency (640x640, 1 thread) of every row's model, all sessions timed round-robin in the same
     minutes (so machine load hits every model alike); median and IQR per row, written to the file."""
-    import onnxruntime as ort
-
     example = torch.randn(1, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)) * 50
     total = count_params(released(args.data))
     image = _latency_image()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
     rows = results.data["rows"]
     with tempfile.TemporaryDirectory() as tmp:
-        sessions = []
+        runners = {}
         for index, row in enumerate(rows):
             path = export_onnx(architecture(row, args, total, example).eval(), (torch.from_numpy(image),),
                                Path(tmp) / f"{index}.onnx")
-            sessions.append(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
-        feeds = [{s.get_inputs()[0].name: image} for s in sessions]
-        for session, feed in zip(sessions, feeds):
-            for _ in range(3):
-                session.run(None, feed)
-        times: list[list[float]] = [[] for _ in rows]
+            runners[str(index)] = ort_runner(path, [image], threads=1)
         loads = [os.getloadavg()[0]]
-        for round_index in range(rounds):
-            order = list(range(len(rows)))
-            order = order[round_index % len(order):] + order[:round_index % len(order)]
-            for index in order:
-                start = time.perf_counter()
-                sessions[index].run(None, feeds[index])
-                times[index].append((time.perf_counter() - start) * 1e3)
+        latencies = measure(runners, warmup=3, rounds=rounds)
         loads.append(os.getloadavg()[0])
-    for row, samples in zip(rows, times):
-        q25, median, q75 = np.percentile(samples, [25, 50, 75])
+    for index, row in enumerate(rows):
+        q25, median, q75 = np.percentile(latencies[str(index)].samples_ms, [25, 50, 75])
         row["ort_interleaved"] = {"median_ms": round(float(median), 2), "iqr_ms": round(float(q75 - q25), 2),
                                   "rounds": rounds, "load_1m": [round(v, 2) for v in loads]}
     results.data["latency_command"] = " ".join([".venv/bin/python", "benchmarks/bench_real_pruning.py", *sys.argv[1:]])
