@@ -3,9 +3,10 @@
 After filters are zeroed, every dense layer (``nn.Conv2d`` with ``groups == 1``, ``nn.Linear``) is refit in
 the order the forward pass calls it, so that its output on calibration inputs, fed with the pruned model's
 own (already refit) inputs, matches what the same layer outputs in the unpruned model: a ridge
-least-squares problem in closed form per layer, damped towards the layer's pruned weights (He et al., ICCV 2017, "Channel Pruning for Accelerating
-Very Deep Neural Networks"; Luo et al., ICCV 2017, "ThiNet"). A k x k convolution is fit on unfolded
-input patches at ``positions`` randomly chosen output positions per calibration batch.
+least-squares problem in closed form per layer, damped towards the layer's pruned weights (He et al., ICCV
+2017, "Channel Pruning for Accelerating Very Deep Neural Networks"; Luo et al., ICCV 2017, "ThiNet").
+A k x k convolution is fit on unfolded input patches at ``positions`` randomly chosen output positions per
+calibration batch.
 
 It works on the *soft-zeroed* model (same shapes as the unpruned model; :meth:`~compresskit.prune.SoftFPGM.step`
 zeroed the pruned channels): inputs of zeroed channels are exactly zero, so their weight columns are left
