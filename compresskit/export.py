@@ -4,8 +4,8 @@
 runs it with ONNX Runtime on the CPU and compares every output against the
 PyTorch model, returning the largest absolute difference. :func:`export_model` is
 what the CLI and the pipeline call: ONNX or a TorchScript trace, optionally with
-dynamic batch and height/width axes (checked at the example shape and at
-:func:`second_shape`), with the model's deployment metadata
+dynamic batch and height/width axes (checked at the example shape, at
+:func:`second_shape` and, where the model runs there, at :func:`uneven_shape`), with the model's deployment metadata
 (:class:`Preprocessing`: channel order, mean, scale, nominal input size; plus any
 ``onnx_metadata`` the model carries) in the file, so that quantization, detection
 and the browser page read it instead of asking for flags.
@@ -25,7 +25,8 @@ Caveats:
     * Tracing records one path: data-dependent Python control flow is frozen at
       the example input. Shape arithmetic done in Python (e.g. padding computed
       from ``int(x.shape[-1])``) is frozen too; :func:`export_model` checks a
-      second shape to catch it, but only at that shape.
+      second shape and an uneven third one (odd offsets, where frozen "same"
+      padding shows) to catch it, but only at those shapes.
     * Models over 2 GiB (ONNX external data) are not supported by the atomic
       write, which moves a single file.
 
@@ -48,7 +49,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ._atomic import writable_path
-from ._dynamic import dynamic_axes, second_inputs, second_shape
+from ._dynamic import dynamic_axes, second_inputs, second_shape, uneven_inputs, uneven_shape
 from ._metadata import PREPROCESSING_KEYS, TORCHSCRIPT_METADATA  # noqa: F401 - importable here as before
 from ._metadata import Preprocessing, model_metadata, read_metadata, write_metadata
 from ._onnx_export import check_onnx, export_onnx
@@ -65,6 +66,7 @@ __all__ = [
     "model_metadata",
     "read_metadata",
     "second_shape",
+    "uneven_shape",
     "write_metadata",
 ]
 
@@ -102,9 +104,11 @@ def export_model(
     """Export ``model`` to ONNX or TorchScript and check the file against torch.
 
     With ``dynamic``, the batch axis of every input and output and the spatial axes (``2..``) of the
-    first input are left free where the model allows: the file is checked at ``example_inputs``
-    and at :func:`second_shape` of them (batch ``+1``, other height and width). If the spatial
-    axes do not survive that check (e.g. a ``Linear`` after a flatten), the export falls back to a
+    first input are left free where the model allows: the file is checked at ``example_inputs``,
+    at :func:`second_shape` of them (batch ``+1``, other height and width) and, if the model itself
+    runs there, at :func:`uneven_shape` (odd height and width offsets). If the spatial
+    axes do not survive those checks (e.g. a ``Linear`` after a flatten, or padding computed in
+    Python from the example's size), the export falls back to a
     dynamic batch alone, checked at batch ``+1``. Without ``dynamic``, the file is fixed to the
     example shapes and checked there. TorchScript is a trace (``torch.jit.trace``), checked the same
     way after ``torch.jit.load``.
@@ -166,7 +170,8 @@ class _Export:
 
     def write_and_check(self, spatial: bool | None) -> ExportResult:
         """Write the file (fixed if ``spatial`` is None, else dynamic batch, plus height/width if
-        ``spatial``) and check it at the example inputs (and at the second inputs when dynamic).
+        ``spatial``) and check it at the example inputs (and at the second inputs when dynamic, and at
+        the uneven inputs when ``spatial`` and the model itself runs there).
 
         Raises:
             _ShapeCheckFailed: A check failed; the message names the input shapes.
@@ -175,6 +180,8 @@ class _Export:
                 dynamic_axes(self.inputs, self.input_names, self.output_names, self.outputs, spatial))
         self._write(axes)
         checked = [self.inputs] + ([] if spatial is None else [second_inputs(self.inputs, spatial)])
+        if spatial and self._torch_runs(uneven := uneven_inputs(self.inputs)):
+            checked.append(uneven)
         checks = [self._check(candidate) for candidate in checked]
         return ExportResult(path=self.path, format=self.format, dynamic_axes=axes, checks=checks)
 
@@ -185,6 +192,15 @@ class _Export:
                         metadata=self.metadata)
         else:
             export_torchscript(self.model, self.inputs, self.path, self.metadata)
+
+    def _torch_runs(self, inputs: tuple[Tensor, ...]) -> bool:
+        """Whether the model itself accepts ``inputs`` (a model built for sizes divisible by its
+        stride may not; its file is then not checked there)."""
+        try:
+            torch_outputs(self.model, inputs)
+        except Exception:  # noqa: BLE001 - any failure of the model's own forward at that shape
+            return False
+        return True
 
     def _check(self, inputs: tuple[Tensor, ...]) -> tuple[list[list[int]], float]:
         check = check_onnx if self.format == "onnx" else check_torchscript

@@ -15,7 +15,6 @@ the stride-2 backbone produces.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -53,13 +52,17 @@ class ConvBN(nn.Module):
 
 
 def _downsample(x: torch.Tensor) -> torch.Tensor:
-    """3x3 stride-2 max-pool with TF "same" zero padding: ``[N,C,H,W] -> [N,C,ceil(H/2),ceil(W/2)]``."""
-    height, width = x.shape[-2:]
-    extra_w = (math.ceil(int(width) / 2) - 1) * 2 - int(width) + 3
-    extra_h = (math.ceil(int(height) / 2) - 1) * 2 - int(height) + 3
-    left, top = extra_w // 2, extra_h // 2
-    x = F.pad(x, [left, extra_w - left, top, extra_h - top])
-    return F.max_pool2d(x, 3, 2)
+    """3x3 stride-2 max-pool with TF "same" zero padding: ``[N,C,H,W] -> [N,C,ceil(H/2),ceil(W/2)]``.
+
+    TF pads an odd ``H`` with one zero row above and one below, an even ``H`` with one below only.
+    Both are "one above, two below, then drop the first row when ``H`` is even" (the second row below
+    is never read). The drop is a slice whose start comes from the tensor's size, not from Python
+    integer arithmetic, so a traced ONNX export with dynamic height/width pools the right rows at
+    every input size instead of the padding frozen at the example's size.
+    """
+    x = F.pad(x, [1, 2, 1, 2])
+    top, left = x.shape[-2] % 2, x.shape[-1] % 2  # padded size H + 3 is odd exactly when H is even
+    return F.max_pool2d(x[..., top:, left:], 3, 2)
 
 
 def _upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

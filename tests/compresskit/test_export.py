@@ -3,6 +3,7 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compresskit.export import check_onnx, export_onnx
@@ -158,6 +159,7 @@ from compresskit.export import (  # noqa: E402
     export_model,
     read_metadata,
     second_shape,
+    uneven_shape,
 )
 
 
@@ -174,11 +176,44 @@ def test_dynamic_export_runs_at_two_shapes(tmp_path, export_format):
     path = tmp_path / ("det.onnx" if export_format == "onnx" else "det.pt")
     result = export_model(model, example_input, path, format=export_format, dynamic=True)
     assert result.dynamic_axes["input"] == {0: "batch", 2: "input_2", 3: "input_3"}
-    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 32, 32], [2, 3, 96, 64]]
+    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 32, 32], [2, 3, 96, 64], [1, 3, 49, 41]]
     assert all(difference <= 1e-4 for _, difference in result.checks)
     third = torch.randn(3, 3, 64, 128, generator=torch.Generator().manual_seed(2))  # a shape never checked
     checker = check_onnx if export_format == "onnx" else check_torchscript
     assert checker(path, model, third) <= 1e-4
+
+
+def test_uneven_shape_flips_parity():
+    assert uneven_shape((1, 3, 640, 640)) == (1, 3, 657, 649)
+    assert uneven_shape((2, 8)) == (2, 8)
+
+
+class _FrozenSamePadPool(nn.Module):
+    """TF-"same" 3x3/2 max-pool whose padding is Python arithmetic on the size (frozen by tracing),
+    added to a stride-2 conv's map of the same ``ceil(size / 2)``: right at every size in torch,
+    wrong in a traced file at sizes of the other parity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        extra_h, extra_w = (2 if height % 2 else 1), (2 if width % 2 else 1)
+        top, left = extra_h // 2, extra_w // 2
+        pooled = F.max_pool2d(F.pad(x, [left, extra_w - left, top, extra_h - top]), 3, 2)
+        return self.conv(x) + pooled.mean(1, keepdim=True)
+
+
+def test_frozen_padding_is_caught_at_the_uneven_shape_and_spatial_axes_stay_fixed(tmp_path):
+    """Even example sizes: the second shape (kept divisible) passes; only the odd one exposes the
+    frozen padding, and the export falls back to a dynamic batch instead of writing a broken file."""
+    model = _FrozenSamePadPool().eval()
+    example = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match=r"height/width stay fixed.*\[\[1, 3, 49, 41\]\]"):
+        result = export_model(model, example, tmp_path / "m.onnx", dynamic=True)
+    assert result.dynamic_axes["input"] == {0: "batch"}
+    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 32, 32], [2, 3, 32, 32]]
 
 
 def test_fixed_export_rejects_another_shape(tmp_path):
@@ -224,7 +259,8 @@ def test_preprocessing_rejects_bad_values():
 
 @pytest.mark.parametrize("export_format", ["onnx", "torchscript"])
 def test_pruned_nano_b_exports_dynamic(tmp_path, export_format):
-    """A pruned Nano-B at toy scale (64 px): both formats, checked at 64x64 and 2x128x96, metadata kept."""
+    """A pruned Nano-B at toy scale (64 px): both formats, checked at 64x64, 2x128x96 and the odd
+    81x73 (where the BiFPN's "same" pooling padding once came out frozen at 64 px), metadata kept."""
     import compresskit as ck
     from reference.featherface.models import NANO_B_PROTECT_PATTERNS, build_model
 
@@ -234,6 +270,6 @@ def test_pruned_nano_b_exports_dynamic(tmp_path, export_format):
     ck.prune(model, images, 0.5, protect=NANO_B_PROTECT_PATTERNS)
     path = tmp_path / ("nano_b.onnx" if export_format == "onnx" else "nano_b.pt")
     result = export_model(model, images, path, format=export_format, dynamic=True)
-    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 64, 64], [2, 3, 128, 96]]
+    assert [shapes[0] for shapes, _ in result.checks] == [[1, 3, 64, 64], [2, 3, 128, 96], [1, 3, 81, 73]]
     assert max(difference for _, difference in result.checks) <= 1e-4
     assert Preprocessing.from_metadata(read_metadata(path)).mean == (104.0, 117.0, 123.0)
