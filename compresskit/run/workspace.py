@@ -24,7 +24,7 @@ Run directory layout::
     final.pt           pruned and fine-tuned student (compresskit.persist format)
     evaluation.json    params, MACs, latency and task metrics, keyed teacher / student / pruned (final.pt)
     model.onnx         the final model in ONNX (checked against PyTorch with ONNX Runtime)
-    model.fp32.onnx    with quantize.enabled: the final model, dynamic axes (checked at two shapes)
+    model.fp32.onnx    with quantize.enabled: the final model, dynamic axes (checked at up to three shapes)
     model.int8.onnx    with quantize.enabled: its INT8 (QDQ) quantization
     report.md          the report, with plots under plots/
     metrics.csv        metrics.jsonl as one CSV table (written with the report)

@@ -1,6 +1,6 @@
 """Phase ``quantize``: INT8 static quantization of the final model -> ``model.fp32.onnx``, ``model.int8.onnx``.
 
-Input: ``final.pt``. Outputs: the final model in ONNX with dynamic axes (checked at two shapes) and
+Input: ``final.pt``. Outputs: the final model in ONNX with dynamic axes (checked at up to three shapes) and
 its INT8 (QDQ) quantization. Calibration: the first ``quantize.calibration_samples`` inputs of the
 task's training loader (batch 1). Summary: both models' task metrics and ONNX Runtime latency
 (1 thread, median / p90 of interleaved rounds, :func:`compresskit.benchmark.benchmark_models`).
