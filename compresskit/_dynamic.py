@@ -43,8 +43,9 @@ def second_shape(shape: Sequence[int]) -> tuple[int, ...]:
 def uneven_shape(shape: Sequence[int]) -> tuple[int, ...]:
     """A third input shape for spatially dynamic files: height ``+17``, width ``+9``, batch unchanged.
 
-    Odd offsets flip the parity of the size and of its stride-2 halvings, where :func:`second_shape`
-    keeps them: ``(1, 3, 640, 640) -> (1, 3, 657, 649)``. Shapes without height/width come back as given.
+    Odd offsets flip the parity of the size and of its first stride-2 halvings (640 -> 657: 329, 165, 83
+    against 320, 160, 80), where :func:`second_shape` keeps them: ``(1, 3, 640, 640) -> (1, 3, 657, 649)``.
+    Shapes without height/width come back as given.
     """
     shape = list(shape)
     for position, offset in ((2, 17), (3, 9)):

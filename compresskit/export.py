@@ -5,10 +5,11 @@ runs it with ONNX Runtime on the CPU and compares every output against the
 PyTorch model, returning the largest absolute difference. :func:`export_model` is
 what the CLI and the pipeline call: ONNX or a TorchScript trace, optionally with
 dynamic batch and height/width axes (checked at the example shape, at
-:func:`second_shape` and, where the model runs there, at :func:`uneven_shape`), with the model's deployment metadata
-(:class:`Preprocessing`: channel order, mean, scale, nominal input size; plus any
-``onnx_metadata`` the model carries) in the file, so that quantization, detection
-and the browser page read it instead of asking for flags.
+:func:`second_shape` and, where the model runs there, at :func:`uneven_shape`),
+with the model's deployment metadata (:class:`Preprocessing`: channel order,
+mean, scale, nominal input size; plus any ``onnx_metadata`` the model carries)
+in the file, so that quantization, detection and the browser page read it
+instead of asking for flags.
 
 Exporter choice: torch 2.9+ defaults ``torch.onnx.export`` to the
 ``torch.export``-based ("dynamo") exporter, which needs the ``onnxscript``

@@ -98,7 +98,8 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
 @click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript"]), default="onnx",
               show_default=True, help="ONNX (checked in ONNX Runtime) or a TorchScript trace (checked after loading).")
 @click.option("--dynamic", is_flag=True,
-              help="Free batch and height/width axes where the model allows; checked at two input shapes and an odd-sized third.")
+              help="Free batch and height/width axes where the model allows; checked at two input shapes "
+                   "and an odd-sized third.")
 @click.option("--atol", default=1e-4, show_default=True, help="Exported vs PyTorch tolerance.")
 @click.option("--opset", default=17, show_default=True)
 @click.option("--trust", multiple=True, metavar="MODULE", help=TRUST_HELP)
