@@ -38,7 +38,7 @@ from torch import nn
 
 from ._forward import forward_with_hooks
 
-__all__ = ["BYPASS_MODES", "Bypass", "bypass_blocks", "fit_patterns", "fit_specs", "optional_blocks"]
+__all__ = ["BYPASS_MODES", "Bypass", "bypass_blocks", "drop_bypassed", "fit_patterns", "fit_specs", "optional_blocks"]
 
 #: What stands in for a bypassed block, by mode.
 BYPASS_MODES = ("identity", "first")
@@ -132,6 +132,21 @@ def bypass_blocks(model: nn.Module, names: Iterable[str], example_inputs: Sequen
         removed = [f"{name}.{child}" if child else name for child, _ in model.get_submodule(name).named_modules()]
         _set_submodule(model, name, Bypass(declared[name], name, removed))
     return model
+
+
+def drop_bypassed(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` without the entries of ``model``'s bypassed blocks, and the names dropped.
+
+    A checkpoint of the full model (e.g. a trained Nano-B) then loads strictly into the same model
+    built with blocks bypassed: the blocks are gone by the recipe's choice, so their weights have no
+    place; every other entry must still match. Nothing is dropped for a model without
+    :class:`Bypass` modules.
+    """
+    prefixes = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Bypass))
+    if not prefixes:
+        return dict(state), []
+    dropped = [key for key in state if key.startswith(prefixes)]
+    return {key: value for key, value in state.items() if not key.startswith(prefixes)}, dropped
 
 
 def fit_specs(specs: Sequence[Any], model: nn.Module) -> list[Any]:

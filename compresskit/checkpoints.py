@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compresskit.bypass import drop_bypassed
 from compresskit.config.errors import RecipeError
 from compresskit.config.load import checkpoint_path
 
@@ -81,7 +82,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
 
 
 def _strict_load(model: nn.Module, path: str | Path) -> nn.Module:
-    state = load_state_dict_file(path)
+    state, _ = drop_bypassed(model, load_state_dict_file(path))
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True)
     return model

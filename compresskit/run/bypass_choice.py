@@ -87,16 +87,13 @@ def load_student(source: ModelSource, workspace: Workspace, task: Task, blocks: 
     Raises:
         RuntimeError: the builder did not bypass a block, or the weights do not fit (strict load).
     """
-    from compresskit.bypass import Bypass
+    from compresskit.bypass import Bypass, drop_bypassed
 
     model = with_bypass(source, blocks).build(task)
-    state = workspace.load_state_dict("student.pt")
-    if blocks:
-        kept = [b for b in blocks if not isinstance(model.get_submodule(b), Bypass)]
-        if kept:
-            raise RuntimeError(f"the student builder {source.model!r} did not bypass {kept} (bypass={list(blocks)})")
-        prefixes = tuple(f"{block}." for block in blocks)
-        state = {key: value for key, value in state.items() if not key.startswith(prefixes)}
+    kept = [b for b in blocks if not isinstance(model.get_submodule(b), Bypass)]
+    if kept:
+        raise RuntimeError(f"the student builder {source.model!r} did not bypass {kept} (bypass={list(blocks)})")
+    state, _ = drop_bypassed(model, workspace.load_state_dict("student.pt"))
     model.load_state_dict(state)  # strict: anything but the bypassed blocks' tensors must fit
     return model
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compresskit.bypass import drop_bypassed
 from compresskit.checkpoints import check_state_dict
 
 from .backbone import load_pretrained_backbone
@@ -154,7 +155,8 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 
     Accepts a plain state dict or one wrapped under ``state_dict`` / ``model_state_dict`` /
     ``model``; strips ``module.`` prefixes and ``thop``'s ``total_ops`` / ``total_params``
-    entries; for :class:`FeatherFaceV1`, renames official keys (``bacbkbone_0_cbam`` ...).
+    entries; for :class:`FeatherFaceV1`, renames official keys (``bacbkbone_0_cbam`` ...); for a
+    model built with bypassed blocks (``bypass=[...]``), drops the file's entries of those blocks.
 
     Args:
         model: a model from :func:`build_model`.
@@ -178,6 +180,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
              if key.rsplit(".", 1)[-1] not in _PROFILER_SUFFIXES}
     if isinstance(model, FeatherFaceV1):
         state = convert_official_state_dict(state)
+    state, _ = drop_bypassed(model, state)  # a full model's file into the same model with blocks bypassed
     check_state_dict(model, state, path, hint=f"; build the model the file was saved from (build_model names: "
                                                f"{list(MODEL_NAMES)}), or for a pruned model use compresskit's load_pruned")
     model.load_state_dict(state, strict=True)

@@ -128,3 +128,23 @@ def test_specs_and_protect_globs_lose_only_what_named_removed_modules():
     assert [(s.name, s.patterns) for s in fit_specs(specs, model)] == [("trunk", ("stem.*", "typo.*"))]
     assert fit_patterns(["gate.fc2", "head"], model) == ["head"]
     assert fit_patterns(["gate.fc2"], _net()) == ["gate.fc2"]
+
+
+def test_a_full_models_checkpoint_loads_into_the_model_with_blocks_bypassed(tmp_path):
+    """The bypassed blocks' entries are dropped and only those; the rest still loads strictly."""
+    from compresskit.bypass import drop_bypassed
+    from compresskit.checkpoints import _strict_load
+
+    full = _net()
+    torch.save(full.state_dict(), tmp_path / "full.pt")
+    reduced = bypass_blocks(GatedNet(), ["gate"])
+    _strict_load(reduced, tmp_path / "full.pt")
+    assert all(torch.equal(value, full.state_dict()[key]) for key, value in reduced.state_dict().items())
+    _, dropped = drop_bypassed(reduced, full.state_dict())
+    assert dropped and all(key.startswith("gate.") for key in dropped)
+    assert drop_bypassed(full, full.state_dict())[1] == []  # nothing bypassed, nothing dropped
+
+    broken = {key: value for key, value in full.state_dict().items() if not key.startswith("head.")}
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(ValueError, match=r"missing keys, e.g. \['head.bias'"):
+        _strict_load(bypass_blocks(GatedNet(), ["gate"]), tmp_path / "broken.pt")

@@ -42,3 +42,16 @@ def test_a_pruned_reduced_nano_b_is_exact_and_round_trips(tmp_path):
     rebuilt = load_pruned(tmp_path / "reduced.pt").eval()
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(rebuilt(x), model(x)))
+
+
+def test_a_trained_full_nano_b_checkpoint_loads_into_a_bypassed_student(tmp_path):
+    """What `student.checkpoint` + `student.model_args.bypass` do in a recipe: every kept tensor is the file's."""
+    from reference.featherface.models import load_weights
+
+    torch.manual_seed(0)
+    full = build_model("nano_b")
+    torch.save({"state_dict": full.state_dict()}, tmp_path / "nano_b.pth")
+    reduced = load_weights(build_model("nano_b", bypass=P3), tmp_path / "nano_b.pth")
+    kept = reduced.state_dict()
+    assert len(kept) < len(full.state_dict())
+    assert all(torch.equal(value, full.state_dict()[key]) for key, value in kept.items())
