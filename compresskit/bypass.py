@@ -134,8 +134,8 @@ def bypass_blocks(model: nn.Module, names: Iterable[str], example_inputs: Sequen
     return model
 
 
-def drop_bypassed(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """``state`` without the entries of ``model``'s bypassed blocks, and the names dropped.
+def drop_bypassed(model: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the entries of ``model``'s bypassed blocks.
 
     A checkpoint of the full model (e.g. a trained Nano-B) then loads strictly into the same model
     built with blocks bypassed: the blocks are gone by the recipe's choice, so their weights have no
@@ -143,10 +143,7 @@ def drop_bypassed(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[
     :class:`Bypass` modules.
     """
     prefixes = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Bypass))
-    if not prefixes:
-        return dict(state), []
-    dropped = [key for key in state if key.startswith(prefixes)]
-    return {key: value for key, value in state.items() if not key.startswith(prefixes)}, dropped
+    return {key: value for key, value in state.items() if not (prefixes and key.startswith(prefixes))}
 
 
 def fit_specs(specs: Sequence[Any], model: nn.Module) -> list[Any]:

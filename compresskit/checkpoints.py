@@ -82,7 +82,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
 
 
 def _strict_load(model: nn.Module, path: str | Path) -> nn.Module:
-    state, _ = drop_bypassed(model, load_state_dict_file(path))
+    state = drop_bypassed(model, load_state_dict_file(path))
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True)
     return model

@@ -181,9 +181,14 @@ class _Export:
                 dynamic_axes(self.inputs, self.input_names, self.output_names, self.outputs, spatial))
         self._write(axes)
         checked = [self.inputs] + ([] if spatial is None else [second_inputs(self.inputs, spatial)])
-        if spatial and self._torch_runs(uneven := uneven_inputs(self.inputs)):
-            checked.append(uneven)
         checks = [self._check(candidate) for candidate in checked]
+        if spatial:
+            uneven = uneven_inputs(self.inputs)
+            try:
+                checks.append(self._check(uneven))
+            except _ShapeCheckFailed:
+                if self._torch_runs(uneven):  # the file fails where the model works: a frozen shape
+                    raise
         return ExportResult(path=self.path, format=self.format, dynamic_axes=axes, checks=checks)
 
     def _write(self, axes: dict[str, dict[int, str]]) -> None:
@@ -196,7 +201,7 @@ class _Export:
 
     def _torch_runs(self, inputs: tuple[Tensor, ...]) -> bool:
         """Whether the model itself accepts ``inputs`` (a model built for sizes divisible by its
-        stride may not; its file is then not checked there)."""
+        stride may not; its file is then not held to them). Asked only after a failed check."""
         try:
             torch_outputs(self.model, inputs)
         except Exception:  # noqa: BLE001 - any failure of the model's own forward at that shape

@@ -93,7 +93,7 @@ def load_student(source: ModelSource, workspace: Workspace, task: Task, blocks: 
     kept = [b for b in blocks if not isinstance(model.get_submodule(b), Bypass)]
     if kept:
         raise RuntimeError(f"the student builder {source.model!r} did not bypass {kept} (bypass={list(blocks)})")
-    state, _ = drop_bypassed(model, workspace.load_state_dict("student.pt"))
+    state = drop_bypassed(model, workspace.load_state_dict("student.pt"))
     model.load_state_dict(state)  # strict: anything but the bypassed blocks' tensors must fit
     return model
 

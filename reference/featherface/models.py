@@ -180,7 +180,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
              if key.rsplit(".", 1)[-1] not in _PROFILER_SUFFIXES}
     if isinstance(model, FeatherFaceV1):
         state = convert_official_state_dict(state)
-    state, _ = drop_bypassed(model, state)  # a full model's file into the same model with blocks bypassed
+    state = drop_bypassed(model, state)  # a full model's file into the same model with blocks bypassed
     check_state_dict(model, state, path, hint=f"; build the model the file was saved from (build_model names: "
                                                f"{list(MODEL_NAMES)}), or for a pruned model use compresskit's load_pruned")
     model.load_state_dict(state, strict=True)
