@@ -4,7 +4,7 @@ Usage: ``.venv/bin/python benchmarks/bench_architectures.py [--baseline 73ec8bf]
 [--no-write]``
 
 1. Time of ``find_groups`` (trace + the numerical soft == hard guard) per zoo model and on
-   FeatherFace V1 / Nano-B (64x64, the layer groups of ``reference.featherface``), for the code at
+   FeatherFace V1 / Nano-B (64x64, the layer groups of ``featherface``), for the code at
    ``--baseline`` (a git revision, unpacked with ``git archive`` into a temporary directory: one
    float32 probe selection) and for the working tree (3 float64 selections). Both run in fresh
    subprocesses, alternating ``--rounds`` times (the box is shared); each figure is the median over
@@ -46,9 +46,9 @@ FEATHERFACE = ("nano_b", "featherface_v1")
 def _timings(repeats: int) -> dict[str, float]:
     """Worker: median ``find_groups`` seconds per model with whatever ``compresskit`` is importable."""
     import torch
+    from zoo import ZOO, ZOO_PROTECT
 
     import compresskit as ck
-    from zoo import ZOO, ZOO_PROTECT
 
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
@@ -69,7 +69,7 @@ def _timings(repeats: int) -> dict[str, float]:
             out[name] = median(lambda: ck.find_groups(model, example, protect=ZOO_PROTECT[name]))
         except Exception:  # noqa: BLE001 - the baseline crashes on some zoo models
             out[name] = float("nan")
-    from reference.featherface import models
+    from featherface import models
 
     for name in FEATHERFACE:
         table = models.NANO_B_LAYER_GROUPS if name == "nano_b" else models.FEATHERFACE_V1_LAYER_GROUPS
@@ -107,8 +107,9 @@ def guard_timings(baseline: str, repeats: int, rounds: int) -> tuple[dict[str, l
 
 
 def apply_guard_rows(repeats: int) -> list[str]:
-    import compresskit as ck
     from zoo import ZOO, ZOO_PROTECT
+
+    import compresskit as ck
 
     rows = ["| model | prune 0.5, verify=False | verify=True | ratio |", "|---|---|---|---|"]
     for name, build in ZOO.items():
@@ -133,7 +134,7 @@ def apply_guard_rows(repeats: int) -> list[str]:
 
 
 def _relative(a: Any, b: Any) -> float:
-    from compresskit._surgery import max_relative_difference
+    from compresskit.groups.surgery import max_relative_difference
 
     return max_relative_difference(a, b)
 
@@ -143,7 +144,7 @@ def _torch_pruning_result(model: Any, example: Any, protect: list[str]) -> str:
     import torch
     import torch_pruning as tp
 
-    from compresskit._surgery import flatten_outputs
+    from compresskit.groups.surgery import flatten_outputs
 
     model, example = copy.deepcopy(model).double(), example.double()
     ignored = [m for n, m in model.named_modules() if n and any(fnmatch.fnmatchcase(n, p) for p in protect)]
@@ -188,9 +189,9 @@ def _torch_pruning_result(model: Any, example: Any, protect: list[str]) -> str:
 
 def coverage_rows() -> list[str]:
     import torch
+    from zoo import ZOO, ZOO_PROTECT
 
     import compresskit as ck
-    from zoo import ZOO, ZOO_PROTECT
 
     rows = [
         "| model | compresskit: sets pruned (skipped) | compresskit prune 0.5 (float64) | Torch-Pruning 1.6 MetaPruner 0.5 (float64) |",

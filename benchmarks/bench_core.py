@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "compresskit"))
 
-import compresskit as ck  # noqa: E402
-from zoo import ZOO, ZOO_PROTECT  # noqa: E402
 from _results import write_section  # noqa: E402
+from zoo import ZOO, ZOO_PROTECT  # noqa: E402
+
+import compresskit as ck  # noqa: E402
 
 SECTION = "## Core pruning"
 EPOCH_IMAGES = 2048

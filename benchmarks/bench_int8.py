@@ -3,16 +3,16 @@
 For each model (the released RetinaFace-mnet0.25 weights — a model trained on real faces — and any
 ``--pruned PATH`` compresskit checkpoints, e.g. a Nano-B pruned by ``compresskit run``):
 
-1. export a dynamic-shape FP32 ONNX file with ``compresskit.export.export_model`` (checked against torch
+1. export a dynamic-shape FP32 ONNX file with ``compresskit.deploy.export.export_model`` (checked against torch
    at 640x640 and 2x704x672), preprocessing in its metadata;
-2. quantize it with ``compresskit.quantize.quantize_onnx`` (QDQ, per-channel INT8 weights, UINT8
+2. quantize it with ``compresskit.deploy.quantize.quantize_onnx`` (QDQ, per-channel INT8 weights, UINT8
    activations, ``--method`` calibration on the first ``--calibration`` WIDER *train* images resized
    to 640x640 — never the val images that are scored);
-3. time torch eager, ORT FP32 and ORT INT8 with ``compresskit.benchmark.benchmark_models`` (batch 1,
+3. time torch eager, ORT FP32 and ORT INT8 with ``compresskit.deploy.benchmark.benchmark_models`` (batch 1,
    640x640, interleaved rounds, median / p90, ratios as medians of per-round ratios) for each
    ``--threads``;
 4. unless ``--no-ap``: AP easy / medium / hard of ORT FP32 and ORT INT8 on the 194 val images at original
-   size (``reference.featherface.detect.evaluate_widerface``, confidence 0.02, NMS 0.4; one ORT thread).
+   size (``featherface.detect.evaluate_widerface``, confidence 0.02, NMS 0.4; one ORT thread).
 
 Run (from the repository root; the AP step takes a few CPU minutes per model):
     .venv/bin/python benchmarks/bench_int8.py --write-results
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from compresskit.benchmark import benchmark_models
-from compresskit.export import Preprocessing, export_model, read_metadata
-from compresskit.persist import load_pruned
-from compresskit.quantize import calibration_images, quantize_onnx
-from compresskit.runtime import OrtModule
+from compresskit.deploy.benchmark import benchmark_models
+from compresskit.deploy.export import Preprocessing, export_model, read_metadata
+from compresskit.deploy.quantize import calibration_images, quantize_onnx
+from compresskit.deploy.runtime import OrtModule
+from compresskit.models.persist import load_pruned
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-results", action="store_true")
     args = parser.parse_args(argv)
 
-    from reference.featherface.detect import evaluate_widerface
-    from reference.featherface.models import build_model
+    from featherface.detect import evaluate_widerface
+    from featherface.models import build_model
 
     data = Path(args.data)
     weights = data / "weights" / "retinaface_mnet025_official.pth"

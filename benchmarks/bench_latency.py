@@ -1,9 +1,9 @@
 """Latency-aware compression of Nano-B (issue 8): the latency model's error, and searched models beside YuNet-n.
 
-Three parts, all ONNX Runtime CPU, 1 intra-op thread, 640x640, timed by ``compresskit.benchmark.measure``:
+Three parts, all ONNX Runtime CPU, 1 intra-op thread, 640x640, timed by ``compresskit.deploy.benchmark.measure``:
 
 1. ``accuracy``: for Nano-B and for Nano-B with its P3 blocks bypassed (the ``latency`` profile's
-   student), a :class:`compresskit.latency.LatencyModel` is calibrated (fresh cache) and its prediction
+   student), a :class:`compresskit.deploy.latency.LatencyModel` is calibrated (fresh cache) and its prediction
    compared with direct measurement on 20 uniform random rate vectors inside the layer-group bounds;
    and 6 of those are measured again by a second, fresh model (the direct measurement's own noise).
 2. ``models``: every run directory's ``final.pt`` (and the unpruned students, and YuNet-n) exported at
@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from compresskit import count_macs, count_params, export_onnx, find_groups
-from compresskit.benchmark import benchmark_models
-from compresskit.bypass import fit_patterns, fit_specs
-from compresskit.latency import LatencyModel
-from reference.featherface.detect import load_model
-from reference.featherface.models import NANO_B_PROTECT_PATTERNS, build_model
-from reference.featherface.task import layer_group_specs
+from compresskit.deploy.benchmark import benchmark_models
+from compresskit.deploy.latency import LatencyModel
+from compresskit.models.bypass import fit_patterns, fit_specs
+from featherface.detect import load_model
+from featherface.models import NANO_B_PROTECT_PATTERNS, build_model
+from featherface.task import layer_group_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 640
@@ -45,7 +45,7 @@ P3_BLOCKS = ["scale_decoupling", "backbone_cbam.0", "semantic.0", "semantic.1", 
 
 def student(bypass: list[str], channel_multiple: int = 1):
     """Nano-B with ``bypass`` switched off, its (rounded) channel groups and the groups' bounds."""
-    from compresskit.groups import round_channels
+    from compresskit.groups.find import round_channels
 
     model = build_model("nano_b", bypass=bypass).eval()
     specs = fit_specs(layer_group_specs("nano_b"), model)

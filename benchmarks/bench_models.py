@@ -8,14 +8,14 @@ Models (one run, measured interleaved):
   the values),
 * the YuNet-n / YuNet-s ONNX peers (``yunet_{n,s}_640_640.onnx``, ONNX only: no torch column),
 * any number of compresskit pruned checkpoints (``--pruned PATH``, loaded with
-  ``compresskit.persist.load_pruned``).
+  ``compresskit.models.persist.load_pruned``).
 
 What is measured, and how:
 
 * **params (torch)**: ``compresskit.count_params`` (every ``model.parameters()`` element) — the real count, deformable
   conv weights and BiFPN fusion weights included (unlike ``thop``).
 * **ONNX weights**: for every model, the ONNX file that is timed (our models: exported with
-  ``compresskit.export.export_onnx`` at the benchmark size, TorchScript exporter, opset 17, constant
+  ``compresskit.deploy.export.export_onnx`` at the benchmark size, TorchScript exporter, opset 17, constant
   folding on). Counted = elements of float initializers that are an input other than the data
   input (weight, bias, BN statistics) of ``Conv``, ``ConvTranspose``, ``Gemm``, ``MatMul`` or
   ``BatchNormalization``. Not counted: shape constants, resize scales, folded constants
@@ -23,7 +23,7 @@ What is measured, and how:
   Exported graphs have BatchNorm folded into the preceding conv, so this is lower than the torch
   count; for YuNet it is the only count available (the README's training-time 75,856 / 54,608
   include BN gamma/beta that fold into the conv bias: 2 per BN channel).
-* **MACs** at ``--size`` (default 640x640), batch 1: ``compresskit.budget.count_macs``
+* **MACs** at ``--size`` (default 640x640), batch 1: ``compresskit.pruning.budget.count_macs``
   (``FlopCounterMode`` FLOPs / 2): multiply-accumulates of conv,
   linear and matmul ops; BN, activations, pooling, element-wise ops, resize and ``grid_sample``
   are not counted. FeatherFace V1's deformable convs are counted as the 3x3 conv they apply to the
@@ -81,11 +81,11 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from compresskit.budget import count_macs, count_params
-from compresskit.export import check_onnx, export_onnx
-from compresskit.persist import load_pruned
-from reference.featherface.data.widerface import BGR_MEAN
-from reference.featherface.models import build_model
+from compresskit.deploy.export import check_onnx, export_onnx
+from compresskit.models.persist import load_pruned
+from compresskit.pruning.budget import count_macs, count_params
+from featherface.data.widerface import BGR_MEAN
+from featherface.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _results  # noqa: E402
@@ -93,7 +93,7 @@ import _results  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "RESULTS.md"
 SECTION_TITLE = "Model latency"
-MAC_METHOD = "compresskit.budget.count_macs (FlopCounterMode FLOPs/2: conv, linear, matmul)"
+MAC_METHOD = "compresskit.pruning.budget.count_macs (FlopCounterMode FLOPs/2: conv, linear, matmul)"
 DEFAULT_WEIGHTS_DIR = Path("/work/shared/data/weights")
 YUNET_N = "YuNet-n"
 V1 = "FeatherFace V1"
@@ -284,12 +284,12 @@ def measure_latency(models: Sequence[BenchModel], size: int, threads: Sequence[i
                     repeats: int, loads: dict[str, list[float]]) -> dict[str, dict[str, list[float]]]:
     """``{column: {model name: [ms per round]}}`` with columns ``"torch/1t"``, ``"ort/2t"``...
 
-    Timed by ``compresskit.benchmark.measure`` (the library's one latency function): per thread
+    Timed by ``compresskit.deploy.benchmark.measure`` (the library's one latency function): per thread
     count, ``warmup`` calls per (model, backend), then ``repeats`` rounds visiting every (model,
     backend) once in rotated order. ``loads`` receives the 1-minute load average at the start and end
     of each thread count.
     """
-    from compresskit.benchmark import measure, ort_runner, torch_runner
+    from compresskit.deploy.benchmark import measure, ort_runner, torch_runner
 
     times: dict[str, dict[str, list[float]]] = {}
     inputs = {m.name: _input(size, m.torch_model is None) for m in models}
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights-dir", default=str(DEFAULT_WEIGHTS_DIR), help="read in place, never copied")
     parser.add_argument("--pruned", action="append", default=[], metavar="PATH",
-                        help="compresskit pruned checkpoint (compresskit.persist.load_pruned); repeatable")
+                        help="compresskit pruned checkpoint (compresskit.models.persist.load_pruned); repeatable")
     parser.add_argument("--allow-missing", action="store_true", help="skip models whose weights are absent")
     parser.add_argument("--size", type=int, default=640, help="square input size (YuNet files are fixed 640)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])

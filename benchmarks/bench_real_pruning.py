@@ -1,7 +1,7 @@
 """Real faces: how much accuracy survives when a trained detector is pruned (WIDER FACE).
 
 The released RetinaFace-mnet0.25 (426,608 params) is pruned to a fraction of its parameters three ways,
-each followed by the *same* fine-tune (``compresskit.pipeline.finetune_model`` with the recipe's
+each followed by the *same* fine-tune (``compresskit.run.finetune_model`` with the recipe's
 ``finetune`` config: same epochs, data, crop size, seed, learning rate):
 
 * ``compresskit`` -- ``recipes/retinaface_wider.yaml`` run by the pipeline up to ``remove``: student
@@ -13,13 +13,13 @@ each followed by the *same* fine-tune (``compresskit.pipeline.finetune_model`` w
   pruning ratio for every layer (head outputs ignored), bisected to the budget.
 * ``compresskit_ls`` -- the same recipe with one-shot pruning at the searched rates instead of the soft
   phase, then least-squares reconstruction of the kept weights (``prune.schedule.epochs=0``,
-  ``prune.reconstruct``: 8 unlabeled training batches of 8 images; :mod:`compresskit.reconstruct`).
+  ``prune.reconstruct``: 8 unlabeled training batches of 8 images; :mod:`compresskit.pruning.reconstruct`).
 * ``uniform_fpgm_ls`` -- ``uniform_fpgm`` followed by the same reconstruction (``prune(..., calibration=)``).
 * ``unpruned_finetuned`` (``--methods unpruned_finetuned --budgets 1.0``) -- control: the released
   model through the same fine-tune, to show what the short CPU fine-tune alone does to it.
 
 Every AP is measured at each val image's original size on the dev images with the official protocol
-(``reference.featherface.detect.evaluate_widerface``, the code behind ``compresskit evaluate``), right
+(``featherface.detect.evaluate_widerface``, the code behind ``compresskit evaluate``), right
 after removal and after the fine-tune. Latency: ONNX Runtime, 640x640, 1 thread, median of 20 right after
 each model; ``--latency FILE`` re-times every row's architecture with all models interleaved in the same
 minutes (the comparable figure on a shared machine). ``--featherface`` runs the two FeatherFace paths of
@@ -57,22 +57,22 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from compresskit import pipeline  # noqa: E402
-from compresskit.benchmark import measure, ort_runner  # noqa: E402
-from compresskit.budget import ParamPredictor, count_macs, count_params  # noqa: E402
-from compresskit.export import export_onnx  # noqa: E402
-from compresskit.groups import find_groups  # noqa: E402
-from compresskit.persist import load_pruned  # noqa: E402
-from compresskit.prune import prune  # noqa: E402
-from compresskit.recipe import load_recipe  # noqa: E402
-from reference.featherface import models  # noqa: E402
-from reference.featherface.data.widerface import BGR_MEAN  # noqa: E402
-from reference.featherface.detect import evaluate_widerface  # noqa: E402
-from reference.featherface.task import layer_group_specs  # noqa: E402
+from compresskit import run as pipeline  # noqa: E402
+from compresskit.config import load_recipe  # noqa: E402
+from compresskit.deploy.benchmark import measure, ort_runner  # noqa: E402
+from compresskit.deploy.export import export_onnx  # noqa: E402
+from compresskit.groups.find import find_groups  # noqa: E402
+from compresskit.models.persist import load_pruned  # noqa: E402
+from compresskit.pruning.budget import ParamPredictor, count_macs, count_params  # noqa: E402
+from compresskit.pruning.soft_fpgm import prune  # noqa: E402
+from featherface import models  # noqa: E402
+from featherface.data.widerface import BGR_MEAN  # noqa: E402
+from featherface.detect import evaluate_widerface  # noqa: E402
+from featherface.task import layer_group_specs  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "retinaface_wider.yaml"
 FEATHERFACE_RECIPE = ROOT / "recipes" / "featherface_wider.yaml"
-BUILDER = "reference.featherface.models:build_model"
+BUILDER = "featherface.models:build_model"
 MODEL = "retinaface_mnet025"
 
 
@@ -114,7 +114,7 @@ def _latency_image() -> np.ndarray:
 
 
 def ort_latency_ms(model: nn.Module, repeats: int = 20) -> float:
-    """Median ONNX Runtime latency (ms) at 640x640, 1 intra-op thread (``compresskit.benchmark.measure``)."""
+    """Median ONNX Runtime latency (ms) at 640x640, 1 intra-op thread (``compresskit.deploy.benchmark.measure``)."""
     image = _latency_image()
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model.eval(), (torch.from_numpy(image),), Path(tmp) / "model.onnx")

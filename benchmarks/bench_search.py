@@ -23,7 +23,7 @@ import time
 import numpy as np
 from scipy.optimize import minimize
 
-from compresskit.search import random_search, search_rates
+from compresskit.search.bayesian import random_search, search_rates
 
 NAMES = ["stem", "stage1", "stage2", "stage3", "neck", "ssh"]
 GROUP_PARAMS = np.array([4_000, 12_000, 20_000, 30_000, 18_000, 8_000], dtype=float)

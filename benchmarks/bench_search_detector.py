@@ -5,12 +5,12 @@ number of objective evaluations over Nano-B's 6 layer groups (bounds from the ta
 ``NANO_B_LAYER_GROUPS``), under ``search.budget`` of ``recipes/featherface_nano_b.yaml`` (read at
 run time, so the benchmark follows the recipe).
 
-The objective is the pipeline's own, from ``compresskit.pipeline.search_problem`` (one-shot FPGM pruning of a copy of the distilled student at the candidate rates, ``search.trial.epochs``
+The objective is the pipeline's own, from ``compresskit.run.search_problem`` (one-shot FPGM pruning of a copy of the distilled student at the candidate rates, ``search.trial.epochs``
 of fine-tuning on a ``search.trial.subset`` of the synthetic training faces, then the mean MultiBox
 loss on the validation batches; seeded by the candidate itself, so a candidate scores the same
 whichever method proposes it), with the exact ``ParamPredictor``, the bounds and the budget.
 
-Starting student: the recipe's own teacher + distill phases (``compresskit.pipeline.run(...,
+Starting student: the recipe's own teacher + distill phases (``compresskit.run.run(...,
 stop_after="distill")``), run once and cached in a temporary directory keyed by the resolved
 recipe, so every search of every seed starts from identical weights (delete the cache directory,
 or pass ``--cache-dir``, to retrain).
@@ -44,8 +44,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 import compresskit.search as search_module  # noqa: E402
-from compresskit import pipeline  # noqa: E402
-from compresskit.recipe import load_recipe, recipe_to_dict  # noqa: E402
+from compresskit import run as pipeline  # noqa: E402
+from compresskit.config import load_recipe, recipe_to_dict  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "featherface_nano_b.yaml"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"

@@ -65,7 +65,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _all_finite(directory: Path) -> bool:
-    from compresskit._finite import non_finite_entries
+    from compresskit.utils.finite import non_finite_entries
 
     return all(non_finite_entries(torch.load(p, map_location="cpu", weights_only=True))[0] == 0
                for p in directory.glob("*.pt"))

@@ -42,8 +42,9 @@ import torch
 from bench_latency import P3_BLOCKS, student  # this folder is sys.path[0] when run as a script
 from bench_models import BenchModel, measure_latency, paired_ratio
 
-from compresskit import count_macs, count_params, export_onnx, prune
-from compresskit.budget import ParamPredictor
+from compresskit import count_macs, count_params, export_onnx
+from compresskit.pruning import prune
+from compresskit.pruning.budget import ParamPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 640

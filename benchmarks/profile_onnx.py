@@ -1,6 +1,6 @@
 """Where ONNX Runtime spends its time: per-operator and per-top-level-module shares of kernel time.
 
-Exports a model, read by ``reference.featherface.detect.load_model`` (a pruned checkpoint ``*.pt``,
+Exports a model, read by ``featherface.detect.load_model`` (a pruned checkpoint ``*.pt``,
 ``name:weights`` or a bare reference model name), at a square input size, runs it with ONNX Runtime's
 profiler (CPU, 1 intra-op thread by default) and prints two tables. Used to explain latency results in ``benchmarks/RESULTS.md``.
 
@@ -19,7 +19,7 @@ import onnxruntime as ort
 import torch
 
 from compresskit import export_onnx
-from reference.featherface.detect import load_model
+from featherface.detect import load_model
 
 
 def profile(model: torch.nn.Module, size: int, runs: int, threads: int) -> tuple[float, dict, dict]:

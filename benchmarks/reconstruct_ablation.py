@@ -1,7 +1,7 @@
 """Least-squares reconstruction on the released RetinaFace-mnet0.25: what it recovers with no training at all.
 
 Uniform one-shot FPGM at ``--budget`` of the parameters (the bench's ``uniform_fpgm``), then
-``compresskit.reconstruct`` on ``--batches`` x 8 unlabeled training images augmented like the recipe's
+``compresskit.pruning.reconstruct`` on ``--batches`` x 8 unlabeled training images augmented like the recipe's
 training crops at ``--crop`` px, then removal; the official AP on the 194 dev images at original size.
 ``--from-soft RUN`` instead starts from a run directory's ``soft_pruned.pt`` (a student soft-pruned *with
 training*) and refits it to the released model before removal: the case the recipe refuses.
@@ -23,12 +23,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real_pruning as bench  # noqa: E402
 
-from compresskit.budget import ParamPredictor, count_params  # noqa: E402
-from compresskit.groups import find_groups  # noqa: E402
-from compresskit.prune import SoftFPGM, remove_zeroed  # noqa: E402
-from compresskit.reconstruct import reconstruct  # noqa: E402
-from reference.featherface import models  # noqa: E402
-from reference.featherface.task import layer_group_specs  # noqa: E402
+from compresskit.groups.find import find_groups  # noqa: E402
+from compresskit.pruning.budget import ParamPredictor, count_params  # noqa: E402
+from compresskit.pruning.reconstruct import reconstruct  # noqa: E402
+from compresskit.pruning.soft_fpgm import SoftFPGM, remove_zeroed  # noqa: E402
+from featherface import models  # noqa: E402
+from featherface.task import layer_group_specs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,10 +28,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real_pruning as bench  # noqa: E402
 
-from compresskit import pipeline  # noqa: E402
-from compresskit.budget import count_params  # noqa: E402
-from compresskit.persist import load_pruned  # noqa: E402
-from compresskit.recipe import load_recipe  # noqa: E402
+from compresskit import run as pipeline  # noqa: E402
+from compresskit.config import load_recipe  # noqa: E402
+from compresskit.models.persist import load_pruned  # noqa: E402
+from compresskit.pruning.budget import count_params  # noqa: E402
 from compresskit.run.distillation import phase_training  # noqa: E402
 from compresskit.run.training import train_phase  # noqa: E402
 from compresskit.train import Callback, TrainState  # noqa: E402

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from compresskit.recipe import RecipeError, load_recipe
+from compresskit.config import RecipeError, load_recipe
 
 LIST_BOMB = "".join(
     f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]\n" for n in range(1, 10)).replace("*l0", "x")

@@ -1,71 +1,102 @@
 """compresskit: structured pruning that never breaks a model.
 
-Public API (see docs/DESIGN.md for the contracts between modules):
+The package is a stack of concept sub-packages; each imports only from those listed before it::
 
-* groups: :func:`find_groups`, :class:`LayerGroupSpec`, :class:`ChannelGroup`, :class:`ChannelShuffle`,
-  :class:`ChannelPool`
-* importance: :func:`fpgm`, :func:`magnitude`, :data:`IMPORTANCES`
-* pruning: :class:`SoftFPGM`, :func:`prune`, :func:`remove_zeroed`, :class:`PruneSummary`
-* layer rules: :class:`LayerRule`, :data:`LAYER_RULES`, :func:`rule_for` (one rule per module type)
-* budget: :func:`count_params`, :func:`count_macs`, :class:`ParamPredictor`, :func:`predict_params`,
-  :func:`channel_summary`
-* persistence: :func:`save_pruned`, :func:`load_pruned`
-* training: :func:`fit`, :class:`Callback`, :class:`TrainState`; tasks: :class:`Task`,
-  :class:`ClassificationTask` (``compresskit.tasks``)
-* schedules: :func:`polynomial`, :func:`linear`, :func:`constant`, :func:`join`, :data:`SCHEDULES`
-* export: :func:`export_onnx`, :func:`check_onnx`, :func:`export_model` (ONNX / TorchScript, dynamic axes,
-  :class:`Preprocessing` metadata); deployment: ``compresskit.quantize`` (INT8), ``compresskit.benchmark``
-  (latency), ``compresskit.runtime`` (ONNX Runtime sessions) are imported on use
+    utils -> layers -> groups -> pruning -> search | distill | train -> models -> deploy -> tasks
+          -> config -> report -> run -> cli
 
-Every name is imported on first use (PEP 562 module ``__getattr__``), so ``import compresskit``
-and ``compresskit --help`` do not import torch or onnx. ``compresskit.prune`` is the module
-:mod:`compresskit.prune`; calling it (``compresskit.prune(model, inputs, 0.3)``) runs the one-shot
-:func:`compresskit.prune.prune`, so both ``import compresskit.prune`` and
-``from compresskit import prune`` keep working.
+* ``layers``: :class:`LayerRule` per module type, :class:`ChannelPool`, :class:`ChannelShuffle`;
+* ``groups``: :func:`find_groups` -- coupled channel sets, verified removable;
+* ``pruning``: :class:`SoftFPGM`, :func:`prune`, :func:`remove_zeroed`, importances, schedules,
+  least-squares reconstruction, :func:`count_params` / :func:`count_macs` / :class:`ParamPredictor`;
+* ``search``: BoTorch rate search under a budget; ``distill``: weighted distillation loss;
+  ``train``: :func:`fit` with :class:`Callback` hook points, resumable, DDP-aware;
+* ``models``: :func:`save_pruned` / :func:`load_pruned`, model specs, recipe weights, bypasses;
+* ``deploy``: ONNX / TorchScript export, INT8, runtimes, latency benchmarks and models;
+* ``tasks``: the :class:`Task` protocol, :class:`ClassificationTask`;
+* ``config``: recipes (YAML -> validated dataclasses); ``report``: report.md and plots;
+* ``run``: the phases of ``compresskit run`` and their driver; ``cli``: the click commands.
+
+The names below are imported on first use (PEP 562), so ``import compresskit`` and
+``compresskit --help`` import neither torch nor onnx. Old module paths of compresskit 0.1
+(``compresskit.prune``, ``compresskit.pipeline``, ``compresskit.recipe``, ...) still import, with a
+``DeprecationWarning`` naming the new one (:mod:`compresskit.utils.moved`).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
+from compresskit.utils.moved import MovedModules
+
 try:
-    from importlib.metadata import PackageNotFoundError, version as _version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _version
 
     __version__: str = _version("compresskit")
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-#: Public name -> the submodule that defines it (imported on first access).
+#: Public name -> the sub-package that offers it (imported on first access).
 _EXPORTS: dict[str, str] = {
-    "ParamPredictor": "budget", "channel_summary": "budget", "count_macs": "budget",
-    "count_params": "budget", "predict_params": "budget",
-    "Preprocessing": "export", "check_onnx": "export", "export_model": "export", "export_onnx": "export",
     "ChannelGroup": "groups", "ChannelGroups": "groups", "LayerGroupSpec": "groups",
     "SkippedCoupling": "groups", "UnprunableWarning": "groups", "cell_removal_counts": "groups",
     "channels_to_remove": "groups", "find_groups": "groups",
-    "IMPORTANCES": "importance", "fpgm": "importance", "magnitude": "importance",
-    "UntrustedBuilderError": "persist", "load_pruned": "persist", "save_pruned": "persist",
-    "trust_builder": "persist",
-    "PruneSummary": "prune", "SoftFPGM": "prune", "remove_zeroed": "prune",
-    "StaleOptimizerWarning": "_stale",
-    "SCHEDULES": "schedules", "constant": "schedules", "join": "schedules", "linear": "schedules",
-    "polynomial": "schedules",
-    "ChannelPool": "pool", "ChannelShuffle": "shuffle",
-    "Callback": "train", "TrainState": "train", "fit": "train",
+    "ParamPredictor": "pruning", "channel_summary": "pruning", "count_macs": "pruning",
+    "count_params": "pruning", "predict_params": "pruning",
+    "IMPORTANCES": "pruning", "fpgm": "pruning", "magnitude": "pruning",
+    "PruneSummary": "pruning", "SoftFPGM": "pruning", "prune": "pruning", "remove_zeroed": "pruning",
+    "StaleOptimizerWarning": "pruning",
+    "SCHEDULES": "pruning", "constant": "pruning", "join": "pruning", "linear": "pruning",
+    "polynomial": "pruning",
+    "Preprocessing": "deploy", "check_onnx": "deploy", "export_model": "deploy", "export_onnx": "deploy",
+    "UntrustedBuilderError": "models", "load_pruned": "models", "save_pruned": "models",
+    "trust_builder": "models",
+    "ChannelPool": "layers", "ChannelShuffle": "layers",
     "LAYER_RULES": "layers", "LayerRule": "layers", "rule_for": "layers",
-    "Task": "task",
-    "ClassificationTask": "tasks.classification",
+    "Callback": "train", "TrainState": "train", "fit": "train",
+    "Task": "tasks", "ClassificationTask": "tasks",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__", "prune"])
+#: compresskit 0.1's root modules -> where they live now (importable, with a DeprecationWarning).
+MOVED_MODULES: dict[str, str] = {
+    "benchmark": "compresskit.deploy.benchmark",
+    "budget": "compresskit.pruning.budget",
+    "bypass": "compresskit.models.bypass",
+    "checkpoints": "compresskit.models.weights",
+    "distributed": "compresskit.train.distributed",
+    "export": "compresskit.deploy.export",
+    "importance": "compresskit.pruning.importance",
+    "latency": "compresskit.deploy.latency",
+    "model_spec": "compresskit.models.spec",
+    "persist": "compresskit.models.persist",
+    "pipeline": "compresskit.run",
+    "plan": "compresskit.run.plan",
+    "plots": "compresskit.report.plots",
+    "pool": "compresskit.layers.pool",
+    "prune": "compresskit.pruning.soft_fpgm",
+    "quantize": "compresskit.deploy.quantize",
+    "recipe": "compresskit.config",
+    "reconstruct": "compresskit.pruning.reconstruct",
+    "runtime": "compresskit.deploy.runtime",
+    "schedules": "compresskit.pruning.schedules",
+    "shuffle": "compresskit.layers.shuffle",
+    "task": "compresskit.tasks.protocol",
+}
+if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(MovedModules({f"{__name__}.{old}": new for old, new in MOVED_MODULES.items()},
+                                      callables={f"{__name__}.prune": "prune"}))
+
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     else:
-        try:  # a submodule (compresskit.prune, compresskit.pipeline, ...) on attribute access
+        try:  # a sub-package (compresskit.deploy, compresskit.run, ...) on attribute access
             value = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as error:
             if error.name != f"{__name__}.{name}":
@@ -80,19 +111,38 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static checkers see; at run time the names above are lazy
-    from . import prune
-    from ._stale import StaleOptimizerWarning
-    from .budget import ParamPredictor, channel_summary, count_macs, count_params, predict_params
-    from .export import Preprocessing, check_onnx, export_model, export_onnx
-    from .groups import (ChannelGroup, ChannelGroups, LayerGroupSpec, SkippedCoupling, UnprunableWarning,
-                         cell_removal_counts, channels_to_remove, find_groups)
-    from .importance import IMPORTANCES, fpgm, magnitude
-    from .layers import LAYER_RULES, LayerRule, rule_for
-    from .persist import UntrustedBuilderError, load_pruned, save_pruned, trust_builder
-    from .pool import ChannelPool
-    from .prune import PruneSummary, SoftFPGM, remove_zeroed
-    from .schedules import SCHEDULES, constant, join, linear, polynomial
-    from .shuffle import ChannelShuffle
-    from .task import Task
-    from .tasks.classification import ClassificationTask
+    from .deploy import Preprocessing, check_onnx, export_model, export_onnx
+    from .groups import (
+        ChannelGroup,
+        ChannelGroups,
+        LayerGroupSpec,
+        SkippedCoupling,
+        UnprunableWarning,
+        cell_removal_counts,
+        channels_to_remove,
+        find_groups,
+    )
+    from .layers import LAYER_RULES, ChannelPool, ChannelShuffle, LayerRule, rule_for
+    from .models import UntrustedBuilderError, load_pruned, save_pruned, trust_builder
+    from .pruning import (
+        IMPORTANCES,
+        SCHEDULES,
+        ParamPredictor,
+        PruneSummary,
+        SoftFPGM,
+        StaleOptimizerWarning,
+        channel_summary,
+        constant,
+        count_macs,
+        count_params,
+        fpgm,
+        join,
+        linear,
+        magnitude,
+        polynomial,
+        predict_params,
+        prune,
+        remove_zeroed,
+    )
+    from .tasks import ClassificationTask, Task
     from .train import Callback, TrainState, fit

@@ -4,7 +4,7 @@ This file is *user code*: it lives outside ``compresskit`` and is named by a
 recipe as ``task: examples.shapes_classifier:ShapesTask`` (see
 ``recipes/shapes_classifier.yaml``). It shows everything a model family has to
 provide to be compressed by ``compresskit run``: a model builder, data loaders,
-a loss, metrics and layer groups (the :class:`compresskit.task.Task` protocol).
+a loss, metrics and layer groups (the :class:`compresskit.tasks.protocol.Task` protocol).
 
 The data set: ``image_size`` x ``image_size`` RGB images of one of four shapes
 (disc, square, triangle, cross) in a random colour, size and position on a noisy
@@ -173,7 +173,7 @@ def build_model(name: str = "resnet_student", blocks: int = 1, num_classes: int 
 
 
 class ShapesTask:
-    """The :class:`compresskit.task.Task` for shape classification.
+    """The :class:`compresskit.tasks.protocol.Task` for shape classification.
 
     Args:
         image_size: Image side length.
@@ -240,7 +240,7 @@ class ShapesTask:
         return {"accuracy": correct / total, "val_loss": loss_sum / total}
 
     def layer_groups(self, model_name: str) -> list[Any]:
-        from compresskit.groups import LayerGroupSpec  # core module; imported when used
+        from compresskit.groups.find import LayerGroupSpec  # core module; imported when used
 
         return [
             LayerGroupSpec("stem_stage1", patterns=("stem.*", "stage1.*"), bounds=(0.0, 0.5)),

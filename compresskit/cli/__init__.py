@@ -18,8 +18,8 @@ group's ``invoke`` (:class:`~compresskit.cli._group.CommandGroup`), so it covers
 plugins included: ``ValueError``, ``TypeError``, YAML and unpickling errors and file-system errors
 (missing file, permission denied, read-only or full disk) are user errors; anything else prints
 one line with the path of a log file holding the traceback and exits with status 1
-(:mod:`compresskit.cli._errors`). Checkpoints name the builder that rebuilds them; commands that
-load one take ``--trust MODULE`` (see :mod:`compresskit.persist`).
+(:mod:`compresskit.cli._error_boundary`). Checkpoints name the builder that rebuilds them; commands that
+load one take ``--trust MODULE`` (see :mod:`compresskit.models.persist`).
 
 Plugins: another package adds a command by declaring a click command in its ``pyproject.toml``::
 
@@ -41,11 +41,11 @@ from collections.abc import Sequence
 
 import click
 
-from ._deploy import benchmark_command, quantize_command
-from ._errors import UserError
-from ._group import COMMAND_ENTRY_POINTS, CommandGroup, command_plugins
-from ._model import export_command, inspect_command, prune_command
-from ._run import run_command
+from compresskit.cli._deploy import benchmark_command, quantize_command
+from compresskit.cli._error_boundary import UserError
+from compresskit.cli._group import COMMAND_ENTRY_POINTS, CommandGroup, command_plugins
+from compresskit.cli._model import export_command, inspect_command, prune_command
+from compresskit.cli._run import run_command
 
 __all__ = ["COMMAND_ENTRY_POINTS", "UserError", "cli", "command_plugins", "main"]
 

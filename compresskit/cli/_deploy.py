@@ -2,8 +2,8 @@
 
 Contract: ``quantize`` reads the preprocessing from the ONNX file's metadata (options override or
 supply it), calibrates on a folder of images and writes an INT8 model
-(:func:`compresskit.quantize.quantize_onnx`); ``benchmark`` times models side by side
-(:func:`compresskit.benchmark.benchmark_models`). Bad input fails in one line through the group's
+(:func:`compresskit.deploy.quantize.quantize_onnx`); ``benchmark`` times models side by side
+(:func:`compresskit.deploy.benchmark.benchmark_models`). Bad input fails in one line through the group's
 error boundary.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from ._errors import UserError
-from ._options import TRUST_HELP, load_model, parse_floats, parse_shape
+from compresskit.cli._error_boundary import UserError
+from compresskit.cli._options import TRUST_HELP, load_model, parse_floats, parse_shape
 
 __all__ = ["benchmark_command", "quantize_command"]
 
@@ -25,7 +25,7 @@ def _preprocessing(model: Path, mean: str | None, scale: float | None, channel_o
     """The file's preprocessing with the options' overrides, or the options' alone without metadata."""
     import dataclasses
 
-    from compresskit.export import Preprocessing, read_metadata
+    from compresskit.deploy.export import Preprocessing, read_metadata
 
     preprocessing = Preprocessing.from_metadata(read_metadata(model))
     overrides = {key: value for key, value in (("mean", parse_floats(mean, 3, "--mean")), ("scale", scale),
@@ -65,9 +65,9 @@ def quantize_command(model: Path, calibration_images: Path, out: Path, count: in
     """
     import torch
 
-    from compresskit.benchmark import benchmark_models
-    from compresskit.quantize import calibration_images as load_images
-    from compresskit.quantize import quantize_onnx
+    from compresskit.deploy.benchmark import benchmark_models
+    from compresskit.deploy.quantize import calibration_images as load_images
+    from compresskit.deploy.quantize import quantize_onnx
 
     if model.suffix != ".onnx" or not model.is_file():
         raise UserError(f"{model}: not an existing .onnx file (export one with 'compresskit export')")
@@ -105,7 +105,7 @@ def benchmark_command(models: Sequence[str], input_shape: str, threads: int, war
 
     import torch
 
-    from compresskit.benchmark import benchmark_models
+    from compresskit.deploy.benchmark import benchmark_models
 
     if threads < 1 or warmup < 0 or rounds < 1:
         raise UserError(f"need --threads >= 1, --warmup >= 0, --rounds >= 1; got {threads}, {warmup}, {rounds}")

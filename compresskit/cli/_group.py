@@ -1,7 +1,7 @@
 """The ``compresskit`` click group: the error boundary of every command and the plugin commands.
 
 Contract: :class:`CommandGroup` runs a command and turns whatever escapes it into one line
-(:func:`compresskit.cli._errors.to_click_error`; a bad option or argument too, with where to look for
+(:func:`compresskit.cli._error_boundary.to_click_error`; a bad option or argument too, with where to look for
 help). Commands of other packages come from the ``compresskit.commands`` entry points
 (:data:`COMMAND_ENTRY_POINTS`, ``name = "package.module:click_command"``), as pytest and flake8 find
 their plugins: ``--help`` lists them from the entry points' metadata without importing them, and a
@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ._errors import UserError, one_line, to_click_error
+from compresskit.cli._error_boundary import UserError, one_line, to_click_error
 
 __all__ = ["COMMAND_ENTRY_POINTS", "CommandGroup", "command_plugins", "unavailable_command"]
 

@@ -1,8 +1,8 @@
 """``compresskit prune``, ``export`` and ``inspect``: one model (a model spec or a pruned checkpoint) at a time.
 
 Contract: each command parses its options (:mod:`compresskit.cli._options`), calls the library
-(:func:`compresskit.prune.prune`, :func:`compresskit.export.export_model`,
-:func:`compresskit._inspect.describe`) and prints a short summary; bad input fails in one line through
+(:func:`compresskit.pruning.soft_fpgm.prune`, :func:`compresskit.deploy.export.export_model`,
+:func:`compresskit.pruning.inspection.describe`) and prints a short summary; bad input fails in one line through
 the group's error boundary.
 """
 
@@ -14,15 +14,15 @@ from typing import Any
 
 import click
 
-from ._errors import UserError
-from ._options import TRUST_HELP, build_spec, load_model, parse_kwargs, parse_shape, unpruned_model
+from compresskit.cli._error_boundary import UserError
+from compresskit.cli._options import TRUST_HELP, build_spec, load_model, parse_kwargs, parse_shape, unpruned_model
 
 __all__ = ["export_command", "inspect_command", "prune_command"]
 
 
 def _parse_groups(groups: Sequence[str]) -> tuple[list[Any], dict[str, float]]:
     """``--group NAME=GLOB[,GLOB]:RATE`` options -> (layer-group specs, rate per group)."""
-    from compresskit.groups import LayerGroupSpec
+    from compresskit.groups.find import LayerGroupSpec
 
     specs, rates = [], {}
     for text in groups:
@@ -50,7 +50,7 @@ def _parse_groups(groups: Sequence[str]) -> tuple[list[Any], dict[str, float]]:
               help="A state_dict to load into the built model first (or MODEL_SPEC:WEIGHTS).")
 @click.option("--importance", default="fpgm", show_default=True, help="fpgm or magnitude.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to save the pruned model (compresskit.persist format).")
+              help="Where to save the pruned model (compresskit.models.persist format).")
 def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], protect: Sequence[str],
                   input_shape: str, model_args: Sequence[str], weights: Path | None, importance: str,
                   out: Path) -> None:
@@ -59,15 +59,15 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
     MODEL_SPEC: torchvision:NAME, timm:NAME, package.module:builder or a declared model NAME,
     each optionally followed by :WEIGHTS (a state_dict file), e.g. torchvision:resnet18:r18.pth.
     The result is a physically smaller model saved with its builder reference, so
-    'compresskit inspect/export OUT' and compresskit.persist.load_pruned rebuild it.
+    'compresskit inspect/export OUT' and compresskit.models.persist.load_pruned rebuild it.
     """
     import torch
 
-    from compresskit._inspect import check_forward
-    from compresskit.budget import count_params
-    from compresskit.groups import find_groups
-    from compresskit.persist import save_pruned
-    from compresskit.prune import prune
+    from compresskit.groups.find import find_groups
+    from compresskit.models.persist import save_pruned
+    from compresskit.pruning.budget import count_params
+    from compresskit.pruning.inspection import check_forward
+    from compresskit.pruning.soft_fpgm import prune
 
     model, builder, kwargs = build_spec(model_spec, parse_kwargs(model_args), weights)
     specs, rates = _parse_groups(groups)
@@ -112,8 +112,8 @@ def export_command(checkpoint: Path, out: Path, input_shape: str, export_format:
     """
     import torch
 
-    from compresskit._inspect import check_forward
-    from compresskit.export import export_model
+    from compresskit.deploy.export import export_model
+    from compresskit.pruning.inspection import check_forward
 
     if not checkpoint.exists():
         raise UserError(f"file not found: {checkpoint}")
@@ -153,7 +153,7 @@ def inspect_command(model_spec: str, input_shape: str | None, model_args: Sequen
 
     import torch
 
-    from compresskit._inspect import describe
+    from compresskit.pruning.inspection import describe
 
     if weights is not None and Path(model_spec).is_file():
         raise UserError(f"--weights applies to a model spec, not to the checkpoint {model_spec} (it has its own)")

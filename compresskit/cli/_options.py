@@ -3,7 +3,7 @@
 
 Contract: the ``parse_*`` functions turn option text into values or raise ``click.BadParameter`` naming
 the option and the text; :func:`load_model` / :func:`build_spec` turn a checkpoint path or a model spec
-into a model or raise :class:`~compresskit.cli._errors.UserError` in one line. Nothing here imports
+into a model or raise :class:`~compresskit.cli._error_boundary.UserError` in one line. Nothing here imports
 torch at import time.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ._errors import UserError
+from compresskit.cli._error_boundary import UserError
 
 __all__ = ["TRUST_HELP", "build_spec", "load_model", "parse_floats", "parse_kwargs", "parse_shape", "unpruned_model"]
 
@@ -76,7 +76,7 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None, trust: Seque
     Args:
         spec: A checkpoint written by ``compresskit prune`` (its builder must be trusted, see
             ``--trust``), or a model spec (``torchvision:NAME``, ``timm:NAME``, ``module:callable``, a
-            declared ``NAME``; each ``[:WEIGHTS]``, see :mod:`compresskit.model_spec`).
+            declared ``NAME``; each ``[:WEIGHTS]``, see :mod:`compresskit.models.spec`).
         model_args: Builder keyword arguments for a model spec.
         trust: Modules (or ``module:callable`` builders) trusted to rebuild a checkpoint.
 
@@ -86,8 +86,8 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None, trust: Seque
     path = Path(spec)
     if not (path.exists() and path.is_file()):
         return build_spec(spec, model_args)[0], "builder"
-    from compresskit.persist import UntrustedBuilderError, load_pruned
-    from compresskit.recipe import ensure_cwd_importable
+    from compresskit.config import ensure_cwd_importable
+    from compresskit.models.persist import UntrustedBuilderError, load_pruned
 
     ensure_cwd_importable()  # the checkpoint's builder may be the user's module
     try:
@@ -100,8 +100,8 @@ def load_model(spec: str, model_args: dict[str, Any] | None = None, trust: Seque
 
 def build_spec(spec: str, model_args: dict[str, Any] | None = None,
                weights: Path | None = None) -> tuple[Any, str, dict[str, Any]]:
-    """``(model, builder, builder_kwargs)`` from a model spec (see :mod:`compresskit.model_spec`)."""
-    from compresskit.model_spec import WEIGHT_SUFFIXES, build, parse_spec
+    """``(model, builder, builder_kwargs)`` from a model spec (see :mod:`compresskit.models.spec`)."""
+    from compresskit.models.spec import WEIGHT_SUFFIXES, build, parse_spec
 
     if ":" not in spec and spec.lower().endswith((*WEIGHT_SUFFIXES, ".onnx")):
         raise UserError(f"file not found: {spec}")
@@ -112,7 +112,7 @@ def unpruned_model(path: Path) -> Any:
     """The fresh, unpruned model the (already trusted and loaded) checkpoint at ``path``'s builder makes."""
     import torch
 
-    from compresskit.recipe import resolve_object
+    from compresskit.config import resolve_object
 
     payload = torch.load(path, map_location="cpu", weights_only=True)
     builder = resolve_object(payload["builder"], "builder", str(path))

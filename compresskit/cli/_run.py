@@ -1,7 +1,7 @@
 """``compresskit run``: load and override a recipe, then run the pipeline or print its pre-flight plan.
 
 Contract: the command only parses options, loads the recipe through the one validator
-(:func:`compresskit.recipe.load_recipe`, ``--set`` overrides included) and calls the library:
+(:func:`compresskit.config.load_recipe`, ``--set`` overrides included) and calls the library:
 :func:`compresskit.run.plan.plan` for ``--dry-run`` (the pre-flight ``run`` itself performs, so both
 print the same one-line errors), :func:`compresskit.run.driver.run` otherwise. :func:`print_plan`
 prints what the plan found and checks nothing itself.
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ._errors import UserError
+from compresskit.cli._error_boundary import UserError
 
 __all__ = ["print_plan", "run_command"]
 
@@ -46,9 +46,9 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
     report.md) go to the recipe's run_dir. An interrupted run continues with
     --resume RUN_DIR, skipping completed phases.
     """
-    from compresskit import distributed
-    from compresskit.recipe import load_recipe
+    from compresskit.config import load_recipe
     from compresskit.run import driver
+    from compresskit.train import distributed
 
     loaded = load_recipe(_recipe_path(recipe, resume_dir, profile), overrides, profile)
     if resume_dir is not None and run_dir is not None and resume_dir != run_dir:
@@ -105,7 +105,7 @@ def print_plan(recipe: Any, run_dir: Path | None) -> None:
 
 
 def _print_models(recipe: Any, checked: Any) -> None:
-    from compresskit.budget import count_params
+    from compresskit.pruning.budget import count_params
 
     if recipe.teacher is not None:
         click.echo(f"teacher: {recipe.teacher.model}, {count_params(checked.models['teacher']):,} params, "

@@ -28,15 +28,15 @@ from typing import Any
 
 import yaml
 
-from compresskit._yaml import YamlInputError, decode_yaml_bytes, load_yaml, number_from_string
 from compresskit.config.errors import Provenance, RecipeError, dotted
+from compresskit.utils.safe_yaml import YamlInputError, decode_yaml_bytes, load_yaml, number_from_string
 
 __all__ = ["apply_overrides", "deep_merge", "display_path", "merge_profile", "parse_override", "read_recipe",
            "read_yaml"]
 
 
 def read_yaml(path: Path, label: str) -> dict[str, Any]:
-    """Parse a recipe file with the bounded safe loader (:mod:`compresskit._yaml`): duplicate keys,
+    """Parse a recipe file with the bounded safe loader (:mod:`compresskit.utils.safe_yaml`): duplicate keys,
     alias bombs, deep nesting, binary and non-UTF-8 files are one-line :class:`RecipeError`s."""
     try:
         raw = path.read_bytes()

@@ -2,10 +2,9 @@
 
 Recipes name user code as ``module:callable`` (``task: mypkg.tasks:MyTask``, ``model:
 mypkg.models:build_model``), and a saved pruned model names its builder the same way
-(:mod:`compresskit.persist`). Both import through :func:`import_attribute`, the one place a dotted
-attribute is looked up, and :func:`ensure_cwd_importable` puts the working directory on ``sys.path``
-as ``python -m`` does. Who may be imported is the caller's decision: a recipe is code the user runs,
-a checkpoint is checked against the user's trust first (see :mod:`compresskit.persist`).
+(:mod:`compresskit.models.persist`). Both import through
+:func:`compresskit.utils.imports.import_attribute`, the one place a dotted attribute is looked up. Who may be imported is the caller's decision: a recipe is code the user runs,
+a checkpoint is checked against the user's trust first (see :mod:`compresskit.models.persist`).
 
 Named tasks (``task: image_classification``) come from :data:`BUILTIN_TASKS` and from installed
 packages that declare them in the ``compresskit.tasks`` entry-point group (``mytask =
@@ -16,14 +15,12 @@ A built-in name cannot be taken over by a package.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from typing import Any
 
 from compresskit.config.errors import RecipeError
+from compresskit.utils.imports import MissingAttributeError, ensure_cwd_importable, get_attribute, import_attribute
 
 __all__ = ["BUILTIN_TASKS", "MissingAttributeError", "TASKS", "TASK_ENTRY_POINTS", "TaskTable",
            "ensure_cwd_importable", "get_attribute", "import_attribute", "resolve_object", "resolve_task"]
@@ -65,46 +62,6 @@ class TaskTable(Mapping[str, str]):
 
 #: Named tasks: built-ins and entry points (see :class:`TaskTable`).
 TASKS: Mapping[str, str] = TaskTable()
-
-
-class MissingAttributeError(AttributeError):
-    """A ``module:callable`` string names an attribute its module does not have."""
-
-
-def ensure_cwd_importable() -> None:
-    """Put the current directory on ``sys.path`` (as ``python -m`` does), once.
-
-    User code named as ``module:callable`` (in recipes, and as the builder of a
-    saved pruned model) is imported relative to where ``compresskit`` runs.
-    """
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-
-
-def get_attribute(target: Any, attribute: str) -> Any:
-    """``target.a.b`` for ``attribute="a.b"``.
-
-    Raises:
-        MissingAttributeError: A part is missing (the message is Python's own ``AttributeError``'s).
-    """
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError as error:
-            raise MissingAttributeError(str(error)) from None
-    return target
-
-
-def import_attribute(module_name: str, attribute: str) -> Any:
-    """Import ``module_name`` and return its (dotted) ``attribute``; nothing is checked or caught.
-
-    Raises:
-        ImportError: The module (or one it imports) is not installed; whatever else importing
-            the module raises propagates as is.
-        MissingAttributeError: The module has no such attribute.
-    """
-    return get_attribute(importlib.import_module(module_name), attribute)
 
 
 def resolve_object(spec: str, key: str = "<spec>", source: str = "<recipe>") -> Any:

@@ -119,7 +119,7 @@ class DistillConfig(TrainConfig):
 @dataclass(frozen=True)
 class BudgetConfig:
     """Feasible pruned students: parameter counts in ``[min_params, max_params]`` and, optionally,
-    ONNX Runtime latency (``compresskit.latency``, settings in ``search.latency``).
+    ONNX Runtime latency (``compresskit.deploy.latency``, settings in ``search.latency``).
 
     Attributes:
         max_latency_ms: Largest predicted latency in milliseconds (on this machine).
@@ -135,7 +135,7 @@ class BudgetConfig:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """How a latency budget is measured and predicted (``compresskit.latency.LatencyModel``).
+    """How a latency budget is measured and predicted (``compresskit.deploy.latency.LatencyModel``).
 
     Attributes:
         input_size: ``[height, width]`` of the timed input (``null``: ``export.input_size``, else the
@@ -228,7 +228,7 @@ class ScheduleConfig(TrainConfig):
     following ``kind`` (``polynomial`` with ``power`` 3 is AGP).
 
     Attributes:
-        kind: A key of ``compresskit.schedules.SCHEDULES`` with a ramp.
+        kind: A key of ``compresskit.pruning.schedules.SCHEDULES`` with a ramp.
         power: Exponent of the polynomial ramp.
         initial: Starting rate of the ramp.
         start: First epoch of the ramp.
@@ -266,7 +266,7 @@ class PruneConfig:
     """Which channels may be pruned, how they are ranked, and the soft phase.
 
     Attributes:
-        importance: A key of ``compresskit.importance.IMPORTANCES``.
+        importance: A key of ``compresskit.pruning.importance.IMPORTANCES``.
         groups: Layer groups by name; ``null`` takes the task's ``layer_groups()``.
         protect: Module globs whose output channels are never pruned (added to
             the task's own).
@@ -316,10 +316,10 @@ class QuantizeConfig:
     Attributes:
         enabled: Run the phase.
         calibration_samples: Training inputs used for calibration.
-        method: ``minmax``, ``entropy`` or ``percentile`` (``compresskit.quantize.CALIBRATION_METHODS``).
+        method: ``minmax``, ``entropy`` or ``percentile`` (``compresskit.deploy.quantize.CALIBRATION_METHODS``).
         per_channel: One weight scale per output channel (else per tensor).
         rounds: Interleaved latency rounds (FP32 vs INT8).
-        exclude: ``fnmatch`` globs over ONNX node names kept in FP32 (``compresskit.quantize.quantize_onnx``).
+        exclude: ``fnmatch`` globs over ONNX node names kept in FP32 (``compresskit.deploy.quantize.quantize_onnx``).
     """
 
     enabled: bool = False
@@ -332,11 +332,11 @@ class QuantizeConfig:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A validated recipe. Build it with :func:`compresskit.recipe.load_recipe`, never by hand.
+    """A validated recipe. Build it with :func:`compresskit.config.load_recipe`, never by hand.
 
     Attributes:
         name: The run's name (used in the report).
-        task: A name in :data:`compresskit.recipe.TASKS` or ``module:callable`` returning a ``Task``.
+        task: A name in :data:`compresskit.config.TASKS` or ``module:callable`` returning a ``Task``.
         student: The student architecture.
         seed: Seed of every random choice of the run.
         deterministic: Use deterministic algorithms (exact resume on CPU).

@@ -29,10 +29,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
-from compresskit._yaml import number_from_string
 from compresskit.config.errors import InvalidValue, Provenance, RecipeError, dotted
 from compresskit.config.resolve import TASKS
 from compresskit.config.schema import Recipe
+from compresskit.utils.safe_yaml import number_from_string
 
 __all__ = ["build", "cross_checks", "type_name", "validate_recipe"]
 

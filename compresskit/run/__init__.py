@@ -13,6 +13,21 @@ Modules, in the order a run uses them::
     seeding.py        phase_seed(seed, name): the one seeding rule
     driver.py         run / prepare: the phases in order, resumable; the only code given the whole recipe
     measure.py        peak memory, latency, a model's profile
+    standalone.py     one phase's work outside a run (search_problem, finetune_model), for benchmarks
 
-:mod:`compresskit.pipeline` re-exports the public names (``run``, ``prepare``, ``PHASES``, ...).
+The public names below (``run``, ``prepare``, ``PHASES``, ...) are imported on first use.
 """
+
+from compresskit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "RunContext": "context", "build_task": "context",
+    "PHASES": "driver", "TRAINING_PHASES": "driver", "prepare": "driver", "run": "driver",
+    "measure_latency": "measure", "peak_rss_mb": "measure",
+    "layer_channels": "phases.remove", "SearchProblem": "phases.rate_search",
+    "reachable_params": "plan",
+    "phase_seed": "seeding", "seed_everything": "seeding",
+    "finetune_model": "standalone", "search_problem": "standalone",
+    "loader_loss": "training", "validation_loss": "training",
+    "RUN_FILES": "workspace", "PhaseError": "workspace", "RunDirError": "workspace",
+})

@@ -1,6 +1,6 @@
 """Blocks the search may switch off (``search.bypass``): search dimensions, decoding, the reduced students.
 
-Each candidate block (a name in the student's ``bypassable``, :mod:`compresskit.bypass`) is one more
+Each candidate block (a name in the student's ``bypassable``, :mod:`compresskit.models.bypass`) is one more
 search dimension, named ``bypass:<block>`` so it cannot clash with a layer group. The generic search
 (:mod:`compresskit.search`) only optimises named dimensions inside bounds; it wants ``hi < 1``, so a
 bypass dimension's bounds are :data:`BYPASS_BOUNDS` and the block is bypassed in the upper half
@@ -8,14 +8,14 @@ bypass dimension's bounds are :data:`BYPASS_BOUNDS` and the block is bypassed in
 layer-group rates and the chosen blocks.
 
 :class:`Reductions` holds, per subset of bypassed blocks (built once, on first use), the distilled
-student with those blocks replaced by :class:`~compresskit.bypass.Bypass`, its channel groups (found on
+student with those blocks replaced by :class:`~compresskit.models.bypass.Bypass`, its channel groups (found on
 the reduced model; layer-group patterns that named only removed modules are dropped by
 :meth:`~compresskit.run.layer_groups.GroupSelection.find`) and its exact
-:class:`~compresskit.budget.ParamPredictor`. Cost: one ``find_groups`` (trace + exactness check) per
+:class:`~compresskit.pruning.budget.ParamPredictor`. Cost: one ``find_groups`` (trace + exactness check) per
 subset the search visits, at most ``2 ** len(search.bypass)``.
 
 Under a latency budget, :class:`BypassLatency` holds one latency model per subset
-(:class:`~compresskit.latency.LatencyModel` of the reduced student, timed against the full student),
+(:class:`~compresskit.deploy.latency.LatencyModel` of the reduced student, timed against the full student),
 calibrated the first time the search asks for a prediction in that subset.
 
 The chosen blocks travel in ``rates.json`` (``"bypass"``); every later phase builds the student with
@@ -35,7 +35,7 @@ from torch import nn
 
 from compresskit.run.context import ModelSource
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 
 __all__ = ["BYPASS_BOUNDS", "BYPASS_PREFIX", "THRESHOLD", "BypassLatency", "Reductions", "bypass_dims", "chosen_bypass",
            "decode", "fit_rates", "load_student", "with_bypass"]
@@ -87,7 +87,7 @@ def load_student(source: ModelSource, workspace: Workspace, task: Task, blocks: 
     Raises:
         RuntimeError: the builder did not bypass a block, or the weights do not fit (strict load).
     """
-    from compresskit.bypass import Bypass, drop_bypassed
+    from compresskit.models.bypass import Bypass, drop_bypassed
 
     model = with_bypass(source, blocks).build(task)
     kept = [b for b in blocks if not isinstance(model.get_submodule(b), Bypass)]
@@ -110,7 +110,7 @@ class Reductions:
 
     def __init__(self, student: nn.Module, groups: Any, find: Callable[..., Any],
                  example_inputs: tuple[torch.Tensor, ...]) -> None:
-        from compresskit.budget import ParamPredictor
+        from compresskit.pruning.budget import ParamPredictor
 
         self.find, self.example_inputs = find, example_inputs
         self.student = student
@@ -119,8 +119,8 @@ class Reductions:
 
     def get(self, blocks: Sequence[str]) -> tuple[nn.Module, Any, Any]:
         """``(reduced model, its channel groups, its ParamPredictor)`` with ``blocks`` bypassed."""
-        from compresskit.budget import ParamPredictor
-        from compresskit.bypass import bypass_blocks
+        from compresskit.models.bypass import bypass_blocks
+        from compresskit.pruning.budget import ParamPredictor
 
         key = tuple(blocks)
         if key not in self.cache:
@@ -138,15 +138,15 @@ class Reductions:
 class BypassLatency:
     """Latency per subset of bypassed blocks: a search point -> that subset's calibrated prediction.
 
-    Each subset has its own :class:`~compresskit.latency.LatencyModel`: the reduced student (from
+    Each subset has its own :class:`~compresskit.deploy.latency.LatencyModel`: the reduced student (from
     ``reductions``), its cache file keyed by the blocks and the reduced architecture, timed against the
-    unpruned full student and on its millisecond scale (:meth:`~compresskit.latency.LatencySettings.open_reduced`),
+    unpruned full student and on its millisecond scale (:meth:`~compresskit.deploy.latency.LatencySettings.open_reduced`),
     so one limit applies to every subset. It is calibrated inside the bounds of the layer groups the
     subset keeps the first time the search predicts a point in it: ``3 + search.latency.calibration``
     exports and timings (cached on disk; a resumed search or a second run measures nothing).
 
     Args:
-        budget: The run's :class:`~compresskit.latency.LatencyBudget` (the empty subset's model, settings).
+        budget: The run's :class:`~compresskit.deploy.latency.LatencyBudget` (the empty subset's model, settings).
         reductions: The reduced students (:class:`Reductions`).
         bounds: The layer groups' rate bounds.
         candidates: The ``search.bypass`` blocks, in order.

@@ -17,11 +17,11 @@ from typing import Any
 
 from torch import nn
 
-from compresskit.recipe import TASKS, Recipe, RecipeError, resolve_object
+from compresskit.config import TASKS, Recipe, RecipeError, resolve_object
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task, check_task, task_args_error
+from compresskit.tasks.protocol import Task, check_task, task_args_error
 
-__all__ = ["ModelSource", "RunContext", "build_task", "model_source"]
+__all__ = ["ModelSource", "RunContext", "build_task", "load_run_model", "model_source"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def build_task(recipe: Recipe) -> Task:
 
     Raises:
         RecipeError: The task cannot be imported, its arguments are rejected, or
-            the returned object lacks part of the :class:`~compresskit.task.Task` protocol.
+            the returned object lacks part of the :class:`~compresskit.tasks.protocol.Task` protocol.
     """
     spec = TASKS.get(recipe.task, recipe.task)
     factory = resolve_object(spec, "task", recipe.source)
@@ -105,3 +105,10 @@ def build_task(recipe: Recipe) -> Task:
         return check_task(task, spec)
     except TypeError as error:
         raise RecipeError(f"{recipe.source}: task {error}") from None
+
+
+def load_run_model(workspace: Workspace, task: Task, student: ModelSource, name: str) -> nn.Module:
+    """The pruned model in run file ``name`` (persist format), trusting the student's own builder."""
+    from compresskit.models.persist import load_pruned
+
+    return load_pruned(workspace.path(name), trust=[student.builder(task)[0]])

@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from compresskit import distributed
 from compresskit.run.context import ModelSource
 from compresskit.run.training import LossFn, task_loss_fn
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
+from compresskit.train import distributed
 
 __all__ = ["DistillModule", "Distillation", "load_teacher", "phase_training", "with_distillation"]
 
@@ -70,7 +70,7 @@ def with_distillation(task: Task, student: nn.Module, teacher: nn.Module | None,
                       config: Distillation) -> tuple[DistillModule, LossFn, NoDecay]:
     """``(module, loss_fn, no_decay)`` training ``student`` with weighted distillation from ``teacher``
     (the task loss alone when ``teacher`` is ``None``); ``module`` holds the student and the loss weights."""
-    from compresskit.distill import WeightedDistillation
+    from compresskit.distill.losses import WeightedDistillation
 
     distill = None
     if teacher is not None:

@@ -31,16 +31,19 @@ from typing import Any
 import torch
 import yaml
 
-from compresskit import distributed
-from compresskit.recipe import Recipe, recipe_to_dict
+from compresskit.config import Recipe, recipe_to_dict
 from compresskit.run.context import RunContext, build_task
 from compresskit.run.measure import peak_rss_mb
 from compresskit.run.phase_configs import PHASE_CONFIGS
-from compresskit.run.phases import (distill, evaluate, export, finetune, quantize, report, search, soft_prune,
-                                    remove, teacher)
+from compresskit.run.phases import distill_student as distill
+from compresskit.run.phases import evaluate, finetune, remove, soft_prune, teacher
+from compresskit.run.phases import export_files as export
+from compresskit.run.phases import quantize_int8 as quantize
+from compresskit.run.phases import rate_search as search
+from compresskit.run.phases import write_report as report
 from compresskit.run.seeding import PHASE_NAMES, phase_seed, seed_everything
 from compresskit.run.workspace import PhaseError, check_run_dir, replace_run
-from compresskit.train import NonFiniteLossError
+from compresskit.train import NonFiniteLossError, distributed
 
 __all__ = ["PHASES", "TRAINING_PHASES", "prepare", "run"]
 
@@ -97,8 +100,8 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
         RunDirError: The directory cannot be used (see :func:`~compresskit.run.workspace.check_run_dir`).
         RecipeError: The task cannot be built, or a pre-flight check failed.
     """
-    from compresskit._atomic import remove_stale_temporaries
     from compresskit.run.plan import plan
+    from compresskit.utils.atomic import remove_stale_temporaries
 
     directory = Path(run_dir) if run_dir is not None else recipe.resolved_run_dir
     resolved = recipe_to_dict(recipe)
@@ -106,7 +109,7 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
     task = build_task(recipe)
     checked = plan(recipe, task)  # every model- and data-dependent check, before anything is written
     if checked.data:
-        from compresskit.report import data_summary
+        from compresskit.report.markdown import data_summary
 
         state["data"] = checked.data  # kept in state.json; the report shows it
         log(f"data: {data_summary(checked.data)}")
@@ -173,7 +176,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     """
     if stop_after is not None and stop_after not in PHASES:
         raise ValueError(f"unknown phase {stop_after!r}; valid: {list(PHASES)}")
-    distributed.init()  # torchrun: process group from its env (see compresskit.distributed); else no-op
+    distributed.init()  # torchrun: process group from its env (see compresskit.train.distributed); else no-op
     if not distributed.is_main():
         log, progress = (lambda message: None), False
     ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)  # pre-flight incl. checkpoints

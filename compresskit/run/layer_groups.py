@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compresskit.groups import LayerGroupSpec
-from compresskit.recipe import Recipe, RecipeError
-from compresskit.task import Task
+from compresskit.config import Recipe, RecipeError
+from compresskit.groups.find import LayerGroupSpec
+from compresskit.tasks.protocol import Task
 
 __all__ = ["GroupSelection", "group_selection"]
 
@@ -56,14 +56,14 @@ class GroupSelection:
     def find(self, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> list[Any]:
         """The channel groups of ``model`` (:func:`compresskit.groups.find_groups`).
 
-        A model built with bypassed blocks (:mod:`compresskit.bypass`) drops the patterns that named
+        A model built with bypassed blocks (:mod:`compresskit.models.bypass`) drops the patterns that named
         only them.
 
         Raises:
             RecipeError: A pattern matches nothing or two groups overlap (``prune.groups: ...``).
         """
-        from compresskit.bypass import fit_patterns, fit_specs
-        from compresskit.groups import find_groups, round_channels
+        from compresskit.groups.find import find_groups, round_channels
+        from compresskit.models.bypass import fit_patterns, fit_specs
 
         specs, protect = fit_specs(list(self.specs), model), fit_patterns(self.protect, model)
         try:

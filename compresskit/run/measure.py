@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compresskit.budget import count_macs, count_params
-from compresskit.task import Task
+from compresskit.pruning.budget import count_macs, count_params
+from compresskit.tasks.protocol import Task
 
 __all__ = ["measure_latency", "peak_rss_mb", "profile"]
 
@@ -36,11 +36,11 @@ def peak_rss_mb() -> float:
 
 def measure_latency(model: nn.Module, example_inputs: tuple[torch.Tensor, ...], repeats: int = 20) -> float:
     """Median of ``repeats`` CPU forward passes after 3 warm-up calls, in milliseconds (batch of the
-    example inputs, torch's current thread count), measured by :func:`compresskit.benchmark.measure`.
+    example inputs, torch's current thread count), measured by :func:`compresskit.deploy.benchmark.measure`.
 
     Indicative only on a shared machine; ``benchmarks/`` compares models interleaved in one call.
     """
-    from compresskit.benchmark import measure, torch_runner
+    from compresskit.deploy.benchmark import measure, torch_runner
 
     was_training = model.training
     try:

@@ -4,7 +4,7 @@
 just before the phase runs. Reading this module tells, for every phase, exactly which recipe keys it
 depends on. A pruning rate fixed in YAML goes through four files: ``config/schema.py``
 (``PruneConfig.rates``, validated) -> here (:func:`soft_prune_config`) -> ``phases/soft_prune.py`` (its
-schedule) -> ``prune.py`` (:meth:`~compresskit.prune.SoftFPGM.step` zeroes that share of each group's
+schedule) -> ``prune.py`` (:meth:`~compresskit.pruning.soft_fpgm.SoftFPGM.step` zeroes that share of each group's
 filters). A searched rate starts in ``phases/search.py`` and reaches the soft-pruning phase through
 ``rates.json``.
 """
@@ -15,13 +15,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from compresskit.recipe import Recipe, checkpoint_path
+from compresskit.config import Recipe, checkpoint_path
 from compresskit.run.context import ModelSource, model_source
 from compresskit.run.distillation import Distillation
 from compresskit.run.layer_groups import group_selection
-from compresskit.run.phases import (distill, evaluate, export, finetune, quantize, remove, report, search,
-                                    soft_prune, teacher)
-from compresskit.task import Task
+from compresskit.run.phases import distill_student as distill
+from compresskit.run.phases import evaluate, finetune, remove, soft_prune, teacher
+from compresskit.run.phases import export_files as export
+from compresskit.run.phases import quantize_int8 as quantize
+from compresskit.run.phases import rate_search as search
+from compresskit.run.phases import write_report as report
+from compresskit.tasks.protocol import Task
 
 __all__ = ["PHASE_CONFIGS", "distillation", "student_source"]
 
@@ -62,12 +66,12 @@ def distill_config(recipe: Recipe, task: Task) -> distill.Config:
 
 def search_config(recipe: Recipe, task: Task) -> search.Config:
     """The search phase reads ``search``, ``prune`` (groups, rates, importance), ``distill.weight_decay``."""
-    from compresskit.latency import latency_budget
+    from compresskit.run.plan import recipe_latency_budget
 
     return search.Config(recipe.search, group_selection(recipe, task), student_source(recipe),
                          rates=recipe.prune.rates, importance=recipe.prune.importance,
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
-                         latency_budget=partial(latency_budget, recipe))
+                         latency_budget=partial(recipe_latency_budget, recipe))
 
 
 def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:

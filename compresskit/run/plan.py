@@ -3,7 +3,7 @@
 :func:`plan` runs :data:`CHECKS` in order on a :class:`Plan`; each check is a small function
 ``check(plan) -> None`` that reads the recipe and task, may record facts on the plan (models, layer
 groups, the reachable parameter range, data counts) for later checks and for ``--dry-run`` to print,
-and raises :class:`~compresskit.recipe.RecipeError` -- one line naming the recipe file, the key and
+and raises :class:`~compresskit.config.RecipeError` -- one line naming the recipe file, the key and
 the value -- when the run could not succeed. ``compresskit run`` calls :func:`plan` before it creates
 the run directory, so a recipe that would fail after hours of training fails in seconds and leaves
 nothing behind; ``--dry-run`` calls the same function, so both print the same message. The budget's
@@ -28,13 +28,16 @@ from typing import Any
 
 from torch import nn
 
-from compresskit.recipe import Recipe, RecipeError
+from compresskit.config import Recipe, RecipeError
+from compresskit.config.load import checkpoint_path
+from compresskit.models.weights import load_weights
 from compresskit.run.context import model_source
 from compresskit.run.layer_groups import GroupSelection, group_selection
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 
 __all__ = ["CHECKS", "Plan", "check_budget", "check_bypass", "check_checkpoints", "check_data", "check_groups",
-           "check_latency_budget", "check_models", "check_rates", "plan", "reachable_params", "require_budget"]
+           "check_latency_budget", "check_models", "check_rates", "load_recipe_checkpoints", "plan", "reachable_params",
+           "recipe_latency_budget", "require_budget"]
 
 
 @dataclass
@@ -101,10 +104,41 @@ def check_models(plan: Plan) -> None:
 
 def check_checkpoints(plan: Plan) -> None:
     """Every checkpoint the recipe names (``teacher.checkpoint``, ``student.checkpoint``) loads strictly
-    into a freshly built model (:func:`compresskit.checkpoints.check_checkpoints`)."""
-    from compresskit.checkpoints import check_checkpoints as load_each
+    into a freshly built model (:func:`load_recipe_checkpoints`)."""
+    plan.checkpoints = load_recipe_checkpoints(plan.recipe, plan.task, plan.build)
 
-    plan.checkpoints = load_each(plan.recipe, plan.task, plan.build)
+
+def load_recipe_checkpoints(recipe: Any, task: Any, build: Callable[[str], nn.Module]) -> dict[str, str]:
+    """Load every checkpoint ``recipe`` names into a freshly built model; call before any training.
+
+    Args:
+        recipe: A validated :class:`~compresskit.config.schema.Recipe`.
+        task: Its task (its ``load_checkpoint`` is used when it has one).
+        build: ``build("teacher" | "student") -> nn.Module``, a freshly built model.
+
+    Returns:
+        ``{"teacher.checkpoint": path, ...}`` for each checkpoint that loaded.
+
+    Raises:
+        RecipeError: one line naming the recipe file, the key, the file and the first mismatching keys.
+    """
+    checked = {}
+    named = {"teacher": recipe.teacher.checkpoint if recipe.teacher is not None else None,
+             "student": recipe.student.checkpoint}
+    for which, checkpoint in named.items():
+        if checkpoint is None:
+            continue
+        path = checkpoint_path(checkpoint, recipe.source)
+        try:
+            load_weights(task, build(which), path)
+        except FileNotFoundError:
+            raise RecipeError(f"{recipe.source}: {which}.checkpoint file not found, got {checkpoint!r}") from None
+        except (ValueError, RuntimeError, KeyError) as error:
+            first_line = (str(error).splitlines() or [""])[0]
+            raise RecipeError(f"{recipe.source}: {which}.checkpoint {path} does not load into "
+                              f"{which}.model {getattr(recipe, which).model!r}: {first_line}") from None
+        checked[f"{which}.checkpoint"] = str(path)
+    return checked
 
 
 def check_groups(plan: Plan) -> None:
@@ -118,7 +152,7 @@ def check_bypass(plan: Plan) -> None:
     """``search.bypass``: a search; each block declared in the student's ``bypassable``, not already
     bypassed, and bypassable at the example inputs' shapes; and the student's builder accepts
     ``bypass=[...]`` (built with every block bypassed), so saved models rebuild."""
-    from compresskit.bypass import Bypass, bypass_blocks, optional_blocks
+    from compresskit.models.bypass import Bypass, bypass_blocks, optional_blocks
     from compresskit.run.bypass_choice import BYPASS_PREFIX, with_bypass
 
     blocks, key, search = list(plan.recipe.search.bypass), "search.bypass", plan.recipe.search
@@ -189,7 +223,7 @@ def check_budget(plan: Plan) -> None:
     ``find_groups`` on the reduced student (~20 s for Nano-B on a busy 2-core machine); a budget no subset
     meets tries all ``2 ** len(search.bypass)``.
     """
-    from compresskit.budget import ParamPredictor
+    from compresskit.pruning.budget import ParamPredictor
 
     if not plan.specs or plan.selection is None:
         return
@@ -219,15 +253,13 @@ def _meets_budget(recipe: Recipe, reachable: tuple[int, int]) -> bool:
 def check_latency_budget(plan: Plan) -> None:
     """With a search and a latency budget, some rates inside the bounds must meet it (and the parameter
     budget): measures the unpruned student and the corners with ONNX Runtime, fits the latency predictor
-    (``compresskit.latency.latency_budget``; cached, so the run reuses the measurements) -- before any
+    (``compresskit.deploy.latency.latency_budget``; cached, so the run reuses the measurements) -- before any
     training. The message names the budget and the reachable range.
 
     With ``search.bypass`` the fastest subset decides: the student with every candidate bypassed is
     reduced (one ``find_groups``, ~20 s for Nano-B on a busy 2-core machine) and its fastest corner
     measured (one export and timing, cached); nothing is calibrated here (the search calibrates each
     subset it visits) and the joint parameter/latency check is left to the search's feasibility draws."""
-    from compresskit.latency import latency_budget
-
     if not plan.specs or not plan.recipe.search.enabled or plan.selection is None:
         return
     student, bounds, blocks = plan.models["student"], plan.selection.bounds, list(plan.recipe.search.bypass)
@@ -239,9 +271,20 @@ def check_latency_budget(plan: Plan) -> None:
         reduced, groups, predictor = Reductions(student, plan.groups, plan.selection.find,
                                                 plan.task.example_inputs()).get(blocks)
         fastest = (reduced, groups, blocks, {k: v for k, v in bounds.items() if k in predictor.layer_groups})
-    found = latency_budget(plan.recipe, student, plan.groups, bounds, plan.task.example_inputs(), fastest=fastest)
+    found = recipe_latency_budget(plan.recipe, student, plan.groups, bounds, plan.task.example_inputs(), fastest=fastest)
     if found is not None:
         plan.latency = found.to_dict()
+
+
+def recipe_latency_budget(recipe: Recipe, *args: Any, **kwargs: Any) -> Any:
+    """:func:`compresskit.deploy.latency.latency_budget` for ``recipe``; an unreachable budget becomes a
+    :class:`RecipeError` with the same one-line message."""
+    from compresskit.deploy.latency import LatencyBudgetError, latency_budget
+
+    try:
+        return latency_budget(recipe, *args, **kwargs)
+    except LatencyBudgetError as error:
+        raise RecipeError(str(error)) from None
 
 
 def check_data(plan: Plan) -> None:

@@ -15,19 +15,18 @@ from __future__ import annotations
 
 import json
 import zlib
-from pathlib import Path
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from compresskit import distributed
-from compresskit._forward import evaluating
-from compresskit.recipe import TrainConfig
+from compresskit.config import TrainConfig
 from compresskit.run.workspace import RunDirError, Workspace, reconcile_metrics
-from compresskit.task import Task
-from compresskit.train import Callback, EpochCheckpoint, TrainState, fit
+from compresskit.tasks.protocol import Task
+from compresskit.train import Callback, EpochCheckpoint, TrainState, distributed, fit
+from compresskit.utils.forward import evaluating
 
 __all__ = ["LogEpochs", "LossFn", "loader_loss", "make_optimizer", "make_scheduler", "scheduler_unit",
            "task_loss_fn", "train_phase", "validation_loss"]

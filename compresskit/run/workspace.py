@@ -1,7 +1,7 @@
 """The run directory: where every phase reads and writes, and the state a resumed run continues from.
 
 A :class:`Workspace` is the directory plus the run's ``state.json`` content, its log sink and its
-progress switch. Every write is atomic (temporary file + ``os.replace``, :mod:`compresskit._atomic`)
+progress switch. Every write is atomic (temporary file + ``os.replace``, :mod:`compresskit.utils.atomic`)
 and, under ``torchrun``, made by rank 0 only. A model is never written with a NaN/inf tensor. A file
 that cannot be read back is a :class:`RunDirError` naming it ("the run directory is damaged").
 
@@ -20,8 +20,8 @@ Run directory layout::
     schedule.json      the soft-pruning rate of each layer group per epoch
     channels.json      output channels per conv/linear layer, before and after
     soft_pruned.pt     student after soft pruning (zeroed filters, full shapes) + zeroed indices
-    pruned.pt          physically pruned student (compresskit.persist format)
-    final.pt           pruned and fine-tuned student (compresskit.persist format)
+    pruned.pt          physically pruned student (compresskit.models.persist format)
+    final.pt           pruned and fine-tuned student (compresskit.models.persist format)
     evaluation.json    params, MACs, latency and task metrics, keyed teacher / student / pruned (final.pt)
     model.onnx         the final model in ONNX (checked against PyTorch with ONNX Runtime)
     model.fp32.onnx    with quantize.enabled: the final model, dynamic axes (checked at up to three shapes)
@@ -42,11 +42,10 @@ from typing import Any
 import torch
 import yaml
 
-from compresskit import distributed
-from compresskit._atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
-from compresskit._finite import non_finite_entries
-from compresskit._yaml import decode_yaml_bytes, load_yaml
-from compresskit.train import NonFiniteLossError
+from compresskit.train import NonFiniteLossError, distributed
+from compresskit.utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from compresskit.utils.finite import non_finite_entries
+from compresskit.utils.safe_yaml import decode_yaml_bytes, load_yaml
 
 __all__ = ["RUN_FILES", "PhaseError", "RunDirError", "Workspace", "check_run_dir", "damaged", "read_run_state",
            "reconcile_metrics", "replace_run"]

@@ -1,9 +1,16 @@
-"""Ready task types: a model plus data is enough (see :class:`compresskit.task.Task`).
+"""Tasks: what a compression run needs from a model family, its data and its metrics.
 
-* :class:`compresskit.tasks.classification.ClassificationTask` — image classification
-  (cross-entropy, top-1 accuracy, layer groups by stage); :func:`~compresskit.tasks.classification.image_folders`
-  builds one from a model spec and ``train/CLASS/*.png``-style folders (recipe ``task: image_classification``).
-* :class:`compresskit.tasks.image_folder.ImageFolder` — an image-folder dataset that needs no torchvision.
-
-Submodules are imported on use, so naming this package costs nothing.
+* :mod:`.protocol` -- the :class:`Task` protocol a recipe's ``task`` implements;
+* :mod:`.classification` -- :class:`ClassificationTask`, :func:`image_folders` (``task: image_classification``);
+* :mod:`.image_folder` -- :class:`ImageFolder`, an image-folder dataset that needs no torchvision.
 """
+
+from compresskit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "Task": "protocol", "check_task": "protocol", "task_args_error": "protocol",
+    "ClassificationTask": "classification", "classifier_name": "classification", "image_folders": "classification",
+    "stage_groups": "classification",
+    "IMAGENET_MEAN": "image_folder", "IMAGENET_STD": "image_folder", "IMAGE_SUFFIXES": "image_folder",
+    "ImageFolder": "image_folder",
+})

@@ -1,4 +1,4 @@
-"""Image classification as a ready :class:`~compresskit.task.Task`: a model plus data loaders is enough.
+"""Image classification as a ready :class:`~compresskit.tasks.protocol.Task`: a model plus data loaders is enough.
 
 Batches are ``(images float[N, C, H, W], labels long[N])``; the model returns logits ``[N, classes]``.
 The loss is cross-entropy (optionally label-smoothed), the headline metric top-1 accuracy on the
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 
 __all__ = ["ClassificationTask", "classifier_name", "image_folders", "stage_groups"]
 
@@ -80,7 +80,7 @@ def stage_groups(model: nn.Module, bounds: tuple[float, float] = (0.0, 0.6)) -> 
         >>> [g.name for g in stage_groups(resnet18())]   # doctest: +SKIP
         ['stem', 'layer1', 'layer2', 'layer3', 'layer4']
     """
-    from compresskit.groups import LayerGroupSpec
+    from compresskit.groups.find import LayerGroupSpec
 
     head, module, prefix = classifier_name(model), model, ""
     while True:
@@ -110,7 +110,7 @@ class ClassificationTask(Task):
     Args:
         model_fn: ``() -> nn.Module`` (called with the recipe's ``model_args``), or a model spec
             string (``torchvision:resnet18``, ``package.module:callable``, each ``[:WEIGHTS]``; see
-            :mod:`compresskit.model_spec`).
+            :mod:`compresskit.models.spec`).
         train_loader_fn: ``batch_size -> iterable of (images, labels)``, shuffled.
         val_loader_fn: ``batch_size -> iterable of (images, labels)``, fixed order.
         builder: ``"package.module:callable"`` that rebuilds ``model_fn``'s architecture, for saving
@@ -152,7 +152,7 @@ class ClassificationTask(Task):
     # --- models ----------------------------------------------------------------------
 
     def _spec(self, name: str, kwargs: Mapping[str, Any]) -> Any:
-        from compresskit.model_spec import parse_spec
+        from compresskit.models.spec import parse_spec
 
         if name == self.MODEL and isinstance(self.model_fn, str):
             return parse_spec(self.model_fn, kwargs=dict(kwargs))
@@ -172,7 +172,7 @@ class ClassificationTask(Task):
         if spec is not None:
             import dataclasses
 
-            from compresskit.model_spec import build
+            from compresskit.models.spec import build
 
             return build(spec if weights else dataclasses.replace(spec, weights=None))[0]
         model = self.model_fn(**kwargs)  # type: ignore[operator]
@@ -183,7 +183,7 @@ class ClassificationTask(Task):
     def builder(self, name: str = MODEL, **kwargs: Any) -> tuple[str, dict[str, Any]]:
         spec = self._spec(name, kwargs)
         if spec is not None:
-            from compresskit.model_spec import resolve_spec
+            from compresskit.models.spec import resolve_spec
 
             return resolve_spec(spec)
         if self._builder is not None:
@@ -292,7 +292,7 @@ def image_folders(model: str, train_dir: str | os.PathLike[str], val_dir: str | 
     Example:
         >>> task = image_folders("torchvision:resnet18:r18.pth", "data/train", "data/val")  # doctest: +SKIP
     """
-    from compresskit.model_spec import parse_spec
+    from compresskit.models.spec import parse_spec
     from compresskit.tasks.image_folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder
 
     spec = parse_spec(model, weights)

@@ -83,7 +83,7 @@ class ImageFolder(Dataset):
 
     def load(self, path: Path) -> torch.Tensor:
         """Decode, resize and normalise one image: ``float32[3, H, W]``."""
-        from compresskit._optional import require
+        from compresskit.utils.optional import require
 
         Image = require("PIL.Image")
 

@@ -12,11 +12,11 @@ Example:
     >>> state = fit(model, loss_fn, loader, 10, make_optimizer, callbacks=[pruner, saver])
 """
 
-from .checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
-from .ddp import DistributedInfo, setup_distributed
-from .hooks import SCHEDULER_STEP_UNITS, Callback, EpochCheckpoint, EveryNEpochs, SchedulerStep
-from .loop import LossFn, OptimizerFactory, SchedulerFactory, fit
-from .state import NonFiniteLossError, TrainState
+from compresskit.train.checkpoint import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from compresskit.train.ddp import DistributedInfo, setup_distributed
+from compresskit.train.hooks import SCHEDULER_STEP_UNITS, Callback, EpochCheckpoint, EveryNEpochs, SchedulerStep
+from compresskit.train.loop import LossFn, OptimizerFactory, SchedulerFactory, fit
+from compresskit.train.state import NonFiniteLossError, TrainState
 
 __all__ = [
     "CHECKPOINT_VERSION",

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._atomic import atomic_torch_save
-from .._finite import non_finite_entries
-from .state import NonFiniteLossError, TrainState
+from compresskit.train.state import NonFiniteLossError, TrainState
+from compresskit.utils.atomic import atomic_torch_save
+from compresskit.utils.finite import non_finite_entries
 
 __all__ = ["CHECKPOINT_VERSION", "load_checkpoint", "save_checkpoint"]
 

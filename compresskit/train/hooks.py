@@ -36,8 +36,8 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .state import TrainState
+from compresskit.train.checkpoint import load_checkpoint, save_checkpoint
+from compresskit.train.state import TrainState
 
 __all__ = ["SCHEDULER_STEP_UNITS", "Callback", "EpochCheckpoint", "EveryNEpochs", "SchedulerStep"]
 

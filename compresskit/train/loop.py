@@ -31,9 +31,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .ddp import process_position, wrap_ddp
-from .hooks import Callback, SchedulerStep
-from .state import NonFiniteLossError, TrainState
+from compresskit.train.ddp import process_position, wrap_ddp
+from compresskit.train.hooks import Callback, SchedulerStep
+from compresskit.train.state import NonFiniteLossError, TrainState
 
 __all__ = ["LossFn", "OptimizerFactory", "SchedulerFactory", "fit"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compresskit.pool import ChannelPool
+from compresskit.layers.pool import ChannelPool
 
 SPATIAL_KERNEL = 7
 

@@ -2,16 +2,16 @@
 
 Pre-processing is that of the RetinaFace / FeatherFace test scripts (Deng et al., CVPR 2020): BGR float
 image, minus the mean ``(104, 117, 123)``, CHW, optionally resized by a factor (1.0 = original size, the
-WIDERFace protocol); post-processing is :func:`reference.featherface.postprocess.postprocess`.
+WIDERFace protocol); post-processing is :func:`featherface.postprocess.postprocess`.
 
 CLI::
 
-    python -m reference.featherface.detect detect retinaface_mnet025:weights.pth images/ --out out/
-    python -m reference.featherface.detect evaluate retinaface_mnet025:weights.pth \\
+    python -m featherface.detect detect retinaface_mnet025:weights.pth images/ --out out/
+    python -m featherface.detect evaluate retinaface_mnet025:weights.pth \\
         --images WIDER_val/images --gt ground_truth [--pred-dir widerface_txt]
 
 ``MODEL_OR_CHECKPOINT`` is ``name:weights_path`` (``build_model(name)`` + ``load_weights``), a bare model
-name (random weights, for smoke tests), or a pruned checkpoint readable by ``compresskit.persist.load_pruned``.
+name (random weights, for smoke tests), or a pruned checkpoint readable by ``compresskit.models.persist.load_pruned``.
 """
 
 from __future__ import annotations
@@ -29,18 +29,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from reference.featherface.data.widerface import BGR_MEAN, image_to_tensor, read_image
-from reference.featherface.evaluation import (
-    evaluate,
-    evaluate_folder,
-    image_key,
-    load_mat_ground_truth,
-    write_predictions,
-)
-from reference.featherface.postprocess import (
-    CONF_THRESHOLD, KEEP_TOP_K, NMS_THRESHOLD, TOP_K, Detections, postprocess,
-)
-from reference.featherface.priors import PriorCache
+from featherface.data.widerface import BGR_MEAN, image_to_tensor, read_image
+from featherface.evaluation import evaluate, evaluate_folder, image_key, load_mat_ground_truth, write_predictions
+from featherface.postprocess import CONF_THRESHOLD, KEEP_TOP_K, NMS_THRESHOLD, TOP_K, Detections, postprocess
+from featherface.priors import PriorCache
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "left_mouth", "right_mouth")
@@ -166,7 +158,7 @@ class FaceDetector:
         self.model = load_model(str(spec), threads=threads)
         self.resize = resize
         self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
-        from compresskit.export import Preprocessing
+        from compresskit.deploy.export import Preprocessing
 
         metadata = getattr(self.model, "metadata", None) or getattr(self.model, "onnx_metadata", None) or {}
         self.preprocessing = Preprocessing.from_metadata(metadata) or Preprocessing("BGR", BGR_MEAN, 1.0, None)
@@ -175,7 +167,7 @@ class FaceDetector:
 
     def input_for(self, image_bgr: np.ndarray) -> tuple[np.ndarray, float]:
         """The model input for one image and the scale applied to it: ``(float32[1, 3, H, W], scale)``."""
-        from compresskit.quantize import preprocess_image
+        from compresskit.deploy.quantize import preprocess_image
 
         if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
             raise ValueError(f"expected an HxWx3 BGR image, got {None if image_bgr is None else image_bgr.shape}")
@@ -269,18 +261,18 @@ def load_model(spec: str, threads: int = 1) -> nn.Module:
 
     An ``.onnx`` file (e.g. from ``compresskit export`` / ``compresskit quantize``, FP32 or INT8) runs in
     ONNX Runtime with ``threads`` intra-op threads behind the model call interface
-    (:class:`compresskit.runtime.OrtModule`). A bare name builds the model with random weights and
+    (:class:`compresskit.deploy.runtime.OrtModule`). A bare name builds the model with random weights and
     warns (:class:`RandomWeightsWarning`): its detections mean nothing.
     """
-    from reference.featherface import models  # imported lazily: the CLI's --help must not need it
+    from featherface import models  # imported lazily: the CLI's --help must not need it
 
     path = Path(spec)
     if path.suffix == ".onnx" and ":" not in spec:
-        from compresskit.runtime import OrtModule
+        from compresskit.deploy.runtime import OrtModule
 
         return OrtModule(path, threads=threads)
     if path.suffix in (".pt", ".pth", ".ckpt") and path.is_file() and ":" not in spec:
-        from compresskit.persist import load_pruned
+        from compresskit.models.persist import load_pruned
 
         return load_pruned(path).eval()
     name, _, weights = spec.partition(":")

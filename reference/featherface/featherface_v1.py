@@ -15,7 +15,7 @@ Module names are ours where the official ones are awkward (``backbone_cbam.i`` f
 ``bacbkbone_i_cbam``, ``bifpn_cbam.i`` for ``bif_cbam_i``, named layers in the shuffle block);
 :func:`convert_official_state_dict` maps an official checkpoint onto them (every key used, every
 shape equal). The official shuffle views channels as ``[C/2, 2]`` before transposing; that is
-``compresskit.shuffle.ChannelShuffle(groups=C // 2)`` in the ShuffleNet convention (checked: with
+``compresskit.layers.shuffle.ChannelShuffle(groups=C // 2)`` in the ShuffleNet convention (checked: with
 ``groups=2`` instead, the third-party weights find 1 instead of 49 faces above 0.5 on a WIDER val image).
 """
 
@@ -27,11 +27,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from compresskit.layers.shuffle import ChannelShuffle
+
 from .backbone import STAGE_CHANNELS, MobileNetV1
 from .bifpn import BiFPN
 from .cbam import CBAM
 from .heads import make_heads, run_heads
-from compresskit.shuffle import ChannelShuffle
 from .ssh import SSH
 
 OUT_CHANNELS = 64

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reference.featherface.box_coder import VARIANCES, encode_boxes, encode_landmarks
-from reference.featherface.matcher import MATCH_THRESHOLD, NO_MATCH, match_priors
+from featherface.box_coder import VARIANCES, encode_boxes, encode_landmarks
+from featherface.matcher import MATCH_THRESHOLD, NO_MATCH, match_priors
 
 TARGET_COLUMNS = 15
 """Target row layout: ``x1 y1 x2 y2`` (0:4), 5 landmarks ``x y`` (4:14), label (14)."""
@@ -40,7 +40,7 @@ class MultiBoxLoss(nn.Module):
         targets: list of N FloatTensor[G_i, 15], rows ``x1 y1 x2 y2 (x y)*5 label`` normalised to
             [0, 1] by the input width/height, x1 < x2; ``label`` 1 = face with landmarks, -1 = face
             without landmarks (landmark columns ignored). G_i may be 0.
-        priors: FloatTensor[P, 4] ``(cx, cy, w, h)`` from :func:`~reference.featherface.priors.prior_boxes`.
+        priors: FloatTensor[P, 4] ``(cx, cy, w, h)`` from :func:`~featherface.priors.prior_boxes`.
 
     Returns ``(total, {"loc": float, "conf": float, "landm": float})``.
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from reference.featherface.box_coder import point_form
+from featherface.box_coder import point_form
 
 NO_MATCH = -1
 MATCH_THRESHOLD = 0.35
@@ -65,7 +65,7 @@ def match_priors(
         LongTensor[P]: index into ``gt_boxes`` for positive priors, ``NO_MATCH`` (-1) for background.
 
     Example:
-        >>> from reference.featherface.priors import prior_boxes
+        >>> from featherface.priors import prior_boxes
         >>> gt_index = match_priors(torch.tensor([[0.1, 0.1, 0.2, 0.2]]), prior_boxes((64, 64)))
         >>> int((gt_index >= 0).sum()) > 0
         True

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compresskit.bypass import drop_bypassed
-from compresskit.checkpoints import check_state_dict
+from compresskit.models.bypass import drop_bypassed
+from compresskit.models.weights import check_state_dict
 
 from .backbone import load_pretrained_backbone
 from .featherface_v1 import FeatherFaceV1, convert_official_state_dict
@@ -112,7 +112,7 @@ def build_model(name: str, pretrained_backbone: str | Path | None = None,
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid: {sorted(_BUILDERS)}")
     model = _BUILDERS[name](**kwargs)
-    model.onnx_metadata = deployment_metadata()  # written into exports (compresskit.export.model_metadata)
+    model.onnx_metadata = deployment_metadata()  # written into exports (compresskit.deploy.export.model_metadata)
     if pretrained_backbone is not None:
         load_pretrained_backbone(model.body, pretrained_backbone)
     if weights is not None:
@@ -127,7 +127,7 @@ def deployment_metadata() -> dict[str, str]:
     640x640) and the prior layout and variances needed to decode the outputs, so that
     ``compresskit quantize``, ``detect`` and ``web/`` read everything from the file.
     """
-    from compresskit.export import Preprocessing
+    from compresskit.deploy.export import Preprocessing
 
     from .box_coder import VARIANCES
     from .data.widerface import BGR_MEAN

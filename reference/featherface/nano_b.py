@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from compresskit.bypass import bypass_blocks
+from compresskit.models.bypass import bypass_blocks
 
 from .backbone import STAGE_CHANNELS, MobileNetV1
 from .bifpn import BiFPN
@@ -55,7 +55,7 @@ class FeatherFaceNanoB(nn.Module):
     Args:
         channels: BiFPN / SSH width (72 in the seed design; must be divisible by 8).
         bypass: Optional blocks to switch off (names from :attr:`bypassable`), replaced by
-            ``compresskit.bypass.Bypass`` (identity, or P3 itself for ASSN). Saved pruned models
+            ``compresskit.models.bypass.Bypass`` (identity, or P3 itself for ASSN). Saved pruned models
             record it, so they rebuild the same reduced architecture.
 
     Example:
@@ -64,7 +64,7 @@ class FeatherFaceNanoB(nn.Module):
         [torch.Size([168, 4]), torch.Size([168, 2]), torch.Size([168, 10])]
     """
 
-    #: Blocks that may be switched off (``compresskit.bypass``): name -> stand-in. Each is an
+    #: Blocks that may be switched off (``compresskit.models.bypass``): name -> stand-in. Each is an
     #: attention / enhancement module whose output has its input's shape.
     bypassable = {"scale_decoupling": "identity",
                   **{f"backbone_cbam.{i}": "identity" for i in range(len(STAGE_CHANNELS))},

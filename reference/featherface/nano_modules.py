@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresskit.pool import ChannelPool
+from compresskit.layers.pool import ChannelPool
 
 from .cbam import SpatialGate
 

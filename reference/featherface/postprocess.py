@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reference.featherface.box_coder import VARIANCES, decode_boxes, decode_landmarks
+from featherface.box_coder import VARIANCES, decode_boxes, decode_landmarks
 
 CONF_THRESHOLD = 0.02
 NMS_THRESHOLD = 0.4

@@ -7,7 +7,7 @@ Nano-B's 72 keeps 0.1 too), branch ends have BN only.
 
 Variants:
 * ``deformable=True`` (FeatherFace V1): every 3x3 conv is a modulated deformable conv
-  (:class:`~reference.featherface.dcn.DeformableConv2d`), as in the official code.
+  (:class:`~featherface.dcn.DeformableConv2d`), as in the official code.
 * ``groups=2`` (Nano-B): every 3x3 conv is grouped; a channel shuffle after each shared inner
   conv (``conv5X5_1`` and ``conv7X7_2``) lets the next grouped conv see both groups. The context
   branches are ``context_channels`` wide, a multiple of ``groups**2`` so that each shuffle sends
@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compresskit.layers.shuffle import ChannelShuffle
+
 from .dcn import DeformableConv2d
-from compresskit.shuffle import ChannelShuffle
 
 LEAKY_SLOPE = 0.1
 

@@ -3,13 +3,13 @@
 ``task: featherface`` in a recipe resolves to :class:`FeatherFaceTask` through the ``compresskit.tasks`` entry point
 declared in ``pyproject.toml``; ``task_args`` are its constructor arguments. Two data sources:
 
-* ``data: synthetic`` -- :class:`~reference.featherface.data.synthetic.SyntheticFaces`, generated from
+* ``data: synthetic`` -- :class:`~featherface.data.synthetic.SyntheticFaces`, generated from
   the seed (no download); the embedded CPU run. Validation AP uses size-based easy/medium/hard subsets.
 * ``data: widerface`` -- RetinaFace ``label.txt`` files (``train_labels`` / ``val_labels``, images in
   ``images/`` next to each, or given explicitly); with ``gt_dir`` (the official ``.mat`` files)
   validation AP follows the WIDER FACE protocol, otherwise size-based subsets of the val labels.
 
-Training batches use the RetinaFace augmentation (:class:`~reference.featherface.data.augment.TrainTransform`)
+Training batches use the RetinaFace augmentation (:class:`~featherface.data.augment.TrainTransform`)
 at ``image_size``. Its random choices are seeded per item from the global torch RNG (drawn with the
 shuffle order at the start of each epoch), so seeding the run and restoring a checkpoint's RNG reproduce
 the batches exactly -- what ``compresskit run --resume`` relies on.
@@ -35,10 +35,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from reference.featherface import models
-from reference.featherface.data.augment import TrainTransform, pad_to_square
-from reference.featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
-from reference.featherface.data.widerface import (
+from featherface import models
+from featherface.data.augment import TrainTransform, pad_to_square
+from featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
+from featherface.data.widerface import (
     BGR_MEAN,
     ParseResult,
     WiderFaceDataset,
@@ -47,19 +47,13 @@ from reference.featherface.data.widerface import (
     parse_retinaface_labels,
     to_tensor,
 )
-from reference.featherface.evaluation import (
-    ImageGroundTruth,
-    evaluate,
-    image_key,
-    load_mat_ground_truth,
-    size_subsets,
-)
-from reference.featherface.loss import MultiBoxLoss
-from reference.featherface.postprocess import postprocess
-from reference.featherface.priors import PriorCache
+from featherface.evaluation import ImageGroundTruth, evaluate, image_key, load_mat_ground_truth, size_subsets
+from featherface.loss import MultiBoxLoss
+from featherface.postprocess import postprocess
+from featherface.priors import PriorCache
 
 if TYPE_CHECKING:
-    from compresskit.groups import LayerGroupSpec
+    from compresskit.groups.find import LayerGroupSpec
 
 __all__ = ["FeatherFaceTask", "layer_group_specs"]
 
@@ -77,7 +71,7 @@ def layer_group_specs(model_name: str) -> list[LayerGroupSpec]:
     Raises:
         ValueError: no table for ``model_name``.
     """
-    from compresskit.groups import LayerGroupSpec
+    from compresskit.groups.find import LayerGroupSpec
 
     if model_name not in _LAYER_GROUPS:
         raise ValueError(f"no layer groups for {model_name!r}; known: {sorted(_LAYER_GROUPS)} "
@@ -258,7 +252,7 @@ class FeatherFaceTask:
         self._priors = PriorCache()
 
     def check_data(self) -> dict[str, Any]:
-        """The pre-flight data check (``compresskit.plan.check_data``), before any training.
+        """The pre-flight data check (``compresskit.run.plan.check_data``), before any training.
 
         Returns:
             Image counts per split and, for label files, the faces dropped by reason.
@@ -293,12 +287,12 @@ class FeatherFaceTask:
         return models.build_model(name, **kwargs)
 
     def load_checkpoint(self, model: nn.Module, path: str) -> nn.Module:
-        """Load a weights file strictly with :func:`reference.featherface.models.load_weights` (official
+        """Load a weights file strictly with :func:`featherface.models.load_weights` (official
         key names, ``module.`` prefixes, wrapper dicts, ``thop`` leftovers); the recipe's loader."""
         return models.load_weights(model, path)
 
     def builder(self, name: str, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-        return "reference.featherface.models:build_model", {"name": name, **kwargs}
+        return "featherface.models:build_model", {"name": name, **kwargs}
 
     def example_inputs(self) -> tuple[Tensor, ...]:
         generator = torch.Generator().manual_seed(0)

@@ -4,9 +4,13 @@
 - no private name (``_x``) of one compresskit module used by another: neither
   ``from .m import _f`` nor ``m._f`` (importing a private *module* such as ``_graph`` is fine:
   that is what private modules are for);
-- ``compresskit`` never names the ``reference`` or ``examples`` packages — by import, by an
-  importable string (``"reference.featherface.task:X"``) or in a docstring — and importing every
-  compresskit module loads neither.
+- ``compresskit`` never names the reference detector (``featherface``) or ``examples`` packages — by
+  import, by an importable string (``"featherface.task:X"``) or in a docstring — and importing every
+  compresskit module loads neither;
+- issue 21's shape (rules in ``layout_rules.py``, each also tried on a planted violation): the root holds
+  only ``__init__``/``__main__``; a private module is imported only inside its own package; each
+  sub-package imports only from those below it in ``layout_rules.LAYERS``; no import cycle, not even under
+  ``TYPE_CHECKING``; no file name used twice in the package.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import layout_rules
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "compresskit"
@@ -75,7 +80,7 @@ def _private_uses(module: str, source: str, label: str) -> list[str]:
 
 
 def test_the_rules_see_every_module():
-    assert len(SOURCES) > 30 and PACKAGE / "groups.py" in SOURCES
+    assert len(SOURCES) > 30 and PACKAGE / "groups" / "find.py" in SOURCES
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -103,14 +108,15 @@ def test_no_private_name_crosses_modules():
 
 def test_the_private_name_check_catches_both_forms():
     """The checker itself: both forms are reported; a private *module* import and its public names are not."""
-    source = ("from . import _graph\nfrom .groups import _owning_layer_group\nfrom compresskit import prune\n"
-              "x = prune._internal(1)\ny = _graph.trace_groups\nimport compresskit.budget as b\nz = b._rates\n")
-    assert _private_uses("compresskit.latency", source, "latency.py") == [
-        "latency.py:2: from compresskit.groups import _owning_layer_group",
-        "latency.py:4: prune._internal", "latency.py:7: b._rates"]
+    source = ("from compresskit.groups import _graph\nfrom .find import _owning_layer_group\n"
+              "from compresskit.pruning import soft_fpgm\n"
+              "x = soft_fpgm._internal(1)\ny = _graph.trace_groups\nimport compresskit.pruning.budget as b\nz = b._rates\n")
+    assert _private_uses("compresskit.groups.planted", source, "planted.py") == [
+        "planted.py:2: from compresskit.groups.find import _owning_layer_group",
+        "planted.py:4: soft_fpgm._internal", "planted.py:7: b._rates"]
 
 
-NAMES_OUTSIDE = re.compile(r"\b(reference|examples)[./:](?=[A-Za-z_])")
+NAMES_OUTSIDE = re.compile(r"\b(featherface|reference|examples)[./:](?=[A-Za-z_])")
 
 
 def test_compresskit_never_names_reference_or_examples():
@@ -124,8 +130,78 @@ def test_importing_every_module_loads_neither_reference_nor_examples():
     names = [_module_name(path) for path in SOURCES if path.name != "__main__.py"]
     code = ("import importlib, sys\n"
             f"for name in {names!r}:\n    importlib.import_module(name)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('reference', 'examples')))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('featherface', 'reference', 'examples')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             cwd=PACKAGE.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+# --- issue 21: the tree shows the architecture ------------------------------------------------------
+
+SOURCE_TEXTS = layout_rules.read_package(PACKAGE)
+
+
+def test_the_root_holds_only_init_and_main():
+    assert layout_rules.root_modules([path.name for path in PACKAGE.iterdir() if path.is_file()]) == []
+
+
+def test_the_root_rule_catches_a_module():
+    assert layout_rules.root_modules(["__init__.py", "__main__.py", "py.typed", "budget.py"]) == ["budget.py"]
+
+
+def test_private_modules_stay_in_their_package():
+    assert layout_rules.private_imports(SOURCE_TEXTS) == []
+
+
+def test_the_private_module_rule_catches_an_outside_import():
+    planted = {**SOURCE_TEXTS, "compresskit.pruning.planted": "from compresskit.groups._graph import trace\n"
+               "def f():\n    from compresskit.groups import _sets\n"}
+    assert layout_rules.private_imports(planted) == [
+        "compresskit.pruning.planted:1: compresskit.groups._graph",
+        "compresskit.pruning.planted:3: compresskit.groups._sets"]
+
+
+def test_every_sub_package_imports_only_layers_below_it():
+    assert layout_rules.layer_violations(SOURCE_TEXTS) == []
+
+
+def test_every_sub_package_is_in_a_layer():
+    packages = {path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists()}
+    assert packages == {name for layer in layout_rules.LAYERS for name in layer}
+
+
+def test_the_layer_rule_catches_an_upward_a_sideways_and_an_unknown_import():
+    planted = {**SOURCE_TEXTS,
+               "compresskit.groups.planted": "if True:\n    from compresskit.config import RecipeError\n",
+               "compresskit.search.planted": "from ..train import fit\n",
+               "compresskit.extra.planted": "import compresskit.utils.atomic\n"}
+    assert layout_rules.layer_violations(planted) == [
+        "compresskit.groups.planted:2: compresskit.config",
+        "compresskit.search.planted:1: compresskit.train",
+        "compresskit.extra.planted: sub-package 'extra' is in no layer"]
+
+
+def test_no_import_cycle():
+    assert layout_rules.cycles(SOURCE_TEXTS) == []
+
+
+def test_the_cycle_rule_catches_a_type_checking_cycle_and_a_lazy_export():
+    planted = {**SOURCE_TEXTS,
+               "compresskit.groups.planted_a": "from compresskit.groups.planted_b import B\n",
+               "compresskit.groups.planted_b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                               "    from compresskit.groups.planted_a import A\n",
+               "compresskit.pruning.planted": "from compresskit.pruning import SoftFPGM\n"}
+    planted["compresskit.pruning"] = planted["compresskit.pruning"].replace(
+        '"SoftFPGM": "soft_fpgm"', '"SoftFPGM": "planted"')
+    assert sorted(layout_rules.cycles(planted)) == [
+        ["compresskit.groups.planted_a", "compresskit.groups.planted_b"],
+        ["compresskit.pruning", "compresskit.pruning.planted"]]
+
+
+def test_no_file_name_twice():
+    names: dict[str, list[str]] = {}
+    for path in SOURCES:
+        if path.name not in ("__init__.py", "__main__.py"):
+            names.setdefault(path.stem.lstrip("_"), []).append(str(path.relative_to(PACKAGE)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}

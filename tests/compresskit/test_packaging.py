@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-from compresskit._optional import EXTRAS, missing_extra
+import tomllib
 from user_project import write_user_project
+
+from compresskit.utils.optional import EXTRAS, missing_extra
 
 REPO = Path(__file__).resolve().parents[2]
 OPTIONAL = ("botorch", "gpytorch", "onnx", "onnxruntime", "onnxscript", "matplotlib", "cv2", "scipy", "PIL")

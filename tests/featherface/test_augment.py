@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from reference.featherface.data.augment import TrainTransform, mirror, random_crop
+from featherface.data.augment import TrainTransform, mirror, random_crop
 
 
 def _face(x1, y1, x2, y2, label=1.0):

@@ -1,7 +1,12 @@
 import torch
 
-from reference.featherface.box_coder import (
-    center_form, decode_boxes, decode_landmarks, encode_boxes, encode_landmarks, point_form,
+from featherface.box_coder import (
+    center_form,
+    decode_boxes,
+    decode_landmarks,
+    encode_boxes,
+    encode_landmarks,
+    point_form,
 )
 
 

@@ -8,13 +8,13 @@ import torch
 from click.testing import CliRunner
 
 from compresskit.cli import cli
-from compresskit.model_spec import build, parse_spec
-from reference.featherface import models
+from compresskit.models.spec import build, parse_spec
+from featherface import models
 
 
 def test_a_bare_name_builds_through_the_declared_builder():
     model, builder, kwargs = build(parse_spec("retinaface_mnet025"))
-    assert builder == "reference.featherface.models:build_model" and kwargs == {"name": "retinaface_mnet025"}
+    assert builder == "featherface.models:build_model" and kwargs == {"name": "retinaface_mnet025"}
     assert sum(p.numel() for p in model.parameters()) == 426_608
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from reference.featherface.data.widerface import (
+from featherface.data.widerface import (
     WiderFaceDataset,
     check_records,
     image_problem,
@@ -95,7 +95,7 @@ def test_dataset_and_check_records_name_the_label_line(tmp_path):
 
 
 def _task(tmp_path, train_lines: str):
-    from reference.featherface.task import FeatherFaceTask
+    from featherface.task import FeatherFaceTask
 
     data = _jpeg(tmp_path / "images" / "e" / "a.jpg")
     (tmp_path / "images" / "e" / "cut.jpg").write_bytes(data[:200])
@@ -146,7 +146,7 @@ def test_a_run_on_bad_data_fails_before_any_phase(tmp_path, monkeypatch, train_l
 
 
 def test_detect_and_evaluate_refuse_empty_and_truncated_images(tmp_path):
-    from reference.featherface.detect import cli
+    from featherface.detect import cli
 
     data = _jpeg(tmp_path / "in" / "ok.jpg")
     (tmp_path / "in" / "ok.jpg").unlink()
@@ -168,8 +168,8 @@ def test_detect_and_evaluate_refuse_empty_and_truncated_images(tmp_path):
 
 
 def test_prepare_reports_dropped_boxes_in_one_line_and_in_the_state(tmp_path, monkeypatch):
-    from compresskit.pipeline import prepare
-    from compresskit.recipe import load_recipe
+    from compresskit.config import load_recipe
+    from compresskit.run import prepare
 
     _task(tmp_path, "# e/a.jpg\n1 1 30 30\nnan 1 3 3\n1 1 3 -3\n1 1 0 3\n")
     monkeypatch.chdir(Path(__file__).resolve().parents[2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from reference.featherface.dcn import DeformableConv2d
+from featherface.dcn import DeformableConv2d
 
 
 def _bilinear(image: torch.Tensor, y: float, x: float) -> torch.Tensor:

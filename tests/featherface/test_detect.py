@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from reference.featherface.detect import cli, detect_image, preprocess
-from reference.featherface.models import build_model
+from featherface.detect import cli, detect_image, preprocess
+from featherface.models import build_model
 
 
 def test_preprocess_contract():

@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
-from reference.featherface.evaluation import (
-    ImageGroundTruth, box_overlaps, evaluate, evaluate_folder, load_mat_ground_truth, read_prediction_file,
-    read_predictions, size_subsets, voc_ap, write_predictions,
+from featherface.evaluation import (
+    ImageGroundTruth,
+    box_overlaps,
+    evaluate,
+    evaluate_folder,
+    load_mat_ground_truth,
+    read_prediction_file,
+    read_predictions,
+    size_subsets,
+    voc_ap,
+    write_predictions,
 )
 
 ALL = np.array([0, 1])
@@ -98,7 +106,7 @@ def test_official_mat_ground_truth(shared_data, tmp_path):
 
 
 def test_pr_counts_follow_official_last_index_rule_for_any_order():
-    from reference.featherface.evaluation import image_pr_counts
+    from featherface.evaluation import image_pr_counts
 
     rng = np.random.default_rng(0)
     scores = np.round(rng.uniform(0, 1, 40), 2)  # unsorted, with ties

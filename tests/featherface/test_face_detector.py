@@ -11,10 +11,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from compresskit.export import export_model
-from compresskit.quantize import quantize_onnx
-from reference.featherface.detect import FaceDetector, RandomWeightsWarning, cli, detect_image, load_model
-from reference.featherface.models import build_model
+from compresskit.deploy.export import export_model
+from compresskit.deploy.quantize import quantize_onnx
+from featherface.detect import FaceDetector, RandomWeightsWarning, cli, detect_image, load_model
+from featherface.models import build_model
 
 
 @pytest.fixture(scope="module")

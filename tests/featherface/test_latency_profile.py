@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compresskit.recipe import load_recipe
-from reference.featherface.models import NANO_B_LAYER_GROUPS, FeatherFaceNanoB
+from compresskit.config import load_recipe
+from featherface.models import NANO_B_LAYER_GROUPS, FeatherFaceNanoB
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = REPO / "recipes" / "featherface_nano_b.yaml"

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from reference.featherface.data.synthetic import SyntheticFaces
-from reference.featherface.data.widerface import detection_collate
-from reference.featherface.loss import MultiBoxLoss
-from reference.featherface.priors import prior_boxes
+from featherface.data.synthetic import SyntheticFaces
+from featherface.data.widerface import detection_collate
+from featherface.loss import MultiBoxLoss
+from featherface.priors import prior_boxes
 
 SIZE = 128
 

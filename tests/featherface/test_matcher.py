@@ -1,7 +1,7 @@
 import torch
 
-from reference.featherface.box_coder import point_form
-from reference.featherface.matcher import NO_MATCH, box_iou, match_priors
+from featherface.box_coder import point_form
+from featherface.matcher import NO_MATCH, box_iou, match_priors
 
 
 def test_box_iou_hand_worked():
@@ -37,7 +37,7 @@ def test_shared_best_prior_goes_to_later_face_and_empty_gt():
 
 
 def test_every_face_gets_a_prior_on_real_priors():
-    from reference.featherface.priors import prior_boxes
+    from featherface.priors import prior_boxes
     priors = prior_boxes((320, 320))
     gt = torch.tensor([[0.1, 0.1, 0.16, 0.17], [0.5, 0.5, 0.9, 0.95], [0.3, 0.6, 0.33, 0.64]])
     gt_index = match_priors(gt, priors)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from reference.featherface.backbone import MobileNetV1, load_pretrained_backbone
-from reference.featherface.models import (
+from featherface.backbone import MobileNetV1, load_pretrained_backbone
+from featherface.models import (
     FEATHERFACE_V1_LAYER_GROUPS,
     FEATHERFACE_V1_PROTECT_PATTERNS,
     HEAD_OUTPUT_PATTERNS,
@@ -19,7 +19,8 @@ from reference.featherface.models import (
     build_model,
     load_weights,
 )
-from reference.featherface.priors import num_priors
+from featherface.priors import num_priors
+
 
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -219,7 +220,7 @@ def test_nano_b_most_parameters_sit_in_prunable_groups(models):
 
 
 def test_grouped_ssh_needs_balanced_shuffles():
-    from reference.featherface.ssh import SSH
+    from featherface.ssh import SSH
 
     with pytest.raises(ValueError, match=r"groups\*\*2.*context=18"):
         SSH(72, 72, groups=2)  # the RetinaFace split 36 + 18 + 18: 9 channels per group

@@ -6,11 +6,12 @@ import warnings
 
 import torch
 
-from compresskit import ParamPredictor, count_params, find_groups, prune
-from compresskit.bypass import Bypass, fit_patterns, fit_specs, optional_blocks
-from compresskit.persist import load_pruned, save_pruned
-from reference.featherface.models import NANO_B_PROTECT_PATTERNS, build_model
-from reference.featherface.task import layer_group_specs
+from compresskit import ParamPredictor, count_params, find_groups
+from compresskit.models.bypass import Bypass, fit_patterns, fit_specs, optional_blocks
+from compresskit.models.persist import load_pruned, save_pruned
+from compresskit.pruning import prune
+from featherface.models import NANO_B_PROTECT_PATTERNS, build_model
+from featherface.task import layer_group_specs
 
 P3 = ["scale_decoupling", "backbone_cbam.0", "semantic.0", "semantic.1", "semantic.2", "assn"]
 
@@ -37,7 +38,7 @@ def test_a_pruned_reduced_nano_b_is_exact_and_round_trips(tmp_path):
     before = count_params(model)
     prune(model, x, rates, groups=groups)  # verified against the soft-zeroed reduced model
     assert count_params(model) == predicted < before  # exact, and something was pruned
-    save_pruned(tmp_path / "reduced.pt", model, "reference.featherface.models:build_model",
+    save_pruned(tmp_path / "reduced.pt", model, "featherface.models:build_model",
                 {"name": "nano_b", "bypass": P3})
     rebuilt = load_pruned(tmp_path / "reduced.pt").eval()
     with torch.no_grad():
@@ -46,7 +47,7 @@ def test_a_pruned_reduced_nano_b_is_exact_and_round_trips(tmp_path):
 
 def test_a_trained_full_nano_b_checkpoint_loads_into_a_bypassed_student(tmp_path):
     """What `student.checkpoint` + `student.model_args.bypass` do in a recipe: every kept tensor is the file's."""
-    from reference.featherface.models import load_weights
+    from featherface.models import load_weights
 
     torch.manual_seed(0)
     full = build_model("nano_b")

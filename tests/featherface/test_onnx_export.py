@@ -6,13 +6,8 @@ import pytest
 import torch
 
 import compresskit as ck
-from compresskit.export import check_onnx, export_onnx
-from reference.featherface.models import (
-    FEATHERFACE_V1_PROTECT_PATTERNS,
-    MODEL_NAMES,
-    NANO_B_PROTECT_PATTERNS,
-    build_model,
-)
+from compresskit.deploy.export import check_onnx, export_onnx
+from featherface.models import FEATHERFACE_V1_PROTECT_PATTERNS, MODEL_NAMES, NANO_B_PROTECT_PATTERNS, build_model
 
 pytest.importorskip("onnxruntime")
 
@@ -59,7 +54,7 @@ def _same_pool_reference(x: torch.Tensor) -> torch.Tensor:
 
 
 def test_bifpn_downsample_is_the_official_same_pool_at_every_size():
-    from reference.featherface.bifpn import _downsample
+    from featherface.bifpn import _downsample
 
     generator = torch.Generator().manual_seed(0)
     for height in range(1, 24):
@@ -71,7 +66,7 @@ def test_bifpn_downsample_is_the_official_same_pool_at_every_size():
 @pytest.mark.parametrize("name", ["featherface_v1", "nano_b"])
 def test_dynamic_onnx_runs_at_sizes_of_any_parity(name, tmp_path):
     """Exported at 64x64, run at odd and mixed sizes: the BiFPN pools must not keep 64 px's padding."""
-    from compresskit.export import export_model
+    from compresskit.deploy.export import export_model
 
     torch.manual_seed(0)
     model = build_model(name).eval()

@@ -11,11 +11,10 @@ import json
 
 import torch
 from click.testing import CliRunner
+from test_recipe_smoke import RECIPE
 
 from compresskit import count_params, load_pruned
 from compresskit.cli import cli
-
-from test_recipe_smoke import RECIPE
 
 
 def test_paper_profile_runs_on_real_widerface_files(shared_data, tmp_path):

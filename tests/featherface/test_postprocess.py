@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from reference.featherface.postprocess import Detections, nms, postprocess
-from reference.featherface.priors import prior_boxes
+from featherface.postprocess import Detections, nms, postprocess
+from featherface.priors import prior_boxes
 
 
 def _py_cpu_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:

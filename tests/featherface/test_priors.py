@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from reference.featherface.priors import PriorCache, num_priors, prior_boxes
+from featherface.priors import PriorCache, num_priors, prior_boxes
 
 
 def test_hand_computed_2x2_grid():

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 import compresskit as ck
-from compresskit._surgery import flatten_outputs
-from reference.featherface.models import (
+from compresskit.groups.surgery import flatten_outputs
+from featherface.models import (
     FEATHERFACE_V1_LAYER_GROUPS,
     FEATHERFACE_V1_PROTECT_PATTERNS,
     NANO_B_LAYER_GROUPS,

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from compresskit.persist import load_pruned
-from compresskit.pipeline import run
-from compresskit.recipe import RecipeError, load_recipe
-from reference.featherface import models
-from reference.featherface.detect import evaluate_widerface
-from reference.featherface.task import FeatherFaceTask
+from compresskit.config import RecipeError, load_recipe
+from compresskit.models.persist import load_pruned
+from compresskit.run import run
+from featherface import models
+from featherface.detect import evaluate_widerface
+from featherface.task import FeatherFaceTask
 
 REPO = Path(__file__).resolve().parents[2]
-BUILDER = "reference.featherface.models:build_model"
+BUILDER = "featherface.models:build_model"
 pytestmark = pytest.mark.shared_data
 
 
@@ -94,8 +94,8 @@ def test_featherface_wider_v1_profile_is_valid_and_loads_the_official_v1(shared_
     recipe = load_recipe(REPO / "recipes" / "featherface_wider.yaml",
                          [*data_overrides(shared_data), f"teacher.checkpoint={weights}"], profile="v1_pruned")
     assert recipe.student.model == "featherface_v1" and recipe.distill.epochs == 0
-    from compresskit.checkpoints import check_checkpoints
-    from compresskit.pipeline import RunContext, build_task
+    from compresskit.models.weights import check_checkpoints
+    from compresskit.run import RunContext, build_task
 
     task = build_task(recipe)
     ctx = RunContext(recipe=recipe, run_dir=Path("unused"), task=task, log=quiet)

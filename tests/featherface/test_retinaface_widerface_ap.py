@@ -7,8 +7,8 @@ import time
 import pytest
 import torch
 
-from reference.featherface.detect import evaluate_widerface
-from reference.featherface.models import build_model, load_weights
+from featherface.detect import evaluate_widerface
+from featherface.models import build_model, load_weights
 
 REFERENCE_AP = {"easy": 0.8891, "medium": 0.8625, "hard": 0.7259}
 TOLERANCE = 0.005  # half an AP point

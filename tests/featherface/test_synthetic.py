@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from reference.featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
-from reference.featherface.evaluation import evaluate
+from featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
+from featherface.evaluation import evaluate
 
 
 def test_deterministic_and_order_independent():

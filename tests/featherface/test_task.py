@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compresskit.task import check_task
-from reference.featherface.task import FeatherFaceTask
+from compresskit.tasks.protocol import check_task
+from featherface.task import FeatherFaceTask
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def task() -> FeatherFaceTask:
 
 def test_task_satisfies_the_protocol(task):
     assert check_task(task, "featherface") is task
-    assert task.builder("nano_b") == ("reference.featherface.models:build_model", {"name": "nano_b"})
+    assert task.builder("nano_b") == ("featherface.models:build_model", {"name": "nano_b"})
     names = [spec.name for spec in task.layer_groups("nano_b")]
     assert names == ["backbone_early", "backbone_late", "efficient_cbam", "efficient_bifpn", "grouped_ssh",
                      "detection_heads"]

@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from reference.featherface.data.widerface import (
-    BGR_MEAN, AnnotationError, WiderFaceDataset, detection_collate, image_to_tensor, parse_retinaface_labels,
+from featherface.data.widerface import (
+    BGR_MEAN,
+    AnnotationError,
+    WiderFaceDataset,
+    detection_collate,
+    image_to_tensor,
+    parse_retinaface_labels,
     parse_wider_split,
 )
 

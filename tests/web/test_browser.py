@@ -22,8 +22,8 @@ import pytest
 import torch
 
 import compresskit as ck
-from compresskit.export import Preprocessing, export_model, read_metadata
-from compresskit.quantize import calibration_images, quantize_onnx
+from compresskit.deploy.export import Preprocessing, export_model, read_metadata
+from compresskit.deploy.quantize import calibration_images, quantize_onnx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WEB = REPO_ROOT / "web"
@@ -52,7 +52,7 @@ def _test_image(folder: Path) -> tuple[Path, str]:
         image = cv2.resize(image, (512, round(image.shape[0] * 512 / image.shape[1])), interpolation=cv2.INTER_AREA)
         source = f"WIDER val {val[0].name}, resized to 512 px wide"
     else:
-        from reference.featherface.data.synthetic import SyntheticFaces
+        from featherface.data.synthetic import SyntheticFaces
 
         image = SyntheticFaces(1, image_size=320, seed=3).sample(0)[0]
         source = "synthetic face scene (no shared data)"
@@ -62,7 +62,7 @@ def _test_image(folder: Path) -> tuple[Path, str]:
 
 
 def _python_boxes(model_path: Path, image_path: Path, threshold: float) -> np.ndarray:
-    from reference.featherface.detect import FaceDetector
+    from featherface.detect import FaceDetector
 
     faces = FaceDetector(model_path, score_threshold=threshold).detect(cv2.imread(str(image_path)))
     return np.concatenate([faces[:, :2], faces[:, :2] + faces[:, 2:4], faces[:, 14:15]], axis=1)
@@ -82,7 +82,7 @@ def _assert_same_boxes(python: np.ndarray, browser: list[dict], threshold: float
 
 def _pruned_nano_b(folder: Path) -> tuple[Path, Path]:
     """A Nano-B pruned at toy scale (random weights), exported dynamic (FP32) and quantized (INT8)."""
-    from reference.featherface.models import NANO_B_PROTECT_PATTERNS, build_model
+    from featherface.models import NANO_B_PROTECT_PATTERNS, build_model
 
     torch.manual_seed(0)
     model = build_model("nano_b").eval()
@@ -107,7 +107,7 @@ def test_page_matches_python_onnxruntime(tmp_path):
     thresholds = {name: float(scores[min(7, len(scores) - 1)]) for name in models}
     weights = SHARED / "weights" / "retinaface_mnet025_official.pth"
     if weights.is_file():  # a detector trained on real faces, at the page's default threshold
-        from reference.featherface.models import build_model
+        from featherface.models import build_model
 
         retinaface = build_model("retinaface_mnet025", weights=weights).eval()
         models["retinaface.onnx"] = export_model(retinaface, torch.zeros(1, 3, 640, 640), tmp_path / "retinaface.onnx",

@@ -11,12 +11,11 @@ from typing import Any
 
 from torch import nn
 
-from compresskit.run.context import ModelSource
+from compresskit.run.context import ModelSource, load_run_model
 from compresskit.run.distillation import load_teacher
 from compresskit.run.measure import profile
-from compresskit.run.phases.finetune import load_pruned
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 
 __all__ = ["Config", "run"]
 
@@ -43,7 +42,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     student = config.student.build(task)
     student.load_state_dict(workspace.load_state_dict("student.pt"))
     models["student"] = student
-    models["pruned"] = load_pruned(workspace, task, config.student, "final.pt")
+    models["pruned"] = load_run_model(workspace, task, config.student, "final.pt")
     evaluation = {name: profile(task, model) for name, model in models.items()}
     workspace.write_json("evaluation.json", evaluation)
     return {name: {"params": v["params"], "metrics": v["metrics"]} for name, v in evaluation.items()}

@@ -1,7 +1,7 @@
 """Phase ``finetune``: fine-tune the pruned model -> ``final.pt``.
 
 Inputs: ``pruned.pt`` (and ``teacher.pt`` when the phase distils). Output: ``final.pt``
-(:mod:`compresskit.persist` format, the pruning history kept). :func:`finetune` is the phase's
+(:mod:`compresskit.models.persist` format, the pruning history kept). :func:`finetune` is the phase's
 training alone, which benchmarks reuse to give baselines the very same fine-tune.
 """
 
@@ -12,18 +12,17 @@ from typing import Any
 
 from torch import nn
 
-from compresskit import distributed
-from compresskit.budget import count_params
-from compresskit.recipe import TrainConfig
+from compresskit.config import TrainConfig
+from compresskit.pruning.budget import count_params
 from compresskit.run.bypass_choice import chosen_bypass, with_bypass
-from compresskit.run.context import ModelSource
+from compresskit.run.context import ModelSource, load_run_model
 from compresskit.run.distillation import Distillation, phase_training
 from compresskit.run.training import train_phase
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
-from compresskit.train import TrainState
+from compresskit.tasks.protocol import Task
+from compresskit.train import TrainState, distributed
 
-__all__ = ["Config", "finetune", "load_pruned", "run"]
+__all__ = ["Config", "finetune", "run"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,6 @@ class Config:
     seed: int = 0
 
 
-def load_pruned(workspace: Workspace, task: Task, student: ModelSource, name: str) -> nn.Module:
-    """The pruned model in run file ``name`` (persist format), trusting the student's own builder."""
-    from compresskit.persist import load_pruned as load
-
-    return load(workspace.path(name), trust=[student.builder(task)[0]])
-
-
 def finetune(config: Config, workspace: Workspace, task: Task, model: nn.Module, evaluate: bool = True) -> TrainState:
     """The phase's training of any pruned ``model``, in place; epoch checkpoints in ``finetune.last.pt``."""
     trained, loss_fn, no_decay = phase_training(workspace, task, model, config.distillation)
@@ -59,9 +51,9 @@ def finetune(config: Config, workspace: Workspace, task: Task, model: nn.Module,
 
 def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     """Fine-tune ``pruned.pt`` -> ``final.pt``; returns ``params`` and ``metrics``."""
-    from compresskit.persist import save_pruned
+    from compresskit.models.persist import save_pruned
 
-    model = load_pruned(workspace, task, config.student, "pruned.pt")
+    model = load_run_model(workspace, task, config.student, "pruned.pt")
     finetune(config, workspace, task, model)
     builder, kwargs = with_bypass(config.student, chosen_bypass(workspace)).builder(task)  # as pruned.pt
     if distributed.is_main():

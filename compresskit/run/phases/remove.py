@@ -1,6 +1,6 @@
 """Phase ``remove``: physically remove the channels the soft phase zeroed -> ``pruned.pt``, ``channels.json``.
 
-Inputs: ``soft_pruned.pt``. Outputs: ``pruned.pt`` (:mod:`compresskit.persist` format: the pruned
+Inputs: ``soft_pruned.pt``. Outputs: ``pruned.pt`` (:mod:`compresskit.models.persist` format: the pruned
 model and the builder of the student it came from) and ``channels.json`` (output channels per conv /
 linear layer before and after). The removal is verified: the soft-zeroed and the physically pruned
 model must give the same outputs on the example inputs.
@@ -13,12 +13,12 @@ from typing import Any
 
 from torch import nn
 
-from compresskit.budget import channel_counts
+from compresskit.pruning.budget import channel_counts
 from compresskit.run.bypass_choice import chosen_bypass, with_bypass
 from compresskit.run.context import ModelSource
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 
 __all__ = ["Config", "layer_channels", "run"]
 
@@ -48,8 +48,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     Raises:
         RuntimeError: The channel groups found now differ from those the soft phase zeroed.
     """
-    from compresskit.persist import save_pruned
-    from compresskit.prune import remove_zeroed
+    from compresskit.models.persist import save_pruned
+    from compresskit.pruning.soft_fpgm import remove_zeroed
 
     payload = workspace.load_state_dict("soft_pruned.pt")  # {"state_dict", "zeroed"}
     student = with_bypass(config.student, chosen_bypass(workspace))  # the blocks the search switched off

@@ -11,29 +11,29 @@ Schedules (:func:`schedules`): each group's rate rises from ``prune.schedule.ini
 over ``[start, end]`` epochs (``linear`` or ``polynomial`` of ``power``; ``constant`` from the start);
 the pruner acts every ``step_every`` epochs and at the last. With ``prune.reconstruct`` (one-shot:
 zero epochs) the kept weights are refit by least squares to the unpruned student's layer outputs on
-calibration inputs from the training loader (:mod:`compresskit.reconstruct`) before ``soft_pruned.pt``
+calibration inputs from the training loader (:mod:`compresskit.pruning.reconstruct`) before ``soft_pruned.pt``
 is written; ``reconstruction.json`` gives each layer's relative error before and after.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 import copy
-from dataclasses import dataclass
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from compresskit.budget import count_params
-from compresskit.recipe import ReconstructConfig, ScheduleConfig
+from compresskit.config import ReconstructConfig, ScheduleConfig
+from compresskit.pruning.budget import count_params
 from compresskit.run.bypass_choice import chosen_bypass, fit_rates, load_student
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation, phase_training
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.training import train_phase
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 from compresskit.train import EveryNEpochs
 
 __all__ = ["Config", "run", "schedule_table", "schedules"]
@@ -67,8 +67,8 @@ class Config:
 
 
 def schedules(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
-    """The rate schedule ``epoch -> rate`` of each layer group, reaching ``rates`` (:mod:`compresskit.schedules`)."""
-    from compresskit.schedules import make_schedule
+    """The rate schedule ``epoch -> rate`` of each layer group, reaching ``rates`` (:mod:`compresskit.pruning.schedules`)."""
+    from compresskit.pruning.schedules import make_schedule
 
     end = config.end if config.end is not None else config.epochs
     result = {}
@@ -90,7 +90,7 @@ def schedule_table(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[s
 
 def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     """Soft-prune the student -> ``schedule.json``, ``soft_pruned.pt``; returns rates, zeroed channels, metrics."""
-    from compresskit.prune import SoftFPGM
+    from compresskit.pruning.soft_fpgm import SoftFPGM
 
     schedule = config.schedule
     rates = (config.groups.complete(config.rates) if config.rates is not None
@@ -126,7 +126,7 @@ def reconstruct_kept(config: ReconstructConfig, student: nn.Module, unpruned: nn
     """Refit ``student``'s kept weights to ``unpruned``'s layer outputs on ``config.batches`` training batches
     (``rezero`` zeroes the pruned filters again after every layer); returns images, seconds, the mean relative error before and
     after, and ``layers``: ``{name: [error before, error after]}``."""
-    from compresskit.reconstruct import reconstruct
+    from compresskit.pruning.reconstruct import reconstruct
 
     loader = task.train_loader(config.batch_size, seed=seed)
     batches = [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compresskit.budget import count_params
-from compresskit.recipe import TrainConfig
+from compresskit.config import TrainConfig
+from compresskit.pruning.budget import count_params
 from compresskit.run.context import ModelSource
 from compresskit.run.training import task_loss_fn, train_phase
 from compresskit.run.workspace import Workspace
-from compresskit.task import Task
+from compresskit.tasks.protocol import Task
 
 __all__ = ["Config", "run"]
 
@@ -43,9 +43,9 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         return {"skipped": "no teacher"}
     model = config.teacher.build(task)
     if config.checkpoint is not None:
-        from compresskit.checkpoints import load_checkpoint
+        from compresskit.models.weights import load_weights
 
-        load_checkpoint(task, model, config.checkpoint)  # checked before any phase ran (check_checkpoints)
+        load_weights(task, model, config.checkpoint)  # checked before any phase ran (check_checkpoints)
         source = str(config.checkpoint)
     else:
         assert config.train is not None

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reference.featherface.data.widerface import BGR_MEAN, image_to_tensor
+from featherface.data.widerface import BGR_MEAN, image_to_tensor
 
 CROP_SCALES: tuple[float, ...] = (0.3, 0.45, 0.6, 0.8, 1.0)
 CROP_TRIES = 250

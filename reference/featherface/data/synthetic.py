@@ -30,8 +30,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from reference.featherface.data.widerface import LABEL_WITH_LANDMARKS, TARGET_COLUMNS, to_tensor
-from reference.featherface.evaluation import ImageGroundTruth, size_subsets
+from featherface.data.widerface import LABEL_WITH_LANDMARKS, TARGET_COLUMNS, to_tensor
+from featherface.evaluation import ImageGroundTruth, size_subsets
 
 DEFAULT_IMAGE_SIZE = 320
 MIN_FACE_HEIGHT = 8.0
@@ -226,9 +226,9 @@ class SyntheticFaces(Dataset):
     """Synthetic face dataset; ``dataset[i] = transform(image_bgr, targets_px)``.
 
     Data contract: image uint8[S, S, 3] BGR; targets float32[G, 15] ``x1 y1 x2 y2 (x y)*5 label`` pixels.
-    The default transform (:func:`~reference.featherface.data.widerface.to_tensor`) gives a
+    The default transform (:func:`~featherface.data.widerface.to_tensor`) gives a
     mean-subtracted FloatTensor[3, S, S] and targets normalised to [0, 1] — the same contract as
-    :class:`~reference.featherface.data.widerface.WiderFaceDataset`.
+    :class:`~featherface.data.widerface.WiderFaceDataset`.
 
     Args:
         num_images: dataset length.
@@ -239,7 +239,7 @@ class SyntheticFaces(Dataset):
     Example:
         >>> train = SyntheticFaces(2000, seed=0, transform=TrainTransform(320))  # doctest: +SKIP
         >>> val = SyntheticFaces(200, seed=1)  # doctest: +SKIP
-        >>> gt = val.ground_truth()  # for reference.featherface.evaluation.evaluate  # doctest: +SKIP
+        >>> gt = val.ground_truth()  # for featherface.evaluation.evaluate  # doctest: +SKIP
     """
 
     def __init__(self, num_images: int, image_size: int = DEFAULT_IMAGE_SIZE, seed: int = 0,

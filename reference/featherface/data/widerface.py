@@ -341,7 +341,7 @@ class WiderFaceDataset(Dataset):
 
     Args:
         records: from :func:`parse_retinaface_labels` / :func:`parse_wider_split` (or a ``ParseResult``).
-        transform: e.g. :class:`~reference.featherface.data.augment.TrainTransform`.
+        transform: e.g. :class:`~featherface.data.augment.TrainTransform`.
         on_error: ``"raise"`` on an unreadable image (message names the image and its annotation line),
             or ``"skip"`` to use the next readable image and record it in ``skipped``.
     """

@@ -1,0 +1,23 @@
+"""Deployment: export, INT8 quantization, runtimes and latency.
+
+* :mod:`.export` -- :func:`export_model` (ONNX / TorchScript, dynamic axes, metadata, parity checks);
+* :mod:`.quantize` -- static INT8 quantization with ONNX Runtime on calibration images;
+* :mod:`.runtime` -- ONNX Runtime sessions; :mod:`.benchmark` -- interleaved latency measurement;
+* :mod:`.latency` -- a latency model of a pruned model's channel counts, fit on direct measurements.
+"""
+
+from compresskit.utils.lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "ExportResult": "export", "Preprocessing": "export", "check_onnx": "export", "check_torchscript": "export",
+    "export_model": "export", "export_onnx": "export", "model_metadata": "export", "read_metadata": "export",
+    "second_shape": "export", "uneven_shape": "export", "write_metadata": "export",
+    "CALIBRATION_METHODS": "quantize", "IMAGE_SUFFIXES": "quantize", "calibration_images": "quantize",
+    "preprocess_image": "quantize", "quantize_onnx": "quantize",
+    "Latency": "benchmark", "LatencyReport": "benchmark", "benchmark_models": "benchmark", "measure": "benchmark",
+    "ort_runner": "benchmark", "paired_ratio": "benchmark", "summarise": "benchmark", "torch_runner": "benchmark",
+    "OrtModule": "runtime", "is_quantized": "runtime", "ort_session": "runtime",
+    "CACHE_FORMAT": "latency", "LatencyBudget": "latency", "LatencyKey": "latency", "LatencyModel": "latency",
+    "LatencySettings": "latency", "architecture_fingerprint": "latency", "default_cache_dir": "latency",
+    "latency_budget": "latency",
+})

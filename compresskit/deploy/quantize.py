@@ -1,0 +1,247 @@
+"""INT8 post-training static quantization of ONNX models with ONNX Runtime.
+
+:func:`quantize_onnx` wraps ``onnxruntime.quantization.quantize_static`` in the configuration OpenCV
+Zoo uses for its INT8 models and ONNX Runtime recommends for CPUs (ORT docs, "Quantize ONNX models"):
+QDQ format (``QuantizeLinear``/``DequantizeLinear`` pairs that ORT fuses into integer kernels),
+per-channel symmetric INT8 weights, UINT8 activations with ranges from calibration data (min/max,
+entropy (KL) or percentile). The FP32 file is first run through ORT's ``quant_pre_process`` (shape
+inference + graph optimisation), as the ORT docs advise.
+
+Calibration inputs come from images (:func:`calibration_images`, preprocessed with the file's own
+:class:`~compresskit.deploy.export.Preprocessing`) or from a task's loader (the recipe phase).
+
+Caveats:
+    * INT8 changes the outputs: accuracy must be measured (the recipe phase and
+      ``benchmarks/RESULTS.md`` report AP before and after), never assumed.
+    * The speed-up depends on the CPU's integer instructions (AVX2 / AVX-512 VNNI); on CPUs without
+      them INT8 can be slower than FP32.
+    * Calibration images are resized to the file's nominal input size (aspect ratio not kept); the
+      ranges it finds are those of that size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from compresskit.deploy.export import Preprocessing, read_metadata, write_metadata
+from compresskit.utils.atomic import atomic_path, writable_path
+
+__all__ = ["CALIBRATION_METHODS", "IMAGE_SUFFIXES", "calibration_images", "preprocess_image", "quantize_onnx"]
+
+#: Calibration methods by name (``--method`` / ``quantize.method``).
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def preprocess_image(image_bgr: np.ndarray, preprocessing: Preprocessing,
+                     size: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8[H, W, 3] BGR image -> float32[1, 3, h, w] model input (resized to ``size`` = ``(h, w)`` if given)."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 BGR image, got shape {image_bgr.shape}")
+    image = image_bgr
+    if size is not None and tuple(image.shape[:2]) != tuple(size):
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    if preprocessing.channel_order == "RGB":
+        image = image[:, :, ::-1]
+    array = (np.float32(image) - np.float32(preprocessing.mean)) * np.float32(preprocessing.scale)
+    return np.ascontiguousarray(array.transpose(2, 0, 1)[None])  # (H, W, 3) -> (1, 3, H, W)
+
+
+def calibration_images(folder: str | os.PathLike[str], preprocessing: Preprocessing, count: int = 32,
+                       size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """The first ``count`` images under ``folder`` (sorted, recursive) as model inputs.
+
+    Args:
+        folder: A folder of ``.jpg``/``.png``/``.bmp`` images.
+        preprocessing: Channel order, mean and scale (e.g. from the ONNX file's metadata).
+        count: How many images (``>= 1``).
+        size: ``(height, width)``; default ``preprocessing.input_size`` (else each image's own size).
+
+    Raises:
+        ValueError: No images, ``count < 1``, or an unreadable image (named).
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    folder = Path(folder)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:count]
+    if not paths:
+        raise ValueError(f"{folder}: no calibration images ({', '.join(IMAGE_SUFFIXES)}) found")
+    size = size or preprocessing.input_size
+    arrays = []
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{path}: cannot read image (corrupt or not an image); remove or replace it")
+        arrays.append(preprocess_image(image, preprocessing, size))
+    return arrays
+
+
+class _Reader:
+    """``CalibrationDataReader`` over a sequence of input tuples (created lazily: ORT is a heavy import)."""
+
+    def __init__(self, names: Sequence[str], samples: Iterable[Sequence[np.ndarray]]) -> None:
+        self.names = list(names)
+        self.samples: Iterator[Sequence[np.ndarray]] = iter(samples)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        sample = next(self.samples, None)
+        if sample is None:
+            return None
+        if isinstance(sample, np.ndarray):
+            sample = (sample,)
+        if len(sample) != len(self.names):
+            raise ValueError(f"a calibration sample has {len(sample)} arrays for inputs {self.names}")
+        return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(self.names, sample)}
+
+
+def quantize_onnx(
+    model_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    calibration: Iterable[np.ndarray | Sequence[np.ndarray]],
+    method: str = "minmax",
+    per_channel: bool = True,
+    exclude: Sequence[str] = (),
+) -> Path:
+    """Quantize an FP32 ONNX file to INT8 (QDQ) with static ranges from ``calibration``.
+
+    Weights: INT8, symmetric, per output channel (``per_channel``). Activations: UINT8 with ranges
+    from running ``calibration`` through the model. The INT8 file keeps the FP32 file's
+    ``metadata_props`` (preprocessing included) plus ``quantization.*`` entries. Written atomically.
+
+    Args:
+        model_path: The FP32 ``.onnx`` file (dynamic axes are kept).
+        out_path: The INT8 ``.onnx`` file to write (its folder must exist).
+        calibration: Model inputs: arrays (single-input models) or tuples of arrays, e.g. from
+            :func:`calibration_images`.
+        method: One of :data:`CALIBRATION_METHODS`.
+        per_channel: Per-output-channel weight scales (else per tensor).
+        exclude: ``fnmatch`` globs over ONNX node names (the TorchScript exporter names nodes after
+            module paths, e.g. ``"/body/stage1/*"``) whose nodes stay in FP32 (sensitive layers).
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: Unknown method, missing input file or folder, no calibration sample, or an
+            ``exclude`` glob that matches no node.
+
+    Example:
+        >>> meta = Preprocessing.from_metadata(read_metadata("model.onnx"))  # doctest: +SKIP
+        >>> quantize_onnx("model.onnx", "model.int8.onnx", calibration_images("images/", meta))  # doctest: +SKIP
+    """
+    import onnx
+
+    calibrate_method = _calibration_method(method)
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise ValueError(f"ONNX file {str(model_path)!r} does not exist")
+    out_path = writable_path(out_path)
+    metadata = read_metadata(model_path)
+    samples = list(calibration)
+    if not samples:
+        raise ValueError("no calibration samples: give at least one input")
+    input_names = [i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input]
+    model_path = model_path.resolve()  # the pre-processing below runs in a scratch working directory
+    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, _working_directory(scratch):
+        prepared = _pre_process(model_path, Path(scratch) / "prepared.onnx")
+        settings = {"calibrate_method": calibrate_method, "per_channel": per_channel,
+                    "nodes_to_exclude": _matching_nodes(prepared, exclude)}
+        with atomic_path(out_path) as temporary:
+            _quantize_static(prepared, temporary, _reader(input_names, samples), settings)
+            write_metadata(temporary, {**metadata, **_quantization_metadata(method, len(samples), per_channel,
+                                                                             exclude)})
+            onnx.checker.check_model(str(temporary))
+    return out_path
+
+
+def _calibration_method(method: str) -> Any:
+    """ORT's ``CalibrationMethod`` for a name of :data:`CALIBRATION_METHODS`.
+
+    Raises:
+        ValueError: Unknown name (the message lists the valid ones).
+    """
+    from onnxruntime.quantization import CalibrationMethod
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"unknown calibration method {method!r}; valid: {list(CALIBRATION_METHODS)}")
+    return methods[method]
+
+
+def _reader(names: Sequence[str], samples: Sequence[np.ndarray | Sequence[np.ndarray]]) -> _Reader:
+    """A :class:`_Reader` that is also ORT's ``CalibrationDataReader`` (the base class ORT checks)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_Reader, CalibrationDataReader):
+        pass
+
+    return Reader(names, samples)
+
+
+def _pre_process(model_path: Path, prepared: Path) -> Path:
+    """ORT's ``quant_pre_process`` (shape inference + optimisation) of ``model_path`` into ``prepared``.
+
+    Run it with a scratch working directory: when its symbolic shape inference fails it writes stray
+    external-data files into the working directory; it is then retried without symbolic shapes.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(model_path), str(prepared))
+    except Exception:  # noqa: BLE001 - symbolic shape inference cannot follow every graph
+        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+    return prepared
+
+
+def _quantize_static(prepared: Path, out_path: Path, reader: _Reader, settings: dict[str, Any]) -> None:
+    """``quantize_static`` in QDQ format: UINT8 asymmetric activations, INT8 symmetric weights."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(prepared), str(out_path), reader,
+        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True}, **settings,
+    )
+
+
+def _quantization_metadata(method: str, samples: int, per_channel: bool, exclude: Sequence[str]) -> dict[str, str]:
+    """The ``quantization.*`` entries written into the INT8 file."""
+    return {"quantization.format": "QDQ",
+            "quantization.weights": "int8 per-channel" if per_channel else "int8",
+            "quantization.activations": "uint8",
+            "quantization.calibration": f"{method}, {samples} samples",
+            "quantization.fp32_nodes": ",".join(exclude)}
+
+
+@contextlib.contextmanager
+def _working_directory(path: str | os.PathLike[str]) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def _matching_nodes(path: Path, patterns: Sequence[str]) -> list[str]:
+    """Names of the nodes of ``path`` matched by any glob; a glob matching nothing is an error."""
+    import onnx
+
+    names = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node]
+    matched: set[str] = set()
+    for pattern in patterns:
+        found = fnmatch.filter(names, pattern)
+        if not found:
+            raise ValueError(f"exclude pattern {pattern!r} matches no node (node names look like {names[:2]!r})")
+        matched.update(found)
+    return sorted(matched)

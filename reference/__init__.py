@@ -1,1 +1,0 @@
-"""Reference models that use compresskit exactly as an outside user would."""
