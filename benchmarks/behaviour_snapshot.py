@@ -29,7 +29,6 @@ try:
     from featherface.task import layer_group_specs
 except ImportError:
     from reference.featherface import models as ff_models
-    from reference.featherface.task import layer_group_specs
 from zoo import ZOO, ZOO_PROTECT
 
 def sd_hash(model):
