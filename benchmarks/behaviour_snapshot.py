@@ -26,7 +26,6 @@ torch.set_num_threads(1)
 import compresskit as ck
 try:
     from featherface import models as ff_models
-    from featherface.task import layer_group_specs
 except ImportError:
     from reference.featherface import models as ff_models
 from zoo import ZOO, ZOO_PROTECT
