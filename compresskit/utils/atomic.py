@@ -4,7 +4,13 @@ The content goes to a temporary file in the destination's folder (same file syst
 the destination with ``os.replace`` only after the writer returned. An exception leaves the previous
 file untouched and removes the temporary file. A kill (SIGKILL, power loss) cannot run that clean-up,
 so the temporary file stays: :func:`remove_stale_temporaries` deletes such orphans when a run starts
-again (the run driver calls it on the run directory when a run starts or resumes).
+again (the run driver calls it on the run directory when a run starts or resumes). The temporary file
+is flushed to the disk (``os.fsync``) before the rename and the folder after it, so the new content
+survives a power loss as well as a kill.
+
+A write that the file system refuses (full, over quota, read-only, permission denied) raises
+:class:`WriteError`, an ``OSError`` naming the destination (not the temporary file) with what to do,
+also where the writer buried the ``OSError`` (``torch.save`` reports a full disk as a ``RuntimeError``).
 
 :func:`writable_path` resolves a destination and checks that its folder exists, with the one message
 every writer (export, quantization) gives for a missing folder.
@@ -15,6 +21,7 @@ Files get the mode the umask gives (``0o666 & ~umask``, e.g. ``0644``), as ``ope
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -25,11 +32,67 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_path", "atomic_torch_save", "atomic_write_text", "remove_stale_temporaries", "writable_path"]
+__all__ = ["WRITE_ERRNOS", "WriteError", "atomic_path", "atomic_torch_save", "atomic_write_text",
+           "remove_stale_temporaries", "writable_path", "write_error"]
 
 _SUFFIX = ".tmp"
 #: ``.<destination name>.<8 random characters from mkstemp>.tmp``
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+#: The file-system refusals a user can fix, with what to do about each.
+WRITE_ERRNOS = {
+    errno.ENOSPC: "free space on it",
+    errno.EDQUOT: "free space or raise your disk quota",
+    errno.EROFS: "make the file system writable or choose another directory",
+    errno.EACCES: "give yourself write permission on its folder or choose another directory",
+    errno.EPERM: "give yourself write permission on its folder or choose another directory",
+}
+
+
+class WriteError(OSError):
+    """A file could not be written because the file system refused (see :data:`WRITE_ERRNOS`).
+
+    ``filename`` is the destination; ``str(error)`` is one line: what happened, to which file, what to do.
+    """
+
+    def __str__(self) -> str:
+        reason = (self.strerror or os.strerror(self.errno)).lower()
+        return f"{reason} while writing {self.filename}: {WRITE_ERRNOS.get(self.errno, 'fix the file system')}"
+
+
+def write_error(path: str | os.PathLike[str], error: BaseException) -> WriteError | None:
+    """``error`` as a :class:`WriteError` for ``path`` when it (or its cause) is a refusal of the file system."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, WriteError):
+            return error
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return WriteError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _raise_refusal(path: Path, error: BaseException) -> None:
+    refused = write_error(path, error)
+    if refused is not None and refused is not error:  # else the caller's bare ``raise`` re-raises it
+        raise refused from error
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk; a folder that cannot be opened is skipped."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        if directory:  # e.g. Windows: folders cannot be opened; the rename is durable there anyway
+            return
+        raise
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _umask() -> int:
@@ -69,13 +132,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         ...     torch.onnx.export(model, inputs, tmp)
     """
     path = Path(path)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX)
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX)
+    except OSError as error:
+        _raise_refusal(path, error)
+        raise
     os.close(handle)
     temporary = Path(name)
     try:
         yield temporary
         os.chmod(temporary, 0o666 & ~_umask())
+        _fsync(temporary)
         os.replace(temporary, path)
+        _fsync(path.parent, directory=True)
+    except Exception as error:
+        _raise_refusal(path, error)
+        raise
     finally:
         temporary.unlink(missing_ok=True)
 
@@ -87,9 +159,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save(obj, path)`` atomically."""
-    with atomic_path(path) as temporary:
-        torch.save(obj, temporary)
+    """``torch.save(obj, path)`` atomically.
+
+    Written through a Python file object, so a refused write surfaces as the ``OSError`` it is
+    (``torch.save`` to a path reports a full disk only as ``RuntimeError: ... unexpected pos``).
+    """
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:

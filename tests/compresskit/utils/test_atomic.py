@@ -73,3 +73,94 @@ def test_a_killed_write_leaves_an_orphan_that_the_next_start_removes(tmp_path):
     assert [p.name for p in removed] == orphans
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden", "notes.tmp"]
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+# --- durability and refusals of the file system ----------------------------------------------
+
+def test_the_file_and_then_its_folder_are_fsynced_around_the_rename(tmp_path, monkeypatch):
+    import os
+
+    import compresskit.utils.atomic as atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(descriptor):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+        real_fsync(descriptor)
+
+    def replace(source, destination):
+        events.append(("replace", str(destination)))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    atomic_torch_save({"w": torch.ones(2)}, tmp_path / "model.pt")
+    assert [kind for kind, _ in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].startswith(str(tmp_path / ".model.pt."))  # the temporary file, before the rename
+    assert events[2][1] == str(tmp_path)                            # the folder, after it
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EDQUOT", "EROFS", "EACCES"])
+def test_a_refused_write_names_the_destination_and_what_to_do(tmp_path, monkeypatch, errno_name):
+    import errno
+    import os
+
+    from compresskit.utils.atomic import WriteError
+
+    target = tmp_path / "teacher.last.pt"
+    atomic_torch_save({"w": torch.ones(2)}, target)
+    code = getattr(errno, errno_name)
+
+    def refuse(obj, handle):  # as torch.save reports it: a RuntimeError over the OSError
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 331328 vs 331224")
+
+    monkeypatch.setattr(torch, "save", refuse)
+    with pytest.raises(WriteError) as caught:
+        atomic_torch_save({"w": torch.zeros(2)}, target)
+    assert caught.value.errno == code and caught.value.filename == str(target)
+    assert str(caught.value).startswith(f"{os.strerror(code).lower()} while writing {target}: ")
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(2))  # the previous file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.last.pt"]
+
+
+def test_other_errors_pass_unchanged(tmp_path):
+    with pytest.raises(ValueError, match="a bug"):
+        with atomic_path(tmp_path / "a.txt"):
+            raise ValueError("a bug")
+
+
+@pytest.fixture
+def tiny_file_system(tmp_path):
+    """A 1 MB tmpfs mounted for the test (needs root; skipped where mounting is not permitted)."""
+    import os
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a size-limited tmpfs needs root and mount(8)")
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_a_write_error_and_the_previous_file_survives(tiny_file_system):
+    import errno
+
+    from compresskit.utils.atomic import WriteError
+
+    target = tiny_file_system / "teacher.last.pt"
+    atomic_torch_save({"w": torch.ones(8)}, target)
+    with pytest.raises(WriteError) as caught:
+        atomic_torch_save({"w": torch.zeros(400_000)}, target)  # 1.6 MB on a 1 MB file system
+    assert caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == f"no space left on device while writing {target}: free space on it"
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(8))
+    assert sorted(p.name for p in tiny_file_system.iterdir()) == ["teacher.last.pt"]
