@@ -5,7 +5,8 @@ line (whitespace collapsed, at most :data:`MESSAGE_LIMIT` characters). User erro
 (:class:`UserError`): the library's ``ValueError``/``TypeError`` (``RecipeError`` and
 ``UntrustedBuilderError`` among them), ``RunDirError``, YAML and unpickling errors, a missing optional
 package (naming the extra to install, :mod:`compresskit.utils.optional`) and file-system errors such as a
-missing file, permission denied, a read-only or full disk. A stopped phase (``PhaseError``) exits 1 in
+missing file, permission denied, a read-only or full disk (a refused write, ``WriteError``, names the file
+and what to do; ``compresskit run`` adds how to resume). A stopped phase (``PhaseError``) exits 1 in
 one line. Anything else exits 1 with one line naming a log file that holds the traceback
 (``$COMPRESSKIT_LOG_DIR``, else ``~/.cache/compresskit/logs``, else the temp folder).
 """
@@ -84,6 +85,7 @@ def to_click_error(error: Exception) -> click.ClickException:
     import yaml
 
     from compresskit.run.workspace import PhaseError, RunDirError
+    from compresskit.utils.atomic import WriteError
     from compresskit.utils.optional import missing_extra
 
     if isinstance(error, PhaseError):  # not the user's input: exit 1, still one line
@@ -91,6 +93,8 @@ def to_click_error(error: Exception) -> click.ClickException:
     missing = missing_extra(error)
     if missing is not None:  # an optional package (extra) is not installed: the user's to fix
         return UserError(one_line(missing))
+    if isinstance(error, WriteError):  # names the file being written and what to do
+        return UserError(one_line(str(error)))
     if isinstance(error, FileNotFoundError) or (isinstance(error, OSError) and error.errno in USER_ERRNOS):
         return _file_system_error(error)
     if isinstance(error, (ValueError, TypeError, RunDirError, yaml.YAMLError, pickle.UnpicklingError, EOFError)):

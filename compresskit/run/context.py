@@ -18,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from compresskit.config import TASKS, Recipe, RecipeError, resolve_object
+from compresskit.run.lock import RunLock
 from compresskit.run.workspace import Workspace
 from compresskit.tasks.protocol import Task, check_task, task_args_error
 
@@ -69,10 +70,12 @@ class RunContext(Workspace):
     Attributes:
         recipe: The validated recipe.
         task: The task object built from ``recipe.task``.
+        lock: The run directory's lock while the run holds it (:mod:`compresskit.run.lock`).
     """
 
     recipe: Recipe
     task: Task
+    lock: RunLock | None = None
 
     def build(self, which: str) -> nn.Module:
         """A freshly built ``teacher`` or ``student`` model (global RNG, seeded by the phase)."""

@@ -33,6 +33,7 @@ import yaml
 
 from compresskit.config import Recipe, recipe_to_dict
 from compresskit.run.context import RunContext, build_task
+from compresskit.run.lock import lock_run_dir
 from compresskit.run.measure import peak_rss_mb
 from compresskit.run.phase_configs import PHASE_CONFIGS
 from compresskit.run.phases import distill_student as distill
@@ -42,8 +43,9 @@ from compresskit.run.phases import quantize_int8 as quantize
 from compresskit.run.phases import rate_search as search
 from compresskit.run.phases import write_report as report
 from compresskit.run.seeding import PHASE_NAMES, phase_seed, seed_everything
-from compresskit.run.workspace import PhaseError, check_run_dir, replace_run
+from compresskit.run.workspace import PhaseError, RunDirError, check_run_dir, replace_run
 from compresskit.train import NonFiniteLossError, distributed
+from compresskit.utils.atomic import WriteError
 
 __all__ = ["PHASES", "TRAINING_PHASES", "prepare", "run"]
 
@@ -79,11 +81,14 @@ def _configure_determinism(recipe: Recipe) -> None:
 
 def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: bool = False,
             progress: bool = False, log: Callable[[str], None] = print, replace: bool = False) -> RunContext:
-    """Check everything, then make (or reopen) the run directory.
+    """Check everything, then make (or reopen) and lock the run directory.
 
     Nothing is written before the task is built and every model- and data-dependent check of
     :func:`compresskit.run.plan.plan` passed, so a bad recipe leaves no half-made run directory.
-    Temporary files left by a killed write are removed.
+    An existing directory is locked first (:mod:`compresskit.run.lock`), so a second run on it is
+    refused at once; a new one when it is made, and checked again under the lock. The lock is held
+    by the returned context until :func:`run` ends (or ``ctx.lock.release()``). Temporary files left
+    by a killed write are removed.
 
     Args:
         recipe: The validated recipe.
@@ -97,35 +102,54 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
         The context phases run with.
 
     Raises:
-        RunDirError: The directory cannot be used (see :func:`~compresskit.run.workspace.check_run_dir`).
+        RunDirError: The directory cannot be used (see :func:`~compresskit.run.workspace.check_run_dir`),
+            or another run holds it (:class:`~compresskit.run.lock.RunLockedError`).
         RecipeError: The task cannot be built, or a pre-flight check failed.
     """
     from compresskit.run.plan import plan
-    from compresskit.utils.atomic import remove_stale_temporaries
 
     directory = Path(run_dir) if run_dir is not None else recipe.resolved_run_dir
     resolved = recipe_to_dict(recipe)
-    state, start_over = check_run_dir(directory, resolved, resume, replace)
-    task = build_task(recipe)
-    checked = plan(recipe, task)  # every model- and data-dependent check, before anything is written
-    if checked.data:
-        from compresskit.report.markdown import data_summary
+    lock = lock_run_dir(directory) if distributed.broadcast(directory.is_dir()) else None
+    try:
+        state, start_over = check_run_dir(directory, resolved, resume, replace)
+        task = build_task(recipe)
+        checked = plan(recipe, task)  # every model- and data-dependent check, before anything is written
+        if lock is None:  # a new directory: made and locked now, and checked again under the lock
+            if distributed.is_main():
+                directory.mkdir(parents=True, exist_ok=True)
+            distributed.barrier()
+            lock = lock_run_dir(directory)
+            state, start_over = check_run_dir(directory, resolved, resume, replace)
+        if checked.data:
+            from compresskit.report.markdown import data_summary
 
-        state["data"] = checked.data  # kept in state.json; the report shows it
-        log(f"data: {data_summary(checked.data)}")
-    ctx = RunContext(recipe=recipe, run_dir=directory, task=task, state=state, progress=progress, log=log)
+            state["data"] = checked.data  # kept in state.json; the report shows it
+            log(f"data: {data_summary(checked.data)}")
+        ctx = RunContext(recipe=recipe, run_dir=directory, task=task, state=state, progress=progress,
+                         log=log, lock=lock)
+        _open_run_dir(ctx, resolved, start_over)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return ctx
+
+
+def _open_run_dir(ctx: RunContext, resolved: dict[str, Any], start_over: bool) -> None:
+    """Rank 0 clears a replaced run, removes orphan temporaries and writes ``recipe.yaml``."""
+    from compresskit.utils.atomic import remove_stale_temporaries
+
     distributed.barrier()  # every rank has checked the directory before rank 0 writes to it
     if distributed.is_main():
-        directory.mkdir(parents=True, exist_ok=True)
         if start_over:
-            replace_run(directory)
-        removed = remove_stale_temporaries(directory)
+            replace_run(ctx.run_dir)
+        removed = remove_stale_temporaries(ctx.run_dir)
         if removed:
-            log(f"removed {len(removed)} temporary file(s) left by an interrupted write")
+            ctx.log(f"removed {len(removed)} temporary file(s) left by an interrupted write")
         if not ctx.path("recipe.yaml").exists():
             ctx.write_text("recipe.yaml", yaml.safe_dump(resolved, sort_keys=False))
     distributed.barrier()
-    return ctx
 
 
 def _run_phase(ctx: RunContext, name: str, phase: Callable[[RunContext], dict[str, Any]]) -> None:
@@ -179,13 +203,23 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     distributed.init()  # torchrun: process group from its env (see compresskit.train.distributed); else no-op
     if not distributed.is_main():
         log, progress = (lambda message: None), False
-    ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)  # pre-flight incl. checkpoints
-    _configure_determinism(recipe)
-    for name, phase in PHASES.items():
-        if name in ctx.state["completed"]:
-            log(f"[{name}] already completed, skipped")
-        else:
-            _run_phase(ctx, name, phase)
-        if name == stop_after:
-            break
+    directory = Path(run_dir) if run_dir is not None else recipe.resolved_run_dir
+    ctx = None
+    try:
+        ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)  # pre-flight incl. checkpoints
+        _configure_determinism(recipe)
+        for name, phase in PHASES.items():
+            if name in ctx.state["completed"]:
+                log(f"[{name}] already completed, skipped")
+            else:
+                _run_phase(ctx, name, phase)
+            if name == stop_after:
+                break
+    except WriteError as error:  # full, read-only, not permitted: the user's to fix, then resume
+        again = (f"run `compresskit run --resume {directory}`" if (directory / "recipe.yaml").exists()
+                 else "run the same command again")
+        raise RunDirError(f"{error}, then {again} (every earlier file is intact)") from error
+    finally:
+        if ctx is not None and ctx.lock is not None:
+            ctx.lock.release()
     return ctx

@@ -29,6 +29,7 @@ Run directory layout::
     report.md          the report, with plots under plots/
     metrics.csv        metrics.jsonl as one CSV table (written with the report)
     <phase>.last.pt    the epoch checkpoint of a training phase in progress
+    run.lock           held by the run using the directory: its PID, host, start (compresskit.run.lock)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import torch
 import yaml
 
 from compresskit.train import NonFiniteLossError, distributed
-from compresskit.utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries
+from compresskit.utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries, write_error
 from compresskit.utils.finite import non_finite_entries
 from compresskit.utils.safe_yaml import decode_yaml_bytes, load_yaml
 
@@ -98,8 +99,15 @@ class Workspace:
         """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
         if not distributed.is_main():
             return
-        with open(self.path("metrics.jsonl"), "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(dict(record)) + "\n")
+        path = self.path("metrics.jsonl")
+        try:  # a torn line (full disk, kill) is dropped by reconcile_metrics on resume
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(dict(record)) + "\n")
+        except OSError as error:
+            refused = write_error(path, error)
+            if refused is None:
+                raise
+            raise refused from error
 
     def write_text(self, name: str, text: str) -> None:
         """Write run file ``name`` atomically (rank 0 only)."""

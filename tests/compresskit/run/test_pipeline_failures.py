@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -236,7 +237,7 @@ def test_unexpected_error_prints_one_line_with_a_log_file(recipe_path, tmp_path,
     assert "a bug, not the user's input" in log.read_text()
 
 
-@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS", "EACCES"])
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EDQUOT", "EROFS", "EACCES"])
 def test_disk_full_read_only_and_permission_denied_are_user_errors(recipe_path, tmp_path, monkeypatch,
                                                                    errno_name):
     import errno
@@ -244,16 +245,90 @@ def test_disk_full_read_only_and_permission_denied_are_user_errors(recipe_path, 
 
     import compresskit.utils.atomic
 
-    def fail(*args, **kwargs):
-        code = getattr(errno, errno_name)
-        raise OSError(code, os.strerror(code), str(tmp_path / "run" / "teacher.pt"))
+    code = getattr(errno, errno_name)
+
+    def fail(*args, **kwargs):  # refused at the write layer, as torch.save reports it
+        try:
+            raise OSError(code, os.strerror(code))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 331328 vs 331224")
 
     monkeypatch.setattr(compresskit.utils.atomic.torch, "save", fail)
-    result = CliRunner().invoke(cli, ["run", str(recipe_path), "--run-dir", str(tmp_path / "run")])
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(recipe_path), "--run-dir", str(run_dir)])
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
-    assert last == f"Error: {tmp_path / 'run' / 'teacher.pt'}: {os.strerror(getattr(errno, errno_name))}"
-    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+    assert last.startswith(f"Error: {os.strerror(code).lower()} while writing {run_dir / 'teacher.last.pt'}: ")
+    assert last.endswith(f", then run `compresskit run --resume {run_dir}` (every earlier file is intact)")
+    assert compresskit.utils.atomic.WRITE_ERRNOS[code] in last
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_refused_write_mid_phase_keeps_earlier_files_and_resume_continues(recipe_path, tmp_path, monkeypatch):
+    """ENOSPC on distillation's second epoch checkpoint; once space is back, --resume ends as an uninterrupted run."""
+    import errno
+    import os
+
+    import compresskit.utils.atomic
+    from test_pipeline import state_dicts_equal
+
+    original = compresskit.utils.atomic.torch.save
+    saves = []
+
+    def full_on_second_distill_epoch(obj, handle, *args, **kwargs):
+        name = Path(handle.name).name
+        saves.append(name)
+        if name.startswith(".distill.last.pt.") and saves.count(name) == 1 and len(
+                [s for s in saves if s.startswith(".distill.last.pt.")]) == 2:
+            handle.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(compresskit.utils.atomic.torch, "save", full_on_second_distill_epoch)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", str(recipe_path), "--run-dir", str(run_dir), "--stop-after", "distill"])
+    assert result.exit_code == 2, result.output
+    assert f"no space left on device while writing {run_dir / 'distill.last.pt'}" in result.output
+    assert load_checkpoint(run_dir / "distill.last.pt")["epoch"] == 1  # the previous checkpoint, whole
+    assert (run_dir / "teacher.pt").exists() and not list(run_dir.glob(".*.tmp"))
+    monkeypatch.setattr(compresskit.utils.atomic.torch, "save", original)  # space freed
+    result = CliRunner().invoke(cli, ["run", "--resume", str(run_dir), "--stop-after", "distill"])
+    assert result.exit_code == 0, result.output
+    reference = tmp_path / "reference"
+    run(load_recipe(recipe_path), run_dir=reference, log=lambda message: None, stop_after="distill")
+    for name in ("teacher.pt", "student.pt"):
+        assert state_dicts_equal(torch.load(run_dir / name, weights_only=True),
+                                 torch.load(reference / name, weights_only=True)), name
+
+
+def test_a_full_file_system_is_one_line_and_resume_finishes_once_space_is_freed(recipe_path, tmp_path):
+    """On a real 4 MB tmpfs (root only; skipped where mounting is not permitted)."""
+    import shutil
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a size-limited tmpfs needs root and mount(8)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        filler = mount / "filler.bin"
+        filler.write_bytes(b"\0" * (4 * 2**20 - 160 * 2**10))  # leaves ~160 KB: room for the teacher's files only
+        run_dir = mount / "run"
+        result = CliRunner().invoke(cli, ["run", str(recipe_path), "--run-dir", str(run_dir)])
+        assert result.exit_code == 2, result.output
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith(f"Error: no space left on device while writing {run_dir}/"), last
+        assert last.endswith(f"then run `compresskit run --resume {run_dir}` (every earlier file is intact)")
+        assert not list(run_dir.glob(".*.tmp"))
+        filler.unlink()
+        result = CliRunner().invoke(cli, ["run", "--resume", str(run_dir)])
+        assert result.exit_code == 0, result.output
+        assert (run_dir / "final.pt").exists() and (run_dir / "report.md").exists()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
 
 
 # --- kills between a checkpoint and its metrics line; orphan temporaries ------------------------
