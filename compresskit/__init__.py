@@ -39,26 +39,20 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-#: Public name -> the sub-package that offers it (imported on first access).
-_EXPORTS: dict[str, str] = {
-    "ChannelGroup": "groups", "ChannelGroups": "groups", "LayerGroupSpec": "groups",
-    "SkippedCoupling": "groups", "UnprunableWarning": "groups", "cell_removal_counts": "groups",
-    "channels_to_remove": "groups", "find_groups": "groups",
-    "ParamPredictor": "pruning", "channel_summary": "pruning", "count_macs": "pruning",
-    "count_params": "pruning", "predict_params": "pruning",
-    "IMPORTANCES": "pruning", "fpgm": "pruning", "magnitude": "pruning",
-    "PruneSummary": "pruning", "SoftFPGM": "pruning", "prune": "pruning", "remove_zeroed": "pruning",
-    "StaleOptimizerWarning": "pruning",
-    "SCHEDULES": "pruning", "constant": "pruning", "join": "pruning", "linear": "pruning",
-    "polynomial": "pruning",
-    "Preprocessing": "deploy", "check_onnx": "deploy", "export_model": "deploy", "export_onnx": "deploy",
-    "UntrustedBuilderError": "models", "load_pruned": "models", "save_pruned": "models",
-    "trust_builder": "models",
-    "ChannelPool": "layers", "ChannelShuffle": "layers",
-    "LAYER_RULES": "layers", "LayerRule": "layers", "rule_for": "layers",
-    "Callback": "train", "TrainState": "train", "fit": "train",
-    "Task": "tasks", "ClassificationTask": "tasks",
+#: The sub-package that offers each public name (imported on first access).
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    "groups": ("ChannelGroup", "ChannelGroups", "LayerGroupSpec", "SkippedCoupling", "UnprunableWarning",
+               "cell_removal_counts", "channels_to_remove", "find_groups"),
+    "pruning": ("IMPORTANCES", "SCHEDULES", "ParamPredictor", "PruneSummary", "SoftFPGM", "StaleOptimizerWarning",
+                "channel_summary", "constant", "count_macs", "count_params", "fpgm", "join", "linear", "magnitude",
+                "polynomial", "predict_params", "prune", "remove_zeroed"),
+    "deploy": ("Preprocessing", "check_onnx", "export_model", "export_onnx"),
+    "models": ("UntrustedBuilderError", "load_pruned", "save_pruned", "trust_builder"),
+    "layers": ("LAYER_RULES", "ChannelPool", "ChannelShuffle", "LayerRule", "rule_for"),
+    "train": ("Callback", "TrainState", "fit"),
+    "tasks": ("ClassificationTask", "Task"),
 }
+_EXPORTS: dict[str, str] = {name: package for package, names in _PUBLIC.items() for name in names}
 
 #: compresskit 0.1's root modules -> where they live now (importable, with a DeprecationWarning).
 MOVED_MODULES: dict[str, str] = {
