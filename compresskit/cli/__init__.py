@@ -9,6 +9,7 @@ Commands::
     compresskit inspect MODEL_OR_CHECKPOINT [--input-shape 1,3,32,32]
     compresskit quantize MODEL.onnx --calibration-images DIR --out INT8.onnx [--method minmax]
     compresskit benchmark MODEL... [--input-shape 1,3,640,640] [--threads 1]
+    compresskit recipes [copy NAME [DIR]]   (the recipes shipped in the package; 'run NAME' runs one)
     compresskit NAME ...   (a plugin command: a 'compresskit.commands' entry point of an installed package)
 
 User errors (a malformed recipe, a missing file, an unreadable checkpoint, a run
@@ -29,9 +30,9 @@ Plugins: another package adds a command by declaring a click command in its ``py
 ``compresskit --help`` lists it from the entry point without importing it; it is imported only when
 that command runs (:func:`command_plugins`). Nothing registers itself at import time.
 
-Layout: ``_group`` (the click group, error boundary, plugins), ``_errors`` (exception -> one line),
-``_run`` (``run``), ``_model`` (``prune``, ``export``, ``inspect``), ``_deploy`` (``quantize``,
-``benchmark``), ``_options`` (option parsing and model loading they share).
+Layout: ``_group`` (the click group, error boundary, plugins), ``_errors`` (exception -> one line), ``_run``
+(``run``), ``_recipes`` (``recipes``), ``_model`` (``prune``, ``export``, ``inspect``), ``_deploy``
+(``quantize``, ``benchmark``), ``_options`` (option parsing and model loading they share).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from compresskit.cli._deploy import benchmark_command, quantize_command
 from compresskit.cli._error_boundary import UserError
 from compresskit.cli._group import COMMAND_ENTRY_POINTS, CommandGroup, command_plugins
 from compresskit.cli._model import export_command, inspect_command, prune_command
+from compresskit.cli._recipes import recipes_command
 from compresskit.cli._run import run_command
 
 __all__ = ["COMMAND_ENTRY_POINTS", "UserError", "cli", "command_plugins", "main"]
@@ -63,6 +65,7 @@ cli.add_command(export_command)
 cli.add_command(inspect_command)
 cli.add_command(quantize_command)
 cli.add_command(benchmark_command)
+cli.add_command(recipes_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

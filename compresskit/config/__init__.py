@@ -18,6 +18,7 @@ Modules, each importing only those above it:
   points) and ``module:callable`` strings for users' own code (through :mod:`compresskit.utils.imports`);
 * :mod:`.validate` -- the one place values are checked;
 * :mod:`.compose` -- YAML files, ``extends``, profiles, ``--set`` overrides;
+* :mod:`.shipped` -- the recipes shipped in the package (``compresskit.recipes``): by name, listed, copied;
 * :mod:`.load` -- :func:`load_recipe`: compose, validate, resolve.
 
 Importing this package imports none of them.
@@ -35,4 +36,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "ReconstructConfig": "schema", "ScheduleConfig": "schema", "SearchConfig": "schema", "StudentConfig": "schema",
     "TeacherConfig": "schema", "TrainConfig": "schema", "TrialConfig": "schema", "recipe_to_dict": "schema",
     "validate_recipe": "validate",
+    "copy_recipe": "shipped", "describe_recipe": "shipped", "find_recipe": "shipped", "shipped_recipes": "shipped",
 })

@@ -18,6 +18,7 @@ from compresskit.config.compose import apply_overrides, display_path, merge_prof
 from compresskit.config.errors import Provenance, RecipeError
 from compresskit.config.resolve import resolve_object, resolve_task
 from compresskit.config.schema import Recipe
+from compresskit.config.shipped import find_recipe
 from compresskit.config.validate import validate_recipe
 
 __all__ = ["checkpoint_path", "load_recipe"]
@@ -32,7 +33,7 @@ def load_recipe(
     """Load, compose and validate a recipe file.
 
     Args:
-        path: The YAML file.
+        path: The YAML file, or the name of a shipped recipe (:mod:`compresskit.config.shipped`).
         overrides: ``--set`` strings ``"key.path=value"``, applied last.
         profile: A key of the recipe's ``profiles`` to apply before overrides.
         resolve: Also import the task given as ``module:callable`` (and model
@@ -49,7 +50,7 @@ def load_recipe(
         >>> recipe.distill.epochs  # doctest: +SKIP
         1
     """
-    path = Path(path)
+    path = find_recipe(path)
     label = display_path(path)
     provenance = Provenance(label)
     data = read_recipe(path, provenance)

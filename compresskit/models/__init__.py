@@ -3,6 +3,8 @@
 * :mod:`.spec` -- ``torchvision:NAME``, ``timm:NAME``, ``package.module:callable`` model specs;
 * :mod:`.persist` -- :func:`save_pruned` / :func:`load_pruned` (builder reference + pruning history +
   state dict; only trusted builders are imported);
+* :mod:`.released` -- ``NAME:released``: released weights declared by model families, fetched into the
+  torch hub cache and hash-checked;
 * :mod:`.weights` -- weights files a recipe names: loading, checking, inheriting by name and shape;
 * :mod:`.bypass` -- declared optional blocks and their parameter-free stand-ins.
 """
@@ -15,6 +17,8 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "load_pruned": "persist", "save_pruned": "persist", "trust_builder": "persist",
     "ModelSpec": "spec", "WEIGHT_SUFFIXES": "spec", "build": "spec", "load_state_dict": "spec",
     "parse_spec": "spec", "resolve_spec": "spec",
+    "RELEASED": "released", "ReleasedWeights": "released", "fetch_released": "released",
+    "released_weights": "released",
     "InheritSummary": "weights", "check_checkpoints": "weights", "check_state_dict": "weights",
     "inherit_matching": "weights", "load_weights": "weights", "load_state_dict_file": "weights",
     "BYPASS_MODES": "bypass", "Bypass": "bypass", "bypass_blocks": "bypass", "drop_bypassed": "bypass",

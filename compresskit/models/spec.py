@@ -7,6 +7,8 @@ Grammar (``WEIGHTS`` optional, also given as ``--weights``)::
     package.module:callable[:WEIGHTS]   any importable builder (called with --arg KEY=VALUE keywords)
     NAME[:WEIGHTS]                   a model a declared builder knows (the 'compresskit.builders' entry
                                      points, e.g. retinaface_mnet025:weights.pth as 'detect' accepts)
+    NAME:released                    the same with its released weights, fetched into the torch hub
+                                     cache and hash-checked (:mod:`compresskit.models.released`)
 
 ``WEIGHTS`` is recognised as the last ``:`` part when it ends in ``.pt``/``.pth``/``.bin``/``.ckpt``,
 or names an existing file after a full ``module:callable`` (``--weights`` takes any name). A declared
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compresskit.models.released import RELEASED, resolve_weights
 from compresskit.utils.imports import MissingAttributeError, ensure_cwd_importable, get_attribute, import_attribute
 
 __all__ = ["ModelSpec", "WEIGHT_SUFFIXES", "build", "load_state_dict", "parse_spec", "resolve_spec"]
@@ -62,7 +65,7 @@ class ModelSpec:
 def _is_weights(source: str, text: str) -> bool:
     """Whether ``text`` (the last ``:`` part) names weights: a weights suffix, or an existing file after
     a full ``module:callable`` (so ``pkg:build`` stays a builder even if a file ``build`` exists)."""
-    if text.lower().endswith(WEIGHT_SUFFIXES):
+    if text.lower().endswith(WEIGHT_SUFFIXES) or text == RELEASED:
         return True
     return ":" in source and bool(text) and os.path.isfile(text)
 
@@ -211,6 +214,8 @@ def build(spec: ModelSpec) -> tuple[Any, str, dict[str, Any]]:
             its arguments (``TypeError``/``ValueError``) is reported with the spec.
     """
     builder, kwargs = resolve_spec(spec)
+    if spec.weights is not None and str(spec.weights) == RELEASED:
+        spec = ModelSpec(spec.source, resolve_weights(spec.source, RELEASED), spec.kwargs)
     module_name, _, attribute = builder.partition(":")
     function = import_attribute(module_name, attribute)
     # A declared builder (bare NAME) with its own `weights` argument knows its checkpoints' key names (e.g.

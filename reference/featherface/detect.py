@@ -257,13 +257,14 @@ def evaluate_widerface(model: nn.Module, images_root: str | Path, gt_dir: str | 
 
 
 def load_model(spec: str, threads: int = 1) -> nn.Module:
-    """Build a model from ``name:weights``, ``name``, a pruned checkpoint path or an ``.onnx`` file.
+    """Build a model from ``name:weights``, ``name:released``, ``name``, a pruned checkpoint or an ``.onnx`` file.
 
     An ``.onnx`` file (e.g. from ``compresskit export`` / ``compresskit quantize``, FP32 or INT8) runs in
     ONNX Runtime with ``threads`` intra-op threads behind the model call interface
     (:class:`compresskit.deploy.runtime.OrtModule`). A bare name builds the model with random weights and
     warns (:class:`RandomWeightsWarning`): its detections mean nothing.
     """
+    from compresskit.models.released import resolve_weights
     from featherface import models  # imported lazily: the CLI's --help must not need it
 
     path = Path(spec)
@@ -278,7 +279,7 @@ def load_model(spec: str, threads: int = 1) -> nn.Module:
     name, _, weights = spec.partition(":")
     model = models.build_model(name)
     if weights:
-        models.load_weights(model, weights)
+        models.load_weights(model, resolve_weights(name, weights))  # "released": fetched, hash-checked
     else:
         warnings.warn(f"{name!r} has random weights (no ':weights' given): its detections are meaningless; "
                       f"use {name}:path/to/weights.pth", RandomWeightsWarning, stacklevel=2)

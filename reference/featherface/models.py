@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from compresskit.models.bypass import drop_bypassed
+from compresskit.models.released import resolve_weights
 from compresskit.models.weights import check_state_dict
 
 from .backbone import load_pretrained_backbone
@@ -116,7 +117,7 @@ def build_model(name: str, pretrained_backbone: str | Path | None = None,
     if pretrained_backbone is not None:
         load_pretrained_backbone(model.body, pretrained_backbone)
     if weights is not None:
-        load_weights(model, weights)
+        load_weights(model, resolve_weights(name, weights))  # "released": fetched and hash-checked
     return model
 
 
@@ -150,6 +151,18 @@ def _extract_state_dict(checkpoint: object, path: Path) -> Mapping[str, torch.Te
     return checkpoint
 
 
+def _is_onnx(path: Path) -> bool:
+    """An ``.onnx`` name, or a protobuf ModelProto's first field (``ir_version``, tag 0x08) in a non-zip file."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x08 and head[1] < 0x20  # torch.save files start with "PK" (zip)
+
+
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a checkpoint into ``model`` strictly (every key used, every shape equal).
 
@@ -170,11 +183,15 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             file, the first mismatching keys and what to do.
     """
     path = Path(path)
+    if _is_onnx(path):
+        raise ValueError(f"{path}: this is an ONNX file, not torch weights: pass it as the model "
+                         f"(e.g. 'compresskit detect {path} IMAGES'), not after 'NAME:'")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unreadable / pickled objects: say which file and why
-        raise ValueError(f"{path}: cannot be read as a weights-only torch checkpoint ({error}); "
-                         "re-save it with torch.save(model.state_dict(), path)") from error
+    except Exception as error:  # unreadable / pickled objects: say which file and why, in one line
+        first_line = next(iter(str(error).strip().splitlines()), type(error).__name__)
+        raise ValueError(f"{path}: cannot be read as a weights-only torch checkpoint ({first_line}); "
+                         "re-save it with torch.save(model.state_dict(), path)") from None
     state = {key.removeprefix("module."): value
              for key, value in _extract_state_dict(checkpoint, path).items()
              if key.rsplit(".", 1)[-1] not in _PROFILER_SUFFIXES}
