@@ -1,10 +1,16 @@
 """Save and load pruned models without pickling modules.
 
-A checkpoint is a plain dict that ``torch.load(path, weights_only=True)`` accepts:
-the builder reference (``"package.module:callable"``) and its keyword arguments,
-the pruning history (per removal step, ``[module, axis, indices, size]`` lists of
-plain ints) and the ``state_dict``. Loading rebuilds a fresh model, replays the
-removals with the same surgery code that pruned it, and loads the weights strictly.
+A checkpoint holds the builder reference (``"package.module:callable"``) and its keyword arguments,
+the pruning history (per removal step, ``[module, axis, indices, size]`` lists of plain ints) and the
+``state_dict``, in one of two formats, chosen by the file name when saving and by the content when loading:
+
+* ``*.safetensors``: a `safetensors <https://huggingface.co/docs/safetensors>`_ file (a JSON header and
+  raw tensors; reading it runs no code at all); the builder, its arguments and the history are JSON
+  strings in its metadata (``format``, ``builder``, ``builder_kwargs``, ``history``);
+* any other name (``final.pt``): a plain dict that ``torch.load(path, weights_only=True)`` accepts.
+
+Loading rebuilds a fresh model, replays the removals with the same surgery code that pruned it, and
+loads the weights strictly.
 
 Trust: the builder named in a file is code, and the file may come from anyone. ``load_pruned``
 imports and calls it only when the user trusts it, *before* importing anything:
@@ -28,6 +34,7 @@ Caveats:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
@@ -39,14 +46,16 @@ from torch import nn
 
 from compresskit.groups.surgery import ChannelOp, remove_channels
 from compresskit.pruning.soft_fpgm import HISTORY_ATTRIBUTE
-from compresskit.utils.atomic import atomic_torch_save
+from compresskit.utils.atomic import atomic_path, atomic_torch_save
 from compresskit.utils.finite import non_finite_entries
 from compresskit.utils.imports import import_attribute
 
-__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "TRUSTED_BUILDERS", "UntrustedBuilderError", "declared_builders",
+__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "SAFETENSORS_SUFFIX", "TRUSTED_BUILDERS", "UntrustedBuilderError", "declared_builders",
            "is_trusted", "load_pruned", "save_pruned", "trust_builder"]
 
 FORMAT = "compresskit.pruned/1"
+#: A :func:`save_pruned` destination with this suffix is written as safetensors (see the module docstring).
+SAFETENSORS_SUFFIX = ".safetensors"
 _KEYS = ("format", "builder", "builder_kwargs", "history", "state_dict")
 
 #: Entry-point group where installed packages declare trusted builders (value: ``module:callable``).
@@ -177,7 +186,8 @@ def save_pruned(
     """Write ``model`` as builder reference + pruning history + state_dict, atomically.
 
     Args:
-        path: Destination file (written via a temporary file and ``os.replace``).
+        path: Destination file (written via a temporary file and ``os.replace``); a ``.safetensors`` name
+            writes safetensors, any other a ``torch.save`` file.
         model: The pruned model.
         builder: ``"package.module:callable"`` that builds the unpruned model.
         builder_kwargs: Keyword arguments for the builder (plain data).
@@ -188,8 +198,8 @@ def save_pruned(
         TypeError: ``builder_kwargs`` is not plain data.
 
     Example:
-        >>> save_pruned("pruned.pt", model, "mypkg.models:build_model", {"width": 0.5})
-        >>> model = load_pruned("pruned.pt")
+        >>> save_pruned("pruned.safetensors", model, "mypkg.models:build_model", {"width": 0.5})
+        >>> model = load_pruned("pruned.safetensors", trust=["mypkg.models"])
     """
     _check_builder(builder)
     kwargs = dict(builder_kwargs or {})
@@ -207,7 +217,43 @@ def save_pruned(
     if count:
         raise ValueError(f"{path}: refusing to save a model with non-finite weights "
                          f"({count} tensors hold NaN/inf, e.g. {', '.join(names)})")
-    atomic_torch_save(payload, path)
+    if str(path).endswith(SAFETENSORS_SUFFIX):
+        _save_safetensors(payload, path)
+    else:
+        atomic_torch_save(payload, path)
+
+
+def _save_safetensors(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """``payload`` as a safetensors file: tensors as they are, the rest as JSON strings in the metadata."""
+    from safetensors.torch import save
+
+    metadata = {"format": FORMAT, "builder": payload["builder"],
+                "builder_kwargs": json.dumps(payload["builder_kwargs"]), "history": json.dumps(payload["history"])}
+    tensors = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in payload["state_dict"].items()}
+    data = save(tensors, metadata=metadata)  # clone: tied weights would be refused as shared memory
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then the JSON header's ``{``."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
+def _read_safetensors(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """The payload of a safetensors checkpoint (what :func:`torch.load` gives for the other format)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device=str(map_location)) as handle:
+        metadata = handle.metadata() or {}
+        state_dict = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 - not a dict
+    payload: dict[str, Any] = {"state_dict": state_dict, **metadata}
+    for key in ("builder_kwargs", "history"):
+        if key in payload:
+            payload[key] = json.loads(payload[key])
+    return payload
 
 
 def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device = "cpu",
@@ -218,7 +264,7 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
     any import.
 
     Args:
-        path: Checkpoint written by :func:`save_pruned`.
+        path: Checkpoint written by :func:`save_pruned` (safetensors or ``torch.save``, told by the content).
         map_location: Where tensors are loaded.
         trust: Extra trusted modules or ``"module:callable"`` builders (besides
             ``TRUSTED_BUILDERS`` and the ``compresskit.builders`` entry points).
@@ -247,7 +293,10 @@ def _read_checkpoint(path: Path, map_location: str | torch.device) -> tuple[dict
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        if _is_safetensors(path):
+            payload = _read_safetensors(path, map_location)
+        else:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file is a bad checkpoint
         raise ValueError(f"{path}: not a readable compresskit checkpoint ({type(error).__name__}: {error})") from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

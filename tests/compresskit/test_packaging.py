@@ -34,7 +34,7 @@ for args in (["prune", "ck_pack_models:resnet_tiny:resnet_tiny.pth", "--rate", "
 def test_core_dependencies_are_the_pruner_alone_and_setup_installs_every_extra():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     core = {d.split(">")[0].split("<")[0].split("=")[0].strip() for d in project["dependencies"]}
-    assert core == {"torch", "torch-pruning", "numpy", "click", "pyyaml", "tqdm"}
+    assert core == {"torch", "torch-pruning", "numpy", "click", "pyyaml", "tqdm", "safetensors"}
     extras = project["optional-dependencies"]
     assert {"search", "onnx", "latency", "report", "vision", "detection", "all", "test"} <= set(extras)
     assert extras["all"] == ["compresskit[search,onnx,latency,report,vision,detection]"]

@@ -199,3 +199,36 @@ def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="non-finite.*weight"):
         ck.save_pruned(tmp_path / "nan.pt", model, "test_persist:build")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["grouped_shuffle", "se_cbam"])
+def test_safetensors_round_trip_is_bit_exact_and_runs_no_code(tmp_path: Path, name: str) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    model, example = _pruned(name, 2)
+    path = tmp_path / "pruned.safetensors"
+    ck.save_pruned(path, model, "test_persist:build", {"name": name})
+    assert os.listdir(tmp_path) == ["pruned.safetensors"]
+    with safe_open(str(path), framework="pt") as handle:  # a plain safetensors file, readable by anyone
+        metadata = handle.metadata()
+        assert set(handle.keys()) == set(model.state_dict())
+    assert metadata["format"] == "compresskit.pruned/1" and metadata["builder"] == "test_persist:build"
+    assert json.loads(metadata["builder_kwargs"]) == {"name": name}
+    assert json.loads(metadata["history"]) == model.compresskit_history
+    loaded = ck.load_pruned(path, trust=TRUST)
+    with torch.no_grad():
+        assert torch.equal(model(example), loaded(example))
+    assert loaded.compresskit_history == model.compresskit_history
+    ck.save_pruned(tmp_path / "again.pt", loaded, "test_persist:build", {"name": name})  # and back to .pt
+    with torch.no_grad():
+        assert torch.equal(ck.load_pruned(tmp_path / "again.pt", trust=TRUST)(example), loaded(example))
+
+
+def test_a_safetensors_file_without_compresskit_metadata_is_refused(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="not a compresskit pruned-model checkpoint"):
+        ck.load_pruned(tmp_path / "plain.safetensors")
