@@ -93,19 +93,23 @@ def prune_command(model_spec: str, rate: float | None, groups: Sequence[str], pr
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The .onnx (or TorchScript .pt) file.")
+              help="The .onnx file (OpenVINO: the .xml, weights in .bin beside; TorchScript: .pt).")
 @click.option("--input-shape", required=True, help="Example input shape, e.g. 1,3,320,320.")
-@click.option("--format", "export_format", type=click.Choice(["onnx", "torchscript"]), default="onnx",
-              show_default=True, help="ONNX (checked in ONNX Runtime) or a TorchScript trace (checked after loading).")
+@click.option("--format", "export_format", type=click.Choice(["onnx", "openvino", "torchscript"]), default="onnx",
+              show_default=True, help="ONNX (checked in ONNX Runtime), OpenVINO IR (converted from the checked ONNX, "
+                                      "checked in OpenVINO) or a TorchScript trace (checked after loading).")
+@click.option("--no-simplify", is_flag=True, help="Keep the exporter's ONNX graph (default: onnxslim-simplified "
+                                                  "where the simplified file passes the same checks).")
 @click.option("--dynamic", is_flag=True,
               help="Free batch and height/width axes where the model allows; checked at two input shapes "
                    "and an odd-sized third.")
 @click.option("--atol", default=1e-4, show_default=True, help="Exported vs PyTorch tolerance.")
 @click.option("--opset", default=17, show_default=True)
 @click.option("--trust", multiple=True, metavar="MODULE", help=TRUST_HELP)
-def export_command(checkpoint: Path, out: Path, input_shape: str, export_format: str, dynamic: bool,
-                   atol: float, opset: int, trust: Sequence[str]) -> None:
-    """Export a compresskit CHECKPOINT (pruned model) to ONNX or TorchScript and check it against PyTorch.
+def export_command(checkpoint: Path, out: Path, input_shape: str, export_format: str, no_simplify: bool,
+                   dynamic: bool, atol: float, opset: int, trust: Sequence[str]) -> None:
+    """Export a compresskit CHECKPOINT (pruned model) to ONNX, OpenVINO IR or TorchScript and check it
+    against PyTorch.
 
     The file carries the model's preprocessing (channel order, mean, scale, nominal input size) in its
     metadata where the model's builder declares it, so 'quantize', 'detect' and web/ need no flags.
@@ -123,14 +127,19 @@ def export_command(checkpoint: Path, out: Path, input_shape: str, export_format:
     check_forward(model, example)  # a wrong --input-shape is one line, not an exporter trace
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        result = export_model(model, example, out, format=export_format, dynamic=dynamic, atol=atol, opset=opset)
+        result = export_model(model, example, out, format=export_format, dynamic=dynamic, atol=atol, opset=opset,
+                              simplify=not no_simplify)
     except ValueError as error:
         raise UserError(f"export check failed: {error}") from None
     checks = "; ".join(f"{'x'.join(map(str, shapes[0]))}: {difference:.2e}" for shapes, difference in result.checks)
     axes = result.dynamic_axes.get("input", {})
+    runtime = {"onnx": "ORT", "openvino": "OpenVINO", "torchscript": "TorchScript"}[export_format]
     click.echo(f"wrote {result.path} ({result.path.stat().st_size:,} bytes, {export_format}, "
-               f"dynamic axes {sorted(axes) or 'none'}); "
-               f"max |{'ORT' if export_format == 'onnx' else 'TorchScript'} - torch| at {checks}")
+               f"dynamic axes {sorted(axes) or 'none'}); max |{runtime} - torch| at {checks}")
+    if result.simplified is not None:
+        simplified = result.simplified
+        click.echo(f"onnx graph: {simplified.nodes_before} -> {simplified.nodes_after} nodes (onnxslim)" if simplified.kept
+                   else f"onnx graph not simplified ({simplified.reason}); {simplified.nodes_before} nodes")
 
 
 @click.command("inspect")

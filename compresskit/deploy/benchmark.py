@@ -6,9 +6,10 @@ so slow drifts of machine load hit all of them alike. Reported per callable: med
 percentile (numpy's linear interpolation) of its per-round milliseconds, and ratios to a baseline
 as the median of per-round ratios (the two calls ran in the same round, so drift cancels).
 
-:func:`benchmark_models` is what ``compresskit benchmark`` runs: torch eager for checkpoints and
-ONNX Runtime for ``.onnx`` files (FP32 or INT8), all on the same input, with the thread count,
-batch and input size recorded. ``benchmarks/bench_models.py`` and the run report use
+:func:`benchmark_models` is what ``compresskit benchmark`` runs: torch eager for checkpoints, and
+for ``.onnx`` files (FP32 or INT8) each asked runtime -- ONNX Runtime (``ort``) and / or OpenVINO's
+CPU plugin (``openvino``, which also runs ``.xml`` IR files) -- all on the same input in the same
+interleaved rounds, with the thread count, batch, input size and node counts recorded. ``benchmarks/bench_models.py`` and the run report use
 :func:`measure` too.
 
 Caveats:
@@ -30,8 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Latency", "LatencyReport", "benchmark_models", "measure", "ort_runner", "paired_ratio", "summarise",
-           "torch_runner"]
+__all__ = ["RUNTIMES", "Latency", "LatencyReport", "benchmark_models", "measure", "openvino_runner", "ort_runner",
+           "paired_ratio", "summarise", "torch_runner"]
+
+#: Runtimes :func:`benchmark_models` can time a file in.
+RUNTIMES = ("ort", "openvino")
 
 
 @dataclass(frozen=True)
@@ -181,24 +185,46 @@ def ort_runner(path: str | os.PathLike[str], inputs: Sequence[np.ndarray], threa
     return lambda: session.run(None, feed)
 
 
+def openvino_runner(path: str | os.PathLike[str], inputs: Sequence[np.ndarray], threads: int) -> Callable[[], object]:
+    """One OpenVINO CPU inference of an ``.xml`` IR or ``.onnx`` file
+    (:func:`compresskit.deploy.openvino_ir.openvino_model`: ``threads`` threads, one stream)."""
+    from compresskit.deploy.openvino_ir import openvino_model
+
+    compiled = openvino_model(path, threads)
+    if len(compiled.inputs) != len(inputs):
+        raise ValueError(f"{Path(path).name} takes {len(compiled.inputs)} inputs, got {len(inputs)}")
+    request = compiled.create_infer_request()
+    feed = [np.ascontiguousarray(array) for array in inputs]
+    return lambda: request.infer(feed, share_inputs=True)
+
+
 def benchmark_models(models: Mapping[str, nn.Module | str | os.PathLike[str]], inputs: Sequence[torch.Tensor],
-                     threads: int = 1, warmup: int = 3, rounds: int = 15) -> LatencyReport:
-    """Latency of torch models (eager) and ONNX files (ONNX Runtime), interleaved, on the same inputs.
+                     threads: int = 1, warmup: int = 3, rounds: int = 15,
+                     runtimes: Sequence[str] = ("ort",)) -> LatencyReport:
+    """Latency of torch models (eager) and exported files in each runtime, interleaved, on the same inputs.
 
     Args:
-        models: Name -> an ``nn.Module`` (timed eagerly) or the path of an ``.onnx`` file.
+        models: Name -> an ``nn.Module`` (timed eagerly), an ``.onnx`` file (timed in every runtime of
+            ``runtimes``) or an OpenVINO ``.xml`` IR (timed in OpenVINO).
         inputs: The inputs, e.g. ``(torch.randn(1, 3, 640, 640),)``.
-        threads: ``torch.set_num_threads`` for the measurement (restored after) and ORT intra-op threads.
+        threads: ``torch.set_num_threads`` for the measurement (restored after), ORT intra-op threads and
+            OpenVINO's ``INFERENCE_NUM_THREADS``.
         warmup: Untimed calls per model.
         rounds: Timed rounds.
+        runtimes: Names from :data:`RUNTIMES`. With more than one, each file's rows are named
+            ``"NAME [runtime]"``.
 
     Returns:
-        A :class:`LatencyReport`; ``notes`` say which ONNX files are quantized.
-    """
-    from compresskit.deploy.runtime import is_quantized
+        A :class:`LatencyReport`; ``notes`` give each row's runtime, precision and node count.
 
+    Raises:
+        ValueError: ``threads < 1``, an unknown runtime, or a file a runtime cannot load.
+    """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    unknown = [runtime for runtime in runtimes if runtime not in RUNTIMES]
+    if unknown or not runtimes:
+        raise ValueError(f"unknown runtime {(unknown or [''])[0]!r}; valid: {list(RUNTIMES)}")
     arrays = [t.detach().cpu().numpy() for t in inputs]
     runners: dict[str, Callable[[], object]] = {}
     notes: dict[str, str] = {}
@@ -206,9 +232,12 @@ def benchmark_models(models: Mapping[str, nn.Module | str | os.PathLike[str]], i
         if isinstance(model, nn.Module):
             runners[name] = torch_runner(model, inputs)
             notes[name] = "torch eager"
-        else:
-            runners[name] = ort_runner(model, arrays, threads)
-            notes[name] = "onnxruntime " + ("INT8" if is_quantized(model) else "FP32")
+            continue
+        file_runtimes = ("openvino",) if Path(model).suffix == ".xml" else tuple(runtimes)
+        for runtime in file_runtimes:
+            row = name if len(runtimes) == 1 else f"{name} [{runtime}]"
+            runners[row] = (ort_runner if runtime == "ort" else openvino_runner)(model, arrays, threads)
+            notes[row] = _file_note(model, runtime)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -218,3 +247,16 @@ def benchmark_models(models: Mapping[str, nn.Module | str | os.PathLike[str]], i
     shape = tuple(inputs[0].shape)
     return LatencyReport(latencies, threads=threads, batch=shape[0] if shape else 1, input_shape=shape,
                          warmup=warmup, rounds=rounds, notes=notes)
+
+
+def _file_note(path: str | os.PathLike[str], runtime: str) -> str:
+    """``"onnxruntime INT8, 123 nodes"``: the runtime, the file's precision and (ONNX) its node count."""
+    if Path(path).suffix == ".xml":
+        from compresskit.deploy.openvino_ir import is_openvino_quantized
+
+        return f"openvino {'INT8' if is_openvino_quantized(path) else 'FP32'} IR"
+    from compresskit.deploy.runtime import is_quantized
+    from compresskit.deploy.simplify import count_nodes
+
+    precision = "INT8" if is_quantized(path) else "FP32"
+    return f"{'onnxruntime' if runtime == 'ort' else 'openvino'} {precision}, {count_nodes(path)} nodes"

@@ -6,6 +6,8 @@ PyTorch model, returning the largest absolute difference. :func:`export_model` i
 what the CLI and the pipeline call: ONNX or a TorchScript trace, optionally with
 dynamic batch and height/width axes (checked at the example shape, at
 :func:`second_shape` and, where the model runs there, at :func:`uneven_shape`),
+simplified by onnxslim where the simplified file passes the same checks (:mod:`.simplify`), or
+converted from that checked ONNX file to OpenVINO IR and checked again in OpenVINO (:mod:`.openvino_ir`),
 with the model's deployment metadata (:class:`Preprocessing`: channel order,
 mean, scale, nominal input size; plus any ``onnx_metadata`` the model carries)
 in the file, so that quantization, detection and the browser page read it
@@ -42,6 +44,7 @@ modules and are re-exported here: ``_onnx_export`` (:func:`export_onnx`, :func:`
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,6 +64,7 @@ from compresskit.deploy._metadata import (  # noqa: F401 - importable here as be
 from compresskit.deploy._onnx_export import check_onnx, export_onnx
 from compresskit.deploy._parity import Inputs, as_tuple, torch_outputs
 from compresskit.deploy._torchscript import check_torchscript, export_torchscript
+from compresskit.deploy.simplify import SimplifyResult, simplify_onnx
 from compresskit.utils.atomic import writable_path
 
 __all__ = [
@@ -78,7 +82,7 @@ __all__ = [
 ]
 
 #: Formats of :func:`export_model`.
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 
 
 @dataclass
@@ -87,15 +91,17 @@ class ExportResult:
 
     Attributes:
         path: The written file.
-        format: ``"onnx"`` or ``"torchscript"``.
+        format: ``"onnx"``, ``"torchscript"`` or ``"openvino"`` (``path`` is the ``.xml``; ``.bin`` beside).
         dynamic_axes: Input/output name -> ``{axis: name}`` of the axes left dynamic (``{}``: fixed).
-        checks: ``(input shapes, max |export - torch|)`` for every checked input.
+        checks: ``(input shapes, max |export - torch|)`` for every checked input (for OpenVINO, of the IR).
+        simplified: For ONNX and OpenVINO, what the simplifier did (``None``: not asked for).
     """
 
     path: Path
     format: str
     dynamic_axes: dict[str, dict[int, str]]
     checks: list[tuple[list[list[int]], float]]
+    simplified: SimplifyResult | None = None
 
 
 def export_model(
@@ -107,8 +113,9 @@ def export_model(
     metadata: Mapping[str, str] | None = None,
     atol: float = 1e-4,
     opset: int = 17,
+    simplify: bool = True,
 ) -> ExportResult:
-    """Export ``model`` to ONNX or TorchScript and check the file against torch.
+    """Export ``model`` to ONNX, OpenVINO IR or TorchScript and check the file against torch.
 
     With ``dynamic``, the batch axis of every input and output and the spatial axes (``2..``) of the
     first input are left free where the model allows: the file is checked at ``example_inputs``,
@@ -120,25 +127,28 @@ def export_model(
     example shapes and checked there. TorchScript is a trace (``torch.jit.trace``), checked the same
     way after ``torch.jit.load``.
 
-    The file carries ``metadata`` merged over :func:`model_metadata` (ONNX ``metadata_props``;
-    for TorchScript an extra file ``compresskit_metadata.json``, read with :func:`read_metadata`).
+    ONNX is then simplified (:func:`~compresskit.deploy.simplify.simplify_onnx`; kept only if it passes those
+    checks again); OpenVINO IR is converted from that ONNX file and checked in OpenVINO at the same shapes.
+
+    The file carries ``metadata`` merged over :func:`model_metadata` (ONNX ``metadata_props``, OpenVINO
+    runtime info, TorchScript ``compresskit_metadata.json``).
 
     Args:
         model: The model (exported in eval mode; its mode is restored).
         example_inputs: One tensor or a sequence of tensors.
         path: Destination file (its directory must exist); written atomically.
-        format: ``"onnx"`` or ``"torchscript"``.
+        format: ``"onnx"``, ``"openvino"`` (``path`` ends in ``.xml``) or ``"torchscript"``.
         dynamic: Leave batch and spatial axes free (see above).
         metadata: Extra string entries, e.g. ``Preprocessing(...).to_metadata()``.
         atol: Largest accepted ``|export - torch|`` per output.
         opset: ONNX opset.
+        simplify: Simplify the ONNX file (also the one an IR comes from) with onnxslim.
 
     Returns:
         An :class:`ExportResult` with the axes left dynamic and every check's difference.
 
     Raises:
-        ValueError: Unknown format, a failed check (the message names the output, the shape and the
-            difference), or a model that cannot take even a dynamic batch.
+        ValueError: Unknown format, a failed check (naming output, shape, difference), no dynamic batch.
 
     Example:
         >>> result = export_model(model, torch.randn(1, 3, 64, 64), "m.onnx", dynamic=True)  # doctest: +SKIP
@@ -148,15 +158,47 @@ def export_model(
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; valid: {list(FORMATS)}")
     path = writable_path(path)
-    inputs = as_tuple(example_inputs)
     merged = {**model_metadata(model), **{str(k): str(v) for k, v in (metadata or {}).items()}}
-    job = _Export(model, inputs, path, format, merged, atol, opset)
+    if format == "openvino":
+        return _export_openvino(_Export(model, as_tuple(example_inputs), path, "onnx", merged, atol, opset),
+                                dynamic, simplify)
+    job = _Export(model, as_tuple(example_inputs), path, format, merged, atol, opset)
+    return _export_checked(job, dynamic, simplify and format == "onnx")
+
+
+def _export_checked(job: _Export, dynamic: bool, simplify: bool) -> ExportResult:
+    """Write and check ``job``'s file (dynamic or fixed), then simplify it if asked."""
     if dynamic:
-        return _export_dynamic(job)
+        result = _export_dynamic(job)
+    else:
+        try:
+            result = job.write_and_check(None)
+        except _ShapeCheckFailed as error:
+            raise ValueError(f"{job.format} export of {type(job.model).__name__} failed its check {error}") from None
+    if simplify:
+        result.simplified = simplify_onnx(job.path, job.check_all)
+    return result
+
+
+def _export_openvino(job: _Export, dynamic: bool, simplify: bool) -> ExportResult:
+    """A checked (simplified) ONNX file in a scratch folder -> IR at ``job.path``, checked at the same inputs."""
+    from compresskit.deploy.openvino_ir import check_openvino, convert_onnx, remove_ir
+
+    path = job.path
+    if path.suffix != ".xml":
+        raise ValueError(f"an OpenVINO export is written to a .xml file (weights in .bin beside), got {path.name}")
+    with tempfile.TemporaryDirectory(prefix="compresskit_openvino_") as scratch:
+        job.path = Path(scratch) / f"{path.stem}.onnx"
+        result = _export_checked(job, dynamic, simplify)
+        convert_onnx(job.path, path, job.metadata)
     try:
-        return job.write_and_check(None)
-    except _ShapeCheckFailed as error:
-        raise ValueError(f"{format} export of {type(model).__name__} failed its check {error}") from None
+        checks = [([list(t.shape) for t in inputs], check_openvino(path, job.model, inputs, job.atol))
+                  for inputs in job.checked]
+    except ValueError as error:
+        remove_ir(path)
+        raise ValueError(f"openvino export of {type(job.model).__name__} failed its check: {error}") from None
+    return ExportResult(path=path, format="openvino", dynamic_axes=result.dynamic_axes, checks=checks,
+                        simplified=result.simplified)
 
 
 class _ShapeCheckFailed(Exception):
@@ -174,6 +216,7 @@ class _Export:
         self.outputs = [tensor for _, tensor in named_outputs]
         self.input_names = ["input"] if len(inputs) == 1 else [f"input_{i}" for i in range(len(inputs))]
         self.output_names = [name for name, _ in named_outputs]
+        self.checked: list[tuple[Tensor, ...]] = []  # the inputs of the last passed write_and_check
 
     def write_and_check(self, spatial: bool | None) -> ExportResult:
         """Write the file (fixed if ``spatial`` is None, else dynamic batch, plus height/width if
@@ -192,9 +235,11 @@ class _Export:
             uneven = uneven_inputs(self.inputs)
             try:
                 checks.append(self._check(uneven))
+                checked.append(uneven)
             except _ShapeCheckFailed:
                 if self._torch_runs(uneven):  # the file fails where the model works: a frozen shape
                     raise
+        self.checked = checked
         return ExportResult(path=self.path, format=self.format, dynamic_axes=axes, checks=checks)
 
     def _write(self, axes: dict[str, dict[int, str]]) -> None:
@@ -214,11 +259,20 @@ class _Export:
             return False
         return True
 
-    def _check(self, inputs: tuple[Tensor, ...]) -> tuple[list[list[int]], float]:
+    def check_all(self, path: Path) -> None:
+        """Check the file at ``path`` (e.g. a simplified copy) at every input the export was checked at.
+
+        Raises:
+            _ShapeCheckFailed: A check failed.
+        """
+        for inputs in self.checked:
+            self._check(inputs, path)
+
+    def _check(self, inputs: tuple[Tensor, ...], path: Path | None = None) -> tuple[list[list[int]], float]:
         check = check_onnx if self.format == "onnx" else check_torchscript
         shapes = [list(t.shape) for t in inputs]
         try:
-            return shapes, check(self.path, self.model, inputs, atol=self.atol)
+            return shapes, check(path or self.path, self.model, inputs, atol=self.atol)
         except Exception as error:  # noqa: BLE001 - ORT / TorchScript runtime errors name no type we share
             raise _ShapeCheckFailed(f"at input shapes {shapes}: {str(error).splitlines()[0]}") from None
 

@@ -21,24 +21,29 @@ Caveats:
 
 from __future__ import annotations
 
-import contextlib
-import fnmatch
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from compresskit.deploy._qdq import (
+    CALIBRATION_METHODS,
+    calibration_method,
+    calibration_reader,
+    matching_nodes,
+    pre_process,
+    quantize_qdq,
+    working_directory,
+)
 from compresskit.deploy.export import Preprocessing, read_metadata, write_metadata
 from compresskit.utils.atomic import atomic_path, writable_path
 
 __all__ = ["CALIBRATION_METHODS", "IMAGE_SUFFIXES", "calibration_images", "preprocess_image", "quantize_onnx"]
 
-#: Calibration methods by name (``--method`` / ``quantize.method``).
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
@@ -85,24 +90,6 @@ def calibration_images(folder: str | os.PathLike[str], preprocessing: Preprocess
     return arrays
 
 
-class _Reader:
-    """``CalibrationDataReader`` over a sequence of input tuples (created lazily: ORT is a heavy import)."""
-
-    def __init__(self, names: Sequence[str], samples: Iterable[Sequence[np.ndarray]]) -> None:
-        self.names = list(names)
-        self.samples: Iterator[Sequence[np.ndarray]] = iter(samples)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        sample = next(self.samples, None)
-        if sample is None:
-            return None
-        if isinstance(sample, np.ndarray):
-            sample = (sample,)
-        if len(sample) != len(self.names):
-            raise ValueError(f"a calibration sample has {len(sample)} arrays for inputs {self.names}")
-        return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(self.names, sample)}
-
-
 def quantize_onnx(
     model_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -140,7 +127,7 @@ def quantize_onnx(
     """
     import onnx
 
-    calibrate_method = _calibration_method(method)
+    calibrate_method = calibration_method(method)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise ValueError(f"ONNX file {str(model_path)!r} does not exist")
@@ -151,67 +138,16 @@ def quantize_onnx(
         raise ValueError("no calibration samples: give at least one input")
     input_names = [i.name for i in onnx.load(str(model_path), load_external_data=False).graph.input]
     model_path = model_path.resolve()  # the pre-processing below runs in a scratch working directory
-    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, _working_directory(scratch):
-        prepared = _pre_process(model_path, Path(scratch) / "prepared.onnx")
+    with tempfile.TemporaryDirectory(prefix="compresskit_quantize_") as scratch, working_directory(scratch):
+        prepared = pre_process(model_path, Path(scratch) / "prepared.onnx")
         settings = {"calibrate_method": calibrate_method, "per_channel": per_channel,
-                    "nodes_to_exclude": _matching_nodes(prepared, exclude)}
+                    "nodes_to_exclude": matching_nodes(prepared, exclude)}
         with atomic_path(out_path) as temporary:
-            _quantize_static(prepared, temporary, _reader(input_names, samples), settings)
+            quantize_qdq(prepared, temporary, calibration_reader(input_names, samples), settings)
             write_metadata(temporary, {**metadata, **_quantization_metadata(method, len(samples), per_channel,
                                                                              exclude)})
             onnx.checker.check_model(str(temporary))
     return out_path
-
-
-def _calibration_method(method: str) -> Any:
-    """ORT's ``CalibrationMethod`` for a name of :data:`CALIBRATION_METHODS`.
-
-    Raises:
-        ValueError: Unknown name (the message lists the valid ones).
-    """
-    from onnxruntime.quantization import CalibrationMethod
-
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    if method not in methods:
-        raise ValueError(f"unknown calibration method {method!r}; valid: {list(CALIBRATION_METHODS)}")
-    return methods[method]
-
-
-def _reader(names: Sequence[str], samples: Sequence[np.ndarray | Sequence[np.ndarray]]) -> _Reader:
-    """A :class:`_Reader` that is also ORT's ``CalibrationDataReader`` (the base class ORT checks)."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(_Reader, CalibrationDataReader):
-        pass
-
-    return Reader(names, samples)
-
-
-def _pre_process(model_path: Path, prepared: Path) -> Path:
-    """ORT's ``quant_pre_process`` (shape inference + optimisation) of ``model_path`` into ``prepared``.
-
-    Run it with a scratch working directory: when its symbolic shape inference fails it writes stray
-    external-data files into the working directory; it is then retried without symbolic shapes.
-    """
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    try:
-        quant_pre_process(str(model_path), str(prepared))
-    except Exception:  # noqa: BLE001 - symbolic shape inference cannot follow every graph
-        quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
-    return prepared
-
-
-def _quantize_static(prepared: Path, out_path: Path, reader: _Reader, settings: dict[str, Any]) -> None:
-    """``quantize_static`` in QDQ format: UINT8 asymmetric activations, INT8 symmetric weights."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        str(prepared), str(out_path), reader,
-        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True}, **settings,
-    )
 
 
 def _quantization_metadata(method: str, samples: int, per_channel: bool, exclude: Sequence[str]) -> dict[str, str]:
@@ -221,27 +157,3 @@ def _quantization_metadata(method: str, samples: int, per_channel: bool, exclude
             "quantization.activations": "uint8",
             "quantization.calibration": f"{method}, {samples} samples",
             "quantization.fp32_nodes": ",".join(exclude)}
-
-
-@contextlib.contextmanager
-def _working_directory(path: str | os.PathLike[str]) -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
-
-
-def _matching_nodes(path: Path, patterns: Sequence[str]) -> list[str]:
-    """Names of the nodes of ``path`` matched by any glob; a glob matching nothing is an error."""
-    import onnx
-
-    names = [node.name for node in onnx.load(str(path), load_external_data=False).graph.node]
-    matched: set[str] = set()
-    for pattern in patterns:
-        found = fnmatch.filter(names, pattern)
-        if not found:
-            raise ValueError(f"exclude pattern {pattern!r} matches no node (node names look like {names[:2]!r})")
-        matched.update(found)
-    return sorted(matched)

@@ -4,7 +4,8 @@
 The rest are extras (``pyproject.toml``)::
 
     search     botorch, gpytorch (and scipy)  Bayesian rate search (``search.method: bo``)
-    onnx       onnx, onnxruntime              export, INT8 quantization, ORT latency
+    onnx       onnx, onnxruntime, onnxslim    export (simplified), INT8 quantization, ORT latency
+    openvino   openvino (+ the onnx extra)    OpenVINO IR export and latency
     report     matplotlib                     report.md plots
     vision     pillow                         image folders (``compresskit.tasks.image_folder``)
     detection  opencv-python-headless, scipy  the FeatherFace reference detector, calibration images
@@ -28,6 +29,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("onnx", "ONNX export and quantization"),
     "onnxruntime": ("onnx", "ONNX Runtime checks, quantization and latency"),
     "onnxscript": ("onnx", "ONNX export"),
+    "onnxslim": ("onnx", "simplifying exported ONNX files"),
+    "openvino": ("openvino", "OpenVINO IR export and the OpenVINO runtime"),
     "matplotlib": ("report", "the report's plots"),
     "PIL": ("vision", "reading image folders"),
     "cv2": ("detection", "the reference detector and calibration images"),
