@@ -36,10 +36,13 @@ __all__ = ["print_plan", "run_command"]
 @click.option("--stop-after", default=None, help="Stop after this phase.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars with ETA (epochs, search trials); default: on when stderr is a terminal.")
+@click.option("--track", multiple=True, type=click.Choice(["tensorboard", "mlflow"]),
+              help="Also log metrics, search trials and report figures to TensorBoard (RUN_DIR/tensorboard) "
+                   "or MLflow; the same as --set track=[NAME]. Repeatable.")
 def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | None, resume_dir: Path | None,
                 run_dir: Path | None, replace: bool, dry_run: bool, stop_after: str | None,
-                progress: bool | None) -> None:
-    """Run the compression pipeline of RECIPE (a YAML file).
+                progress: bool | None, track: Sequence[str]) -> None:
+    """Run the compression pipeline of RECIPE (a YAML file, or a shipped recipe's name: compresskit recipes).
 
     Phases: teacher, distill, search, soft_prune, remove, finetune, evaluate,
     export, report. Outputs (checkpoints, metrics.jsonl, search.json, model.onnx,
@@ -50,6 +53,8 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
     from compresskit.run import driver
     from compresskit.train import distributed
 
+    if track:
+        overrides = [*overrides, f"track=[{','.join(track)}]"]
     loaded = load_recipe(_recipe_path(recipe, resume_dir, profile), overrides, profile)
     if resume_dir is not None and run_dir is not None and resume_dir != run_dir:
         raise click.UsageError("--resume and --run-dir name different directories")
@@ -63,12 +68,19 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
     if progress is None:
         progress = sys.stderr.isatty()
     ctx = driver.run(loaded, run_dir=target, resume=resume_dir is not None, progress=progress,
-                       log=click.echo, stop_after=stop_after, replace=replace)
+                       log=_echo_above_bars, stop_after=stop_after, replace=replace)
     if not distributed.is_main():  # under torchrun rank 0 speaks for the run
         return
     click.echo(f"run directory: {ctx.run_dir}")
     if (ctx.run_dir / "report.md").exists():
         click.echo(f"report: {ctx.run_dir / 'report.md'}")
+
+
+def _echo_above_bars(message: str) -> None:
+    """One log line on stdout above any live progress bar (``tqdm.write`` clears the bars, then redraws them)."""
+    from tqdm import tqdm
+
+    tqdm.write(message)
 
 
 def _recipe_path(recipe: Path | None, resume_dir: Path | None, profile: str | None) -> Path:

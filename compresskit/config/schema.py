@@ -351,6 +351,7 @@ class Recipe:
         finetune: Training after physical removal.
         export: ONNX export.
         quantize: INT8 quantization of the exported model (off by default).
+        track: Experiment trackers fed what ``metrics.jsonl`` gets (``tensorboard``, ``mlflow``).
         profiles: Named override sets; kept for reference, already applied.
         profile: The profile that was applied, if any.
         source: The recipe file this was loaded from.
@@ -371,6 +372,7 @@ class Recipe:
     finetune: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    track: tuple[Literal["tensorboard", "mlflow"], ...] = ()
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     profile: str | None = None
     source: str = "<recipe>"
@@ -381,7 +383,6 @@ class Recipe:
         return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
 
 
-
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """The recipe as plain YAML-safe data (tuples become lists), ``source`` dropped.
 
@@ -389,11 +390,9 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """
 
     def plain(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
-        return value
+        return {k: plain(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     data = plain(dataclasses.asdict(recipe))
     data.pop("source", None)

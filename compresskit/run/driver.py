@@ -43,6 +43,7 @@ from compresskit.run.phases import quantize_int8 as quantize
 from compresskit.run.phases import rate_search as search
 from compresskit.run.phases import write_report as report
 from compresskit.run.seeding import PHASE_NAMES, phase_seed, seed_everything
+from compresskit.run.tracking import open_trackers, track_phase
 from compresskit.run.workspace import PhaseError, RunDirError, check_run_dir, replace_run
 from compresskit.train import NonFiniteLossError, distributed
 from compresskit.utils.atomic import WriteError
@@ -208,11 +209,13 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     try:
         ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)  # pre-flight incl. checkpoints
         _configure_determinism(recipe)
+        ctx.trackers = open_trackers(recipe.track, ctx.run_dir) if distributed.is_main() else []
         for name, phase in PHASES.items():
             if name in ctx.state["completed"]:
                 log(f"[{name}] already completed, skipped")
             else:
                 _run_phase(ctx, name, phase)
+                track_phase(ctx.trackers, ctx.run_dir, name)
             if name == stop_after:
                 break
     except WriteError as error:  # full, read-only, not permitted: the user's to fix, then resume
@@ -220,6 +223,8 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
                  else "run the same command again")
         raise RunDirError(f"{error}, then {again} (every earlier file is intact)") from error
     finally:
+        for tracker in ctx.trackers if ctx is not None else []:
+            tracker.close()
         if ctx is not None and ctx.lock is not None:
             ctx.lock.release()
     return ctx

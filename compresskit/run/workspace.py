@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import yaml
 
+from compresskit.run.tracking import Tracker, record_scalars
 from compresskit.train import NonFiniteLossError, distributed
 from compresskit.utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries, write_error
 from compresskit.utils.finite import non_finite_entries
@@ -84,12 +85,14 @@ class Workspace:
         state: ``state.json``'s content: ``completed`` phase names and ``phases`` summaries.
         progress: Show progress bars.
         log: Called with one-line progress messages.
+        trackers: Experiment trackers fed every ``metrics.jsonl`` line (:mod:`compresskit.run.tracking`).
     """
 
     run_dir: Path
     state: dict[str, Any] = field(default_factory=_empty_state)
     progress: bool = False
     log: Callable[[str], None] = print
+    trackers: list[Tracker] = field(default_factory=list)
 
     def path(self, name: str) -> Path:
         """The path of run file ``name``."""
@@ -108,6 +111,8 @@ class Workspace:
             if refused is None:
                 raise
             raise refused from error
+        for tracker in self.trackers:  # copies; metrics.jsonl stays the source of truth
+            tracker.scalars(*record_scalars(record))
 
     def write_text(self, name: str, text: str) -> None:
         """Write run file ``name`` atomically (rank 0 only)."""
