@@ -105,7 +105,7 @@ def load_weights(task: Any, model: nn.Module, path: str | Path) -> nn.Module:
     Example:
         >>> load_weights(task, task.build_model("retinaface_mnet025"), "mnet.pth")  # doctest: +SKIP
     """
-    loader: Callable[[nn.Module, Any], Any] | None = getattr(task, "load_weights", None)
+    loader: Callable[[nn.Module, Any], Any] | None = getattr(task, "load_checkpoint", None)
     if loader is None:
         return _strict_load(model, path)
     loader(model, path)

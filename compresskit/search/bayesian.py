@@ -78,7 +78,7 @@ from compresskit.search._space import (
 )
 from compresskit.utils.atomic import atomic_write_text
 
-_LOG = logging.getLogger(__name__)  # one INFO line per trial (format_trial); the pipeline forwards it
+_LOG = logging.getLogger("compresskit.search")  # one INFO line per trial (format_trial); the pipeline forwards it
 
 __all__ = ["SearchResult", "Trial", "format_trial", "random_search", "search_rates"]
 

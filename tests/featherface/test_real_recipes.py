@@ -94,12 +94,12 @@ def test_featherface_wider_v1_profile_is_valid_and_loads_the_official_v1(shared_
     recipe = load_recipe(REPO / "recipes" / "featherface_wider.yaml",
                          [*data_overrides(shared_data), f"teacher.checkpoint={weights}"], profile="v1_pruned")
     assert recipe.student.model == "featherface_v1" and recipe.distill.epochs == 0
-    from compresskit.models.weights import check_checkpoints
+    from compresskit.run.plan import load_recipe_checkpoints
     from compresskit.run import RunContext, build_task
 
     task = build_task(recipe)
     ctx = RunContext(recipe=recipe, run_dir=Path("unused"), task=task, log=quiet)
-    assert check_checkpoints(recipe, task, ctx.build) == {"teacher.checkpoint": str(weights)}
+    assert load_recipe_checkpoints(recipe, task, ctx.build) == {"teacher.checkpoint": str(weights)}
 
 
 def _task(shared: Path, **kwargs) -> FeatherFaceTask:
