@@ -34,6 +34,7 @@ from compresskit.deploy.benchmark import benchmark_models
 from compresskit.deploy.export import Preprocessing, export_model, read_metadata
 from compresskit.deploy.quantize import calibration_images, quantize_onnx
 from compresskit.deploy.runtime import OrtModule
+from compresskit.deploy.sensitivity import auto_exclude
 from compresskit.models.persist import load_pruned
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                         help="also measure a partial INT8 file keeping these ONNX nodes in FP32; repeatable")
+    parser.add_argument("--auto-exclude", type=float, default=None, metavar="BUDGET",
+                        help="also measure INT8 auto-exclude (compresskit.deploy.sensitivity.auto_exclude) at this "
+                             "output-error budget")
+    parser.add_argument("--max-nodes", type=int, default=16, help="auto-exclude: most nodes kept in FP32")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-ap", action="store_true", help="skip the AP evaluation")
@@ -87,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.exclude:
                 quantize_onnx(fp32, partial, samples, method=args.method, exclude=args.exclude)
                 files["partial"] = partial
+            if args.auto_exclude is not None:
+                auto = auto_exclude(fp32, Path(tmp) / f"{len(results)}.auto.onnx", samples, budget=args.auto_exclude,
+                                    method=args.method, max_nodes=args.max_nodes,
+                                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+                files["auto"] = auto.path
+                args.auto_nodes = list(auto.excluded)
             entry = {"model": name, "export_checks": export.checks, "quantize_seconds": time.perf_counter() - start,
                      "bytes": {k: v.stat().st_size for k, v in files.items()}, "latency": {}, "ap": {}}
             for threads in args.threads:
@@ -115,16 +126,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(results: list[dict], args: argparse.Namespace) -> str:
     machine = machine_notes()
+    auto = getattr(args, "auto_nodes", None) is not None
     partial = f"INT8 except {', '.join(f'`{g}`' for g in args.exclude)} (kept FP32)" if args.exclude else None
     lines = [f"Command: `{_command()}`  ",
              f"Calibration: {args.calibration} WIDER train images resized to 640x640, {args.method}; QDQ, per-channel "
              f"INT8 weights, UINT8 activations. Latency: batch 1, 640x640, {args.rounds} interleaved rounds after 3 "
              f"warm-up calls, median (p90) ms; speed-up = 1 / median of per-round INT8/FP32 ratios. Machine: "
              f"{machine['cpu']}, nproc {machine['nproc']} (shared with other jobs), onnxruntime {machine['onnxruntime']}."
-             + (f" Partial: {partial}." if partial else ""), "",
+             + (f" Partial: {partial}." if partial else "")
+             + (f" Auto: INT8 auto-exclude at output-error budget {args.auto_exclude:g}, kept in FP32: "
+                f"{', '.join(f'`{n}`' for n in args.auto_nodes) or 'none'}." if auto else ""), "",
              "| model | threads | torch eager | ORT FP32 | ORT INT8 | INT8 speed-up (goal >= 1.5x) |"
-             + (" ORT partial | partial speed-up |" if partial else ""),
-             "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if partial else "")]
+             + (" ORT partial | partial speed-up |" if partial else "") + (" ORT auto | auto speed-up |" if auto else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if partial else "") + ("---:|---:|" if auto else "")]
     for entry in results:
         for threads, lat in entry["latency"].items():
             ms, ratio = lat["latency_ms"], lat["ratio_vs_fp32"]
@@ -133,6 +147,8 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
                    f"{1 / ratio['ort int8']:.2f}x |")
             if partial:
                 row += f" {cell['ort partial']} | {1 / ratio['ort partial']:.2f}x |"
+            if auto:
+                row += f" {cell['ort auto']} | {1 / ratio['ort auto']:.2f}x |"
             lines.append(row)
     if any(entry["ap"] for entry in results):
         subsets = ("easy", "medium", "hard")
@@ -141,11 +157,12 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
                   "| model | file | AP easy / medium / hard | change |", "|---|---|---|---|"]
         for entry in results:
             ap = entry["ap"]
-            for label in [k for k in ("fp32", "int8", "partial") if k in ap]:
+            for label in [k for k in ("fp32", "int8", "partial", "auto") if k in ap]:
                 values = " / ".join(f"{100 * ap[label][s]:.2f}" for s in subsets)
                 change = "—" if label == "fp32" else " / ".join(
                     f"{100 * (ap[label][s] - ap['fp32'][s]):+.2f}" for s in subsets)
-                lines.append(f"| {entry['model']} | {partial if label == 'partial' else label.upper()} | {values} | {change} |")
+                file = {"partial": partial, "auto": "INT8 auto-exclude"}.get(label, label.upper())
+                lines.append(f"| {entry['model']} | {file} | {values} | {change} |")
     return "\n".join(lines) + "\n"
 
 

@@ -80,12 +80,16 @@ def simplify_onnx(path: str | os.PathLike[str], check: Callable[[Path], object])
     """
     import onnx
 
-    from compresskit.utils.optional import require
+    from compresskit.utils.optional import MissingDependencyError, require
 
-    require("onnxslim")
     path = Path(path)
     original = onnx.load(str(path))
     before = len(original.graph.node)
+    try:
+        require("onnxslim")
+    except MissingDependencyError as error:  # simplification is an improvement, never a requirement
+        warnings.warn(f"{path.name}: not simplified; {error}", SimplifyWarning, stacklevel=2)
+        return SimplifyResult(before, before, kept=False, reason=str(error))
     candidate = path.with_name(f".{path.stem}.simplified{path.suffix}")
     try:
         simplified = slim(original)
