@@ -41,6 +41,7 @@ from compresskit.deploy._qdq import (
 )
 from compresskit.deploy.export import Preprocessing, read_metadata, write_metadata
 from compresskit.utils.atomic import atomic_path, writable_path
+from compresskit.utils.images import decode_reduction
 
 __all__ = ["CALIBRATION_METHODS", "IMAGE_SUFFIXES", "calibration_images", "preprocess_image", "quantize_onnx"]
 
@@ -72,7 +73,8 @@ def calibration_images(folder: str | os.PathLike[str], preprocessing: Preprocess
         size: ``(height, width)``; default ``preprocessing.input_size`` (else each image's own size).
 
     Raises:
-        ValueError: No images, ``count < 1``, or an unreadable image (named).
+        ValueError: No images, ``count < 1``, or an unreadable image (named), or one over
+            :data:`~compresskit.utils.images.DEFAULT_MAX_SIZE` px that cannot be decoded reduced.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
@@ -83,7 +85,9 @@ def calibration_images(folder: str | os.PathLike[str], preprocessing: Preprocess
     size = size or preprocessing.input_size
     arrays = []
     for path in paths:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        _, _, factor = decode_reduction(path)  # from the header: a huge JPEG decodes reduced, others are refused
+        flag = cv2.IMREAD_COLOR if factor == 1 else getattr(cv2, f"IMREAD_REDUCED_COLOR_{factor}")
+        image = cv2.imread(str(path), flag)
         if image is None:
             raise ValueError(f"{path}: cannot read image (corrupt or not an image); remove or replace it")
         arrays.append(preprocess_image(image, preprocessing, size))

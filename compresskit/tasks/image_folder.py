@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from compresskit.utils.images import DEFAULT_MAX_SIZE, decode_reduction
+
 __all__ = ["IMAGE_SUFFIXES", "IMAGENET_MEAN", "IMAGENET_STD", "ImageFolder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -48,6 +50,10 @@ class ImageFolder(Dataset):
         >>> image, label = data[0]; image.shape                # doctest: +SKIP
         torch.Size([3, 224, 224])
     """
+
+    #: Longest image side decoded whole (px); a larger JPEG is decoded reduced, a larger other file refused
+    #: beyond twice this (:mod:`compresskit.utils.images`). Set it on the instance to change it.
+    max_size: int = DEFAULT_MAX_SIZE
 
     def __init__(self, root: str | os.PathLike[str], image_size: int | Sequence[int] = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -88,7 +94,10 @@ class ImageFolder(Dataset):
         Image = require("PIL.Image")
 
         try:
+            decode_reduction(path, self.max_size, option="ImageFolder.max_size")  # header only: refuses a bomb
             with Image.open(path) as image:
+                if max(image.size) > self.max_size:  # a JPEG decodes reduced (DCT scaling), never whole
+                    image.draft("RGB", (self.size[1], self.size[0]))
                 image = image.convert("RGB").resize((self.size[1], self.size[0]), Image.BILINEAR)
                 array = np.asarray(image, dtype=np.float32)  # (H, W, 3)
         except OSError as error:

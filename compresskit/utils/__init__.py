@@ -2,6 +2,7 @@
 
 * :mod:`.atomic` -- atomic file writes (temporary file + rename) and stale temporaries;
 * :mod:`.finite` -- the non-finite entries of nested tensors;
+* :mod:`.images` -- image sizes from the header, the pixel limit every image reader checks;
 * :mod:`.forward` -- eval-mode forwards, forwards with hooks;
 * :mod:`.optional` -- optional dependencies and the extra that provides each;
 * :mod:`.safe_yaml` -- YAML with size, depth and node limits, no tags;

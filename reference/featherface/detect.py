@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from featherface.data.widerface import BGR_MEAN, image_to_tensor, read_image
+from compresskit.utils.images import DEFAULT_MAX_SIZE
+from featherface.data.widerface import BGR_MEAN, image_to_tensor, read_image, read_image_downscaled
 from featherface.evaluation import evaluate, evaluate_folder, image_key, load_mat_ground_truth, write_predictions
 from featherface.postprocess import CONF_THRESHOLD, KEEP_TOP_K, NMS_THRESHOLD, TOP_K, Detections, postprocess
 from featherface.priors import PriorCache
@@ -221,9 +222,13 @@ def predict_widerface(
     resize: float = 1.0,
     progress: bool = True,
     num_threads: int | None = None,
+    max_size: int = DEFAULT_MAX_SIZE,
     **postprocess_kwargs: float,
 ) -> dict[str, np.ndarray]:
     """Predictions for every ``<images_root>/<event>/<image>.jpg`` in the WIDERFace prediction format.
+
+    An image whose header says its longest side is over ``max_size`` is refused before decoding
+    (the protocol scores images at their own size, so none is downscaled).
 
     Returns:
         ``{"<event>/<stem>": float64[K, 5] x y w h score}`` with the official integer rounding.
@@ -237,7 +242,7 @@ def predict_widerface(
     model.eval()
     predictions = {}
     for path in tqdm(paths, desc="detect", disable=not progress):
-        image = read_image(path)  # an empty, truncated or corrupt file is a ValueError naming it
+        image = read_image(path, max_size=max_size, option="--max-size")  # empty, truncated, corrupt, too large
         dets = detect_detections(model, image, resize, **postprocess_kwargs)
         predictions[image_key(path.parent.name, path.name)] = dets.to_xywhs()
     return predictions
@@ -332,8 +337,11 @@ def cli() -> None:
 @click.option("--draw-threshold", default=0.6, show_default=True, help="min score drawn on the images")
 @click.option("--nms", "nms_threshold", default=NMS_THRESHOLD, show_default=True, help="NMS IoU threshold")
 @click.option("--threads", default=2, show_default=True)
+@click.option("--max-size", default=DEFAULT_MAX_SIZE, show_default=True, type=click.IntRange(min=32),
+              help="longest image side processed (px); larger images are downscaled (JPEG decoded reduced), "
+                   "boxes reported in the file's pixels")
 def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, json_threshold: float,
-                   draw_threshold: float, nms_threshold: float, threads: int) -> None:
+                   draw_threshold: float, nms_threshold: float, threads: int, max_size: int) -> None:
     """Detect faces; writes detections.json and annotated images to --out.
 
     MODEL_OR_CHECKPOINT is one of: NAME:WEIGHTS (e.g. retinaface_mnet025:weights/retinaface.pth; NAME is
@@ -354,13 +362,16 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {}
     for path in tqdm(_iter_images(target), desc="detect"):
-        try:
-            image = read_image(path)  # cv2.imread decodes a truncated JPEG without an error
+        try:  # cv2.imread decodes a truncated JPEG without an error; a huge image is read downscaled
+            image, scale = read_image_downscaled(path, max_size)
         except ValueError as error:
             raise InputError(str(error)) from None
-        faces = faces_to_dicts(detector.detect(image))
-        results[str(path)] = [face for face in faces if face["score"] >= json_threshold]
-        cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), draw_detections(image, faces, draw_threshold))
+        found = detector.detect(image)
+        in_file = found.copy()
+        in_file[:, :14] /= scale  # x, y, w, h and landmarks in the file's pixels
+        results[str(path)] = [face for face in faces_to_dicts(in_file) if face["score"] >= json_threshold]
+        drawn = draw_detections(image, faces_to_dicts(found), draw_threshold)
+        cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), drawn)
     (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
     click.echo(f"{sum(len(v) for v in results.values())} detections in {len(results)} images -> {out_dir}")
 
@@ -376,8 +387,11 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
 @click.option("--pred-dir", type=click.Path(path_type=Path), default=None, help="also write official txt files")
 @click.option("--resize", default=1.0, show_default=True)
 @click.option("--threads", default=2, show_default=True)
+@click.option("--max-size", default=DEFAULT_MAX_SIZE, show_default=True, type=click.IntRange(min=32),
+              help="longest image side accepted (px); a larger image is refused before decoding")
 def evaluate_command(model_spec: str | None, images_root: Path | None, gt_dir: Path,
-                     predictions_dir: Path | None, pred_dir: Path | None, resize: float, threads: int) -> None:
+                     predictions_dir: Path | None, pred_dir: Path | None, resize: float, threads: int,
+                     max_size: int) -> None:
     """WIDERFace AP table (easy / medium / hard) of a model on a folder of val images, or of a
     prediction folder (``--predictions``)."""
     start = time.perf_counter()
@@ -393,7 +407,8 @@ def evaluate_command(model_spec: str | None, images_root: Path | None, gt_dir: P
             raise click.UsageError("give MODEL_OR_CHECKPOINT with --images, or --predictions DIR")
         model = _load_model_or_exit(model_spec)
         try:
-            ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads)
+            ap = evaluate_widerface(model, images_root, gt_dir, pred_dir, resize=resize, num_threads=threads,
+                                    max_size=max_size)
         except (ValueError, OSError) as error:  # an unreadable image or .mat file
             raise InputError(str(error)) from None
     click.echo("subset   AP")

@@ -39,6 +39,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from compresskit.utils.images import (DEFAULT_MAX_SIZE, ImageTooLargeError, check_image_size, decode_reduction,
+                                      image_size)
+
 NUM_LANDMARK_VALUES = 10
 TARGET_COLUMNS = 15
 LABEL_WITH_LANDMARKS = 1.0
@@ -288,20 +291,67 @@ def _read_checked(path: str | Path) -> tuple[bytes, str | None]:
     return data, None
 
 
-def read_image(path: str | Path, source: str | None = None) -> np.ndarray:
+def _has_header(path: str | Path, data: bytes) -> bool:
+    """Whether Pillow reads an image header in ``data`` (else the file is "not decodable")."""
+    try:
+        image_size(path, data)
+    except ImageTooLargeError:
+        return True  # the size check that follows refuses it, naming the limit
+    except ValueError:
+        return False
+    return True
+
+
+def read_image(path: str | Path, source: str | None = None, max_size: int = DEFAULT_MAX_SIZE,
+               option: str = "max_size") -> np.ndarray:
     """The image at ``path`` as BGR uint8[H, W, 3]; ``ValueError`` naming the file (and ``source``) otherwise.
 
-    Unlike ``cv2.imread``, an empty or truncated file is an error, not a half-grey picture or ``None``.
+    Unlike ``cv2.imread``, an empty or truncated file is an error, not a half-grey picture or ``None``,
+    and so is an image whose header says its longest side is over ``max_size`` (checked before decoding,
+    :mod:`compresskit.utils.images`; ``option`` names how to raise the limit).
     """
     where = f" (annotated at {source})" if source else ""
     data, problem = _read_checked(path)
-    if problem is None:
+    image = None
+    if problem is None and _has_header(path, data):
+        check_image_size(path, max_size, option, data=data)
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if problem is None:
         if image is None:
             problem = "not decodable (corrupt or not an image)"
         else:
             return image
     raise ValueError(f"{path}: cannot read image: {problem}{where}; remove or replace it")
+
+
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def read_image_downscaled(path: str | Path, max_size: int = DEFAULT_MAX_SIZE,
+                          option: str = "--max-size") -> tuple[np.ndarray, float]:
+    """``(image, scale)``: the image at ``path`` with its longest side at most ``max_size``, and the scale applied.
+
+    A larger JPEG is decoded at 1/2, 1/4 or 1/8 by libjpeg (never at full size), then resized down with
+    ``INTER_AREA``; other formats are decoded whole up to twice ``max_size``, refused beyond
+    (:func:`compresskit.utils.images.decode_reduction`). Divide coordinates found in ``image`` by ``scale``
+    to get the file's pixels.
+    """
+    data, problem = _read_checked(path)
+    if problem is not None:
+        raise ValueError(f"{path}: cannot read image: {problem}; remove or replace it")
+    image = None
+    if _has_header(path, data):
+        width, _, factor = decode_reduction(path, max_size, option, data=data)
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[factor])
+    if image is None:
+        raise ValueError(f"{path}: cannot read image: not decodable (corrupt or not an image); remove or replace it")
+    longest = max(image.shape[:2])
+    if longest > max_size:
+        shrink = max_size / longest
+        size = (max(1, round(image.shape[1] * shrink)), max(1, round(image.shape[0] * shrink)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, image.shape[1] / width
 
 
 def check_records(records: Sequence[ImageRecord]) -> list[str]:
