@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=32, help="calibration images (WIDER train)")
     parser.add_argument("--budget", type=float, default=0.01, help="auto-exclude output-error budget")
     parser.add_argument("--max-nodes", type=int, default=16, help="auto-exclude: most nodes kept in FP32")
+    parser.add_argument("--no-auto", action="store_true", help="skip INT8 auto-exclude (its per-node scan takes "
+                        "a few CPU minutes per model)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--write-results", action="store_true")
@@ -99,17 +101,19 @@ def _one_model(name: str, model: torch.nn.Module | Path, folder: Path, example: 
     samples = calibration_images(data / "widerface" / "WIDER_train" / "images", preprocessing, args.calibration,
                                  (640, 640))
     files = {"FP32": fp32, "INT8": quantize_onnx(fp32, folder / "int8.onnx", samples)}
-    start = time.perf_counter()
-    auto = auto_exclude(fp32, folder / "auto.onnx", samples, budget=args.budget, max_nodes=args.max_nodes,
-                        progress=lambda line: print(f"{name}: {line}", file=sys.stderr, flush=True))
-    files["INT8 auto-exclude"] = auto.path
+    start, auto = time.perf_counter(), None
+    if not args.no_auto:
+        auto = auto_exclude(fp32, folder / "auto.onnx", samples, budget=args.budget, max_nodes=args.max_nodes,
+                            progress=lambda line: print(f"{name}: {line}", file=sys.stderr, flush=True))
+        files["INT8 auto-exclude"] = auto.path
     if not isinstance(model, Path):
         files["FP32 unsimplified"] = folder / "plain.onnx"
     report = benchmark_models(files, (example,), threads=1, warmup=3, rounds=args.rounds, runtimes=("ort", "openvino"))
     print(report.table("FP32 [ort]"), file=sys.stderr, flush=True)
     return {"model": name, "nodes": nodes,
-            "auto_exclude": {"excluded": list(auto.excluded), "full_error": auto.full_error, "error": auto.error,
-                             "budget": auto.budget, "met": auto.met, "seconds": time.perf_counter() - start},
+            "auto_exclude": auto and {"excluded": list(auto.excluded), "full_error": auto.full_error,
+                                      "error": auto.error, "budget": auto.budget, "met": auto.met,
+                                      "seconds": time.perf_counter() - start},
             "latency": {**report.to_dict(), "ratio_vs_ort_fp32": report.ratios("FP32 [ort]")}}
 
 
@@ -137,10 +141,12 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
                 cells.append(f"{ms[key]['median']:.1f} ({1 / ratio[key]:.2f}x)" if key in ms else "—")
             lines.append(f"| {entry['model']} | {nodes['exported']} -> {nodes['simplified']} | "
                          f"{'ONNX Runtime' if runtime == 'ort' else 'OpenVINO'} | " + " | ".join(cells) + " |")
+    if not any(entry["auto_exclude"] for entry in results):
+        return "\n".join(lines) + "\n"
     lines += ["", "Auto-exclude (output error = worst over outputs of sum (int8 - fp32)^2 / sum (fp32 - mean)^2 on 8 "
               "calibration images):", "", "| model | full INT8 error | kept in FP32 | error | budget met |",
               "|---|---:|---|---:|---|"]
-    for entry in results:
+    for entry in [entry for entry in results if entry["auto_exclude"]]:
         auto = entry["auto_exclude"]
         kept = ", ".join(f"`{n}`" for n in auto["excluded"]) or "none"
         lines.append(f"| {entry['model']} | {auto['full_error']:.3g} | {kept} | {auto['error']:.3g} | "
