@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="the shared data folder (read in place)")
     parser.add_argument("--pruned", action="append", default=[], metavar="PATH", help="compresskit checkpoint")
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE",
+                        help="builder module a --pruned checkpoint may import (e.g. reference.featherface.models)")
     parser.add_argument("--calibration", type=int, default=32, help="calibration images (WIDER train)")
     parser.add_argument("--budget", type=float, default=0.01, help="auto-exclude output-error budget")
     parser.add_argument("--max-nodes", type=int, default=16, help="auto-exclude: most nodes kept in FP32")
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "retinaface_mnet025", weights=data / "weights" / "retinaface_mnet025_official.pth").eval(),
         "YuNet-n (released ONNX)": data / "weights" / "yunet_n_640_640.onnx"}
     for path in args.pruned:
-        models[f"pruned Nano-B ({Path(path).parent.name}/{Path(path).name})"] = load_pruned(path).eval()
+        models[f"pruned Nano-B ({Path(path).parent.name}/{Path(path).name})"] = load_pruned(path, trust=args.trust).eval()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_runtimes_") as tmp:
         for index, (name, model) in enumerate(models.items()):
