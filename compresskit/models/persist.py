@@ -50,8 +50,9 @@ from compresskit.utils.atomic import atomic_path, atomic_torch_save
 from compresskit.utils.finite import non_finite_entries
 from compresskit.utils.imports import import_attribute
 
-__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "SAFETENSORS_SUFFIX", "TRUSTED_BUILDERS", "UntrustedBuilderError", "declared_builders",
-           "is_trusted", "load_pruned", "save_pruned", "trust_builder"]
+__all__ = ["BUILDER_ENTRY_POINTS", "FORMAT", "RENAMED_BUILDER_ENTRY_POINTS", "SAFETENSORS_SUFFIX", "TRUSTED_BUILDERS",
+           "UntrustedBuilderError", "current_builder", "declared_builders", "is_trusted", "load_pruned", "save_pruned",
+           "trust_builder"]
 
 FORMAT = "compresskit.pruned/1"
 #: A :func:`save_pruned` destination with this suffix is written as safetensors (see the module docstring).
@@ -60,6 +61,10 @@ _KEYS = ("format", "builder", "builder_kwargs", "history", "state_dict")
 
 #: Entry-point group where installed packages declare trusted builders (value: ``module:callable``).
 BUILDER_ENTRY_POINTS = "compresskit.builders"
+
+#: Entry-point group where installed packages declare a builder they moved: the entry's *name* is the old
+#: ``module:callable`` a checkpoint may hold, its value the new one (read from metadata, nothing imported).
+RENAMED_BUILDER_ENTRY_POINTS = "compresskit.renamed_builders"
 
 #: Builders (``"module:callable"``) the running program trusts; add with :func:`trust_builder`.
 TRUSTED_BUILDERS: set[str] = set()
@@ -90,6 +95,14 @@ def declared_builders() -> set[str]:
     Read from the packages' metadata; nothing is imported.
     """
     return {entry.value.replace(" ", "") for entry in metadata.entry_points(group=BUILDER_ENTRY_POINTS)}
+
+
+def current_builder(builder: str) -> str:
+    """``builder`` as it is named now: the new ``module:callable`` when an installed package declares in
+    :data:`RENAMED_BUILDER_ENTRY_POINTS` that it moved (a checkpoint saved before the move), else itself."""
+    renamed = {entry.name.replace(" ", ""): entry.value.replace(" ", "")
+               for entry in metadata.entry_points(group=RENAMED_BUILDER_ENTRY_POINTS)}
+    return renamed.get(builder, builder)
 
 
 def is_trusted(builder: str, trust: Iterable[str] = ()) -> bool:
@@ -284,7 +297,7 @@ def load_pruned(path: str | os.PathLike[str], map_location: str | torch.device =
     trust = [trust] if isinstance(trust, str) else list(trust)
     path = Path(path)
     payload, history = _read_checkpoint(path, map_location)
-    builder = _trusted_builder(path, payload["builder"], trust)
+    builder = _trusted_builder(path, current_builder(payload["builder"]), trust)
     return _rebuild(path, builder, payload, history)
 
 
