@@ -360,20 +360,26 @@ def detect_command(model_spec: str, target: Path, out_dir: Path, resize: float, 
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for path in tqdm(_iter_images(target), desc="detect"):
-        try:  # cv2.imread decodes a truncated JPEG without an error; a huge image is read downscaled
-            image, scale = read_image_downscaled(path, max_size)
-        except ValueError as error:
-            raise InputError(str(error)) from None
-        found = detector.detect(image)
-        in_file = found.copy()
-        in_file[:, :14] /= scale  # x, y, w, h and landmarks in the file's pixels
-        results[str(path)] = [face for face in faces_to_dicts(in_file) if face["score"] >= json_threshold]
-        drawn = draw_detections(image, faces_to_dicts(found), draw_threshold)
-        cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), drawn)
-    (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
-    click.echo(f"{sum(len(v) for v in results.values())} detections in {len(results)} images -> {out_dir}")
+    from compresskit.utils.atomic import atomic_path
+
+    images = detections = 0
+    with atomic_path(out_dir / "detections.json") as temporary, open(temporary, "w", encoding="utf-8") as handle:
+        handle.write("{")  # streamed one image at a time: memory stays flat over any number of images
+        for path in tqdm(_iter_images(target), desc="detect"):
+            try:  # cv2.imread decodes a truncated JPEG without an error; a huge image is read downscaled
+                image, scale = read_image_downscaled(path, max_size)
+            except ValueError as error:
+                raise InputError(str(error)) from None
+            found = detector.detect(image)
+            in_file = found.copy()
+            in_file[:, :14] /= scale  # x, y, w, h and landmarks in the file's pixels
+            faces = [face for face in faces_to_dicts(in_file) if face["score"] >= json_threshold]
+            handle.write(f"{',' if images else ''}\n {json.dumps(str(path))}: {json.dumps(faces)}")
+            images, detections = images + 1, detections + len(faces)
+            drawn = draw_detections(image, faces_to_dicts(found), draw_threshold)
+            cv2.imwrite(str(out_dir / f"{path.stem}_detections.jpg"), drawn)
+        handle.write("\n}\n")
+    click.echo(f"{detections} detections in {images} images -> {out_dir}")
 
 
 @cli.command("evaluate")
