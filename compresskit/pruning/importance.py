@@ -29,7 +29,11 @@ from torch import Tensor
 
 from compresskit.groups.find import ChannelGroup
 
-__all__ = ["IMPORTANCES", "Importance", "fpgm", "magnitude", "resolve_importance"]
+__all__ = ["DATA_IMPORTANCE_NAMES", "IMPORTANCES", "Importance", "fpgm", "magnitude", "resolve_importance"]
+
+#: Importances built from calibration data (:data:`compresskit.pruning.output_error.DATA_IMPORTANCES`) -> the
+#: class a user builds; named here so that a plain lookup can say what they need without importing them.
+DATA_IMPORTANCE_NAMES: dict[str, str] = {"output_error": "compresskit.pruning.OutputError"}
 
 Importance = Callable[[ChannelGroup], Tensor]
 
@@ -87,6 +91,9 @@ def resolve_importance(importance: str | Importance) -> Importance:
     """
     if isinstance(importance, str):
         if importance not in IMPORTANCES:
+            if importance in DATA_IMPORTANCE_NAMES:
+                raise ValueError(f"importance {importance!r} is computed from calibration data: pass calibration= "
+                                 f"to prune(), or build {DATA_IMPORTANCE_NAMES[importance]}(batches)")
             raise ValueError(f"unknown importance {importance!r}; valid: {sorted(IMPORTANCES)}")
         return IMPORTANCES[importance]
     if not callable(importance):

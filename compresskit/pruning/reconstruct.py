@@ -22,6 +22,7 @@ a lost input and are not refit; a layer the forward pass calls more than once (s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from compresskit.pruning.batchnorm import following_batchnorms, renormalized
 from compresskit.utils.forward import evaluating, forward_with_hooks
 
 __all__ = ["LayerFit", "reconstruct"]
@@ -92,8 +94,8 @@ def _capture(model: nn.Module, layer: nn.Module, batch: tuple[Any, ...], want_in
 
 
 def _rows(layer: nn.Module, inputs: torch.Tensor, target: torch.Tensor, positions: int,
-          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Design matrix ``X`` (one row per sampled output position, a ones column with a bias) and target ``Y``."""
+          generator: torch.Generator, constant: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Design matrix ``X`` (one row per sampled output position, a ones column if ``constant``) and target ``Y``."""
     if isinstance(layer, nn.Linear):
         columns = inputs.reshape(-1, inputs.shape[-1])  # (..., in) -> (P, in)
         values = target.reshape(-1, target.shape[-1])
@@ -104,16 +106,17 @@ def _rows(layer: nn.Module, inputs: torch.Tensor, target: torch.Tensor, position
         chosen = torch.randperm(count, generator=generator)[:positions].to(patches.device)
         columns = patches[:, :, chosen].transpose(1, 2).reshape(-1, patches.shape[1])  # (N*l, C*k*k)
         values = target.flatten(2)[:, :, chosen].transpose(1, 2).reshape(-1, target.shape[1])  # (N*l, O)
-    if layer.bias is not None:  # the bias is fit as the weight of a constant input
+    if constant:  # the bias (or the intercept) is fit as the weight of a constant input
         columns = torch.cat([columns, columns.new_ones(len(columns), 1)], dim=1)
     return columns.double(), values.double()
 
 
-def _weights(layer: nn.Module) -> torch.Tensor:
-    """``(O, C*k*k [+1])``: the layer's weight matrix with its bias as the last column."""
+def _weights(layer: nn.Module, constant: bool) -> torch.Tensor:
+    """``(O, C*k*k [+1])``: the layer's weight matrix with its bias (or a zero intercept) as the last column."""
     matrix = layer.weight.detach().flatten(1).double()
-    if layer.bias is not None:
-        matrix = torch.cat([matrix, layer.bias.detach().double()[:, None]], dim=1)
+    if constant:
+        bias = layer.bias.detach().double() if layer.bias is not None else matrix.new_zeros(len(matrix))
+        matrix = torch.cat([matrix, bias[:, None]], dim=1)
     return matrix
 
 
@@ -124,38 +127,77 @@ def _relative_error(weights: torch.Tensor, gram: torch.Tensor, cross: torch.Tens
 
 
 def _refit(model: nn.Module, unpruned: nn.Module, name: str, batches: Sequence[tuple[Any, ...]],
-           positions: int, ridge: float, generator: torch.Generator) -> LayerFit:
+           positions: int, ridge: float, generator: torch.Generator, intercept: bool = False,
+           norm: nn.Module | None = None, transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> LayerFit:
+    """Refit layer ``name``; with ``intercept`` its bias is not damped, and a bias-free layer gets an intercept
+    folded into ``norm.running_mean`` (``norm``: the BatchNorm reading only its output); ``transform`` maps the
+    unpruned layer's output to the target."""
     layer, target_layer = model.get_submodule(name), unpruned.get_submodule(name)
+    constant = layer.bias is not None or norm is not None
     gram = cross = None
     energy = 0.0
     for batch in batches:
         inputs = _capture(model, layer, batch, want_input=True)
         target = _capture(unpruned, target_layer, batch, want_input=False)
-        columns, values = _rows(layer, inputs, target, positions, generator)
+        if transform is not None:
+            target = transform(target)
+        columns, values = _rows(layer, inputs, target, positions, generator, constant)
         gram = columns.T @ columns if gram is None else gram + columns.T @ columns
         cross = columns.T @ values if cross is None else cross + columns.T @ values
         energy += float((values**2).sum())
     assert gram is not None and cross is not None
-    before = _weights(layer)
+    before = _weights(layer, constant)
     live = gram.diagonal() > 0  # zeroed input channels give all-zero columns: their weights stay
     solved = before.clone()
     if live.any():  # min ||X W - Y||^2 + damping ||W - W0||^2: pulled towards the kept weights, not towards 0
         system = gram[live][:, live]
         damping = ridge * system.diagonal().mean()
         identity = torch.eye(len(system), dtype=system.dtype, device=system.device)
-        solved[:, live] = torch.linalg.solve(system + damping * identity, cross[live] + damping * before[:, live].T).T
+        if intercept and constant:  # the intercept is not pulled towards the old bias (or zero)
+            identity[-1, -1] = 0
+        solved[:, live] = torch.linalg.solve(system + damping * identity,
+                                             cross[live] + damping * identity @ before[:, live].T).T
     with torch.no_grad():
         matrix = solved
         if layer.bias is not None:
             layer.bias.copy_(matrix[:, -1].to(layer.bias.dtype))
             matrix = matrix[:, :-1]
+        elif norm is not None:  # BN(y + b) with mean m == BN(y) with mean m - b
+            norm.running_mean.sub_(matrix[:, -1].to(norm.running_mean.dtype))
+            matrix = matrix[:, :-1]
         layer.weight.copy_(matrix.reshape(layer.weight.shape).to(layer.weight.dtype))
     return LayerFit(name, _relative_error(before, gram, cross, energy), _relative_error(solved, gram, cross, energy))
 
 
+def _check_shapes(model: nn.Module, unpruned: nn.Module, names: Sequence[str]) -> None:
+    for name in names:
+        try:
+            theirs = unpruned.get_submodule(name).weight.shape
+        except AttributeError:
+            raise ValueError(f"reconstruct: the unpruned model has no layer {name!r}; pass the unpruned model the "
+                             f"pruned one came from") from None
+        ours = model.get_submodule(name).weight.shape
+        if ours != theirs:
+            raise ValueError(f"reconstruct needs the soft-zeroed model (same shapes as the unpruned model); layer "
+                             f"{name!r} has weight {tuple(ours)} vs {tuple(theirs)}: reconstruct before removal")
+
+
+def _batchnorm_roles(model: nn.Module, unpruned: nn.Module, name: str, norm_name: str | None, intercept: bool,
+                     post_bn: bool) -> tuple[nn.Module | None, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """``(BatchNorm taking the intercept, target transform)`` of layer ``name`` (``norm_name``: its sole reader)."""
+    if norm_name is None:
+        return None, None
+    norm = model.get_submodule(norm_name)
+    fold = norm if intercept and model.get_submodule(name).bias is None else None
+    transform = (functools.partial(renormalized, source=unpruned.get_submodule(norm_name), destination=norm)
+                 if post_bn else None)
+    return fold, transform
+
+
 def reconstruct(model: nn.Module, unpruned: nn.Module, batches: Iterable[Any],
                 on_layer_done: Callable[[], None] | None = None, positions: int = 2048, ridge: float = 1e-2,
-                seed: int = 0, progress: bool = False) -> list[LayerFit]:
+                seed: int = 0, progress: bool = False, intercept: bool = False,
+                before_layer: Callable[[str], None] | None = None, post_bn: bool = False) -> list[LayerFit]:
     """Refit ``model``'s dense layers, in call order, to reproduce ``unpruned``'s layer outputs (in place).
 
     Args:
@@ -168,6 +210,14 @@ def reconstruct(model: nn.Module, unpruned: nn.Module, batches: Iterable[Any],
         ridge: Damping towards the pruned weights, ``ridge * mean(diag(X^T X)) * ||W - W0||^2``.
         seed: Seed of the position sampling.
         progress: Show a tqdm bar over the layers.
+        intercept: Fit an undamped intercept (the mean the removed channels carried): into the bias of a layer
+            that has one, else into the ``running_mean`` of the BatchNorm that alone reads the layer's output
+            (:func:`compresskit.pruning.batchnorm.following_batchnorms`); other bias-free layers get none.
+        before_layer: Called with each layer's name before it is refit (a selection that reads the
+            partly refit model: :class:`compresskit.pruning.output_error.SequentialSelection`).
+        post_bn: For a layer that a BatchNorm alone reads, fit the unpruned model's output *after* its BatchNorm
+            through this model's own BatchNorm (:func:`compresskit.pruning.batchnorm.renormalized`): for a model whose
+            normalisation changed after zeroing (trained), not only one pruned in one shot (there it is the same).
 
     Returns:
         One :class:`LayerFit` per refit layer, in call order.
@@ -186,20 +236,15 @@ def reconstruct(model: nn.Module, unpruned: nn.Module, batches: Iterable[Any],
     if not calibration:
         raise ValueError("reconstruct needs at least one calibration batch")
     names = _dense_layers_in_call_order(model, calibration[0])
-    for name in names:
-        try:
-            theirs = unpruned.get_submodule(name).weight.shape
-        except AttributeError:
-            raise ValueError(f"reconstruct: the unpruned model has no layer {name!r}; pass the unpruned model the "
-                             f"pruned one came from") from None
-        ours = model.get_submodule(name).weight.shape
-        if ours != theirs:
-            raise ValueError(f"reconstruct needs the soft-zeroed model (same shapes as the unpruned model); layer "
-                             f"{name!r} has weight {tuple(ours)} vs {tuple(theirs)}: reconstruct before removal")
+    _check_shapes(model, unpruned, names)
     generator = torch.Generator().manual_seed(seed)
+    norms = following_batchnorms(model, calibration[0]) if intercept or post_bn else {}
     fits = []
     for name in tqdm(names, desc="reconstruct", disable=not progress):
-        fits.append(_refit(model, unpruned, name, calibration, positions, ridge, generator))
+        if before_layer is not None:
+            before_layer(name)
+        norm, transform = _batchnorm_roles(model, unpruned, name, norms.get(name), intercept, post_bn)
+        fits.append(_refit(model, unpruned, name, calibration, positions, ridge, generator, intercept, norm, transform))
         if on_layer_done is not None:
             on_layer_done()
     return fits

@@ -38,6 +38,7 @@ from compresskit.groups.find import ChannelGroup, SkippedCoupling, find_groups
 from compresskit.groups.surgery import ChannelOp, inexact_reason, remove_channels
 from compresskit.pruning.budget import LayerChange, channel_counts, channel_summary, count_params, rates_by_layer_group
 from compresskit.pruning.importance import Importance, fpgm, resolve_importance
+from compresskit.pruning.output_error import DATA_IMPORTANCES
 from compresskit.pruning.schedules import Schedule
 from compresskit.pruning.stale import retire
 
@@ -318,7 +319,8 @@ def prune(
         rates: One rate for all layer groups, or ``{layer_group: rate}``.
         groups: Groups from ``find_groups(model, ...)``; found here when omitted.
         protect: Module globs whose outputs are kept (only when ``groups`` is omitted).
-        importance: A name in ``IMPORTANCES`` or a callable.
+        importance: A name in ``IMPORTANCES``, a name in ``DATA_IMPORTANCES`` (built from ``calibration``,
+            e.g. ``"output_error"``: :class:`compresskit.pruning.output_error.OutputError`) or a callable.
         verify: Check soft-zeroed vs pruned outputs (float64 copy) before changing the model;
             raise ``ValueError`` rather than return a model that differs.
         calibration: Inputs (no labels) to refit the remaining weights on before removal, so that each
@@ -328,9 +330,18 @@ def prune(
     Returns:
         ``model``, pruned.
 
+    Raises:
+        ValueError: a data importance without ``calibration``, or groups of another model.
+
     Example:
         >>> pruned = prune(model, torch.randn(1, 3, 32, 32), 0.3, protect=["fc"])
+        >>> pruned = prune(model, example, 0.5, importance="output_error", calibration=batches)  # doctest: +SKIP
     """
+    if isinstance(importance, str) and importance in DATA_IMPORTANCES:
+        if calibration is None:
+            raise ValueError(f"importance {importance!r} is computed from data: pass calibration=[inputs, ...]")
+        calibration = list(calibration)
+        importance = DATA_IMPORTANCES[importance](calibration)
     if groups is None:
         groups = find_groups(model, example_inputs, protect=protect)
     elif protect:
