@@ -77,10 +77,12 @@ def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | No
 
 
 def _echo_above_bars(message: str) -> None:
-    """One log line on stdout above any live progress bar (``tqdm.write`` clears the bars, then redraws them)."""
+    """One log line on stdout above any live progress bar: ``tqdm.external_write_mode`` clears the bars and
+    redraws them after; ``click.echo`` flushes, so a redirected log keeps the lines in order with errors."""
     from tqdm import tqdm
 
-    tqdm.write(message)
+    with tqdm.external_write_mode():
+        click.echo(message)
 
 
 def _recipe_path(recipe: Path | None, resume_dir: Path | None, profile: str | None) -> Path:

@@ -37,7 +37,7 @@ def test_core_dependencies_are_the_pruner_alone_and_setup_installs_every_extra()
     assert core == {"torch", "torch-pruning", "numpy", "click", "pyyaml", "tqdm", "safetensors"}
     extras = project["optional-dependencies"]
     assert {"search", "onnx", "latency", "report", "vision", "detection", "track", "all", "test"} <= set(extras)
-    assert extras["all"] == ["compresskit[search,onnx,latency,report,vision,detection,track]"]
+    assert extras["all"] == ["compresskit[search,onnx,openvino,latency,report,vision,detection,track]"]
     assert {extra for extra, _ in EXTRAS.values()} <= set(extras)
     assert 'pip install -e ".[all,test]"' in (REPO / "scripts" / "setup.sh").read_text()
 

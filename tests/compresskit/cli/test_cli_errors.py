@@ -101,7 +101,7 @@ CASES = [
     (["benchmark", SPEC, "--threads", "0"], "need --threads >= 1"),
     (["benchmark", "missing.onnx"], "file not found: missing.onnx"),
     # run
-    (["run", "no_recipe.yaml"], "file not found"),
+    (["run", "no_recipe.yaml"], "no such recipe file, and not a shipped recipe"),
     ([*RUN, "--set", "student.model=resnet_nope"], "unknown model 'resnet_nope'"),
     ([*RUN, "--set", "task_args.train_dir=no_images"], "task_args.train_dir"),
     ([*RUN, "--set", "task_args.model=ck_errors_models:resnet_tiny:missing.pth"], "task_args.weights"),
