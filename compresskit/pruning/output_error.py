@@ -174,7 +174,7 @@ class OutputError:
             model.train(was_training)
             for hook in hooks:
                 hook.remove()
-        self._grams = {name: total / rows[name] for name, total in sums.items()}
+        self._grams = {name: total.cpu() / rows[name] for name, total in sums.items()}
         if self._batchnorms is None or self._model is not None:  # first gather, or another model
             self._batchnorms = following_batchnorms(model, self.batches[0])
         self._model = model
