@@ -80,7 +80,24 @@ def pre_process(model_path: Path, prepared: Path) -> Path:
         quant_pre_process(str(model_path), str(prepared))
     except Exception:  # noqa: BLE001 - symbolic shape inference cannot follow every graph
         quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+    _at_least_opset(prepared, QDQ_MIN_OPSET)
     return prepared
+
+
+#: Per-channel QDQ needs DequantizeLinear's ``axis`` attribute, which ONNX has from opset 13 on.
+QDQ_MIN_OPSET = 13
+
+
+def _at_least_opset(path: Path, opset: int) -> None:
+    """Convert the ONNX file at ``path`` in place to ``opset`` when its default domain is older (a released
+    opset-11 file such as YuNet's would otherwise come out of per-channel quantization invalid)."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path))
+    current = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), opset)
+    if current < opset:
+        onnx.save(version_converter.convert_version(model, opset), str(path))
 
 
 def quantize_qdq(prepared: Path, out_path: Path, reader: Any, settings: dict[str, Any],

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
 from click.testing import CliRunner
 from zoo import ZOO
 
@@ -152,3 +153,24 @@ def test_excluded_nodes_stay_fp32(tmp_path):
     assert read_metadata(int8)["quantization.fp32_nodes"] == first
     with pytest.raises(ValueError, match="exclude pattern '/nothing/\\*' matches no node"):
         quantize_onnx(fp32, tmp_path / "q2.onnx", _calibration((1, 3, 32, 32)), exclude=["/nothing/*"])
+
+
+def test_an_opset_11_file_is_quantized_per_channel_into_a_valid_file(tmp_path):
+    """Released files such as YuNet's are opset 11, whose DequantizeLinear has no ``axis``: per-channel
+    weights need opset 13, so the file is converted first (before: onnx.checker refused the result)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    fp32 = tmp_path / "opset11.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(fp32), opset_version=11, dynamo=False)
+    assert onnx.load(str(fp32)).opset_import[0].version == 11
+    samples = [np.random.default_rng(i).random((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
+    int8 = quantize_onnx(fp32, tmp_path / "opset11.int8.onnx", samples, per_channel=True)
+    assert {entry.version for entry in onnx.load(str(int8)).opset_import if entry.domain in ("", "ai.onnx")} == {13}
+    session = ort.InferenceSession(str(int8))
+    out = session.run(None, {session.get_inputs()[0].name: samples[0]})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(samples[0])).numpy()
+    assert np.abs(out - expected).max() < 0.1 * np.abs(expected).max()
