@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
 from click.testing import CliRunner
+from torch import nn
 from zoo import ZOO
 
 from compresskit.cli import cli
