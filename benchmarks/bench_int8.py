@@ -22,7 +22,6 @@ Run (from the repository root; the AP step takes a few CPU minutes per model):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from compresskit.models.persist import load_pruned
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from bench_models import _command, machine_notes, write_section  # noqa: E402
+from bench_models import _command, machine_notes, publish  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 SECTION_TITLE = "INT8 quantization (ONNX Runtime)"
@@ -115,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     entry["ap"][f"{label}_seconds"] = time.perf_counter() - start
                     print(f"{name} {label}: AP {ap}", file=sys.stderr, flush=True)
             results.append(entry)
-    table = render(results, args)
-    print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    if args.write_results:
-        write_section(REPO_ROOT / "benchmarks" / "RESULTS.md", SECTION_TITLE, table)
+    publish(render(results, args), results, args.json, args.write_results, SECTION_TITLE)
     return 0
 
 

@@ -457,6 +457,15 @@ def write_section(path: Path, title: str, body: str) -> None:
     _results.write_section(f"## {title}", f"## {title}\n\n{body}", path)
 
 
+def publish(table: str, results: Any, json_path: str | None, write_results: bool, title: str) -> None:
+    """Print ``table``; write ``results`` to ``json_path`` (if given) and ``table`` as RESULTS.md's ``## title``."""
+    print(table)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1) + "\n")
+    if write_results:
+        write_section(REPO_ROOT / "benchmarks" / "RESULTS.md", title, table)
+
+
 def _command() -> str:
     python = Path(sys.executable)
     try:

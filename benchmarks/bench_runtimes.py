@@ -38,7 +38,7 @@ from compresskit.models.persist import load_pruned
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from bench_models import _command, machine_notes, write_section  # noqa: E402
+from bench_models import _command, machine_notes, publish  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 SECTION_TITLE = "Runtimes: ONNX Runtime and OpenVINO, FP32 and INT8"
@@ -78,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         for index, (name, model) in enumerate(models.items()):
             results.append(_one_model(name, model, Path(tmp) / str(index), example, data, args))
             print(json.dumps(results[-1]["latency"]["ratio_vs_ort_fp32"]), file=sys.stderr, flush=True)
-    table = render(results, args)
-    print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    if args.write_results:
-        write_section(REPO_ROOT / "benchmarks" / "RESULTS.md", SECTION_TITLE, table)
+    publish(render(results, args), results, args.json, args.write_results, SECTION_TITLE)
     return 0
 
 

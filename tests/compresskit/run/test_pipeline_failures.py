@@ -174,7 +174,6 @@ CORRUPTIONS = {
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    import os
 
     from test_pipeline import REPO
 
@@ -241,7 +240,6 @@ def test_unexpected_error_prints_one_line_with_a_log_file(recipe_path, tmp_path,
 def test_disk_full_read_only_and_permission_denied_are_user_errors(recipe_path, tmp_path, monkeypatch,
                                                                    errno_name):
     import errno
-    import os
 
     import compresskit.utils.atomic
 
@@ -267,10 +265,10 @@ def test_disk_full_read_only_and_permission_denied_are_user_errors(recipe_path, 
 def test_a_refused_write_mid_phase_keeps_earlier_files_and_resume_continues(recipe_path, tmp_path, monkeypatch):
     """ENOSPC on distillation's second epoch checkpoint; once space is back, --resume ends as an uninterrupted run."""
     import errno
-    import os
+
+    from test_pipeline import state_dicts_equal
 
     import compresskit.utils.atomic
-    from test_pipeline import state_dicts_equal
 
     original = compresskit.utils.atomic.torch.save
     saves = []
@@ -303,17 +301,9 @@ def test_a_refused_write_mid_phase_keeps_earlier_files_and_resume_continues(reci
 
 def test_a_full_file_system_is_one_line_and_resume_finishes_once_space_is_freed(recipe_path, tmp_path):
     """On a real 4 MB tmpfs (root only; skipped where mounting is not permitted)."""
-    import shutil
-    import subprocess
+    from tiny_fs import tiny_tmpfs
 
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a size-limited tmpfs needs root and mount(8)")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tiny_tmpfs(tmp_path / "tiny", "4m") as mount:
         filler = mount / "filler.bin"
         filler.write_bytes(b"\0" * (4 * 2**20 - 160 * 2**10))  # leaves ~160 KB: room for the teacher's files only
         run_dir = mount / "run"
@@ -327,8 +317,6 @@ def test_a_full_file_system_is_one_line_and_resume_finishes_once_space_is_freed(
         result = CliRunner().invoke(cli, ["run", "--resume", str(run_dir)])
         assert result.exit_code == 0, result.output
         assert (run_dir / "final.pt").exists() and (run_dir / "report.md").exists()
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
 
 
 # --- kills between a checkpoint and its metrics line; orphan temporaries ------------------------

@@ -136,19 +136,10 @@ def test_other_errors_pass_unchanged(tmp_path):
 @pytest.fixture
 def tiny_file_system(tmp_path):
     """A 1 MB tmpfs mounted for the test (needs root; skipped where mounting is not permitted)."""
-    import os
-    import shutil
-    import subprocess
+    from tiny_fs import tiny_tmpfs
 
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a size-limited tmpfs needs root and mount(8)")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with tiny_tmpfs(tmp_path / "tiny", "1m") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_a_write_error_and_the_previous_file_survives(tiny_file_system):
