@@ -266,7 +266,10 @@ class PruneConfig:
     """Which channels may be pruned, how they are ranked, and the soft phase.
 
     Attributes:
-        importance: A key of ``compresskit.pruning.importance.IMPORTANCES``.
+        importance: A key of ``compresskit.pruning.importance.IMPORTANCES``, or ``output_error``: channels
+            chosen from calibration data by the output error their removal causes in the layers that read
+            them (``compresskit.pruning.OutputError``; needs ``reconstruct``, whose batches it uses). The
+            search's trials rank with FPGM then (a data importance per trial would cost a Gram pass each).
         groups: Layer groups by name; ``null`` takes the task's ``layer_groups()``.
         protect: Module globs whose output channels are never pruned (added to
             the task's own).
@@ -278,7 +281,7 @@ class PruneConfig:
             ``schedule.epochs: 0``); ``null``: off.
     """
 
-    importance: Literal["fpgm", "magnitude"] = "fpgm"
+    importance: Literal["fpgm", "magnitude", "output_error"] = "fpgm"
     groups: dict[str, LayerGroupConfig] | None = None
     protect: tuple[str, ...] = ()
     rates: dict[str, float] | None = field(default=None, metadata=RATE)

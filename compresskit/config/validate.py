@@ -231,6 +231,10 @@ def _check_prune(recipe: Recipe) -> None:
         raise InvalidValue(("prune", "reconstruct"),
                            f"needs one-shot pruning (prune.schedule.epochs: 0; after soft-pruning epochs the "
                            f"layers no longer match the unpruned model), got prune.schedule.epochs: {schedule.epochs}")
+    if recipe.prune.importance == "output_error" and recipe.prune.reconstruct is None:
+        raise InvalidValue(("prune", "importance"),
+                           "output_error chooses channels from calibration data: it needs prune.reconstruct "
+                           "(one-shot pruning; its batches are the calibration data), got prune.reconstruct: null")
 
 
 def cross_checks(recipe: Recipe) -> None:

@@ -64,12 +64,20 @@ def distill_config(recipe: Recipe, task: Task) -> distill.Config:
                           init_from=student.init_from, seed=recipe.seed)
 
 
+def _trial_importance(importance: str) -> str:
+    """The importance a search trial prunes with: a data importance (``output_error``) ranks once, in the
+    soft-pruning phase, on its calibration batches; the trials use FPGM."""
+    from compresskit.pruning.importance import DATA_IMPORTANCE_NAMES
+
+    return "fpgm" if importance in DATA_IMPORTANCE_NAMES else importance
+
+
 def search_config(recipe: Recipe, task: Task) -> search.Config:
     """The search phase reads ``search``, ``prune`` (groups, rates, importance), ``distill.weight_decay``."""
     from compresskit.run.plan import recipe_latency_budget
 
     return search.Config(recipe.search, group_selection(recipe, task), student_source(recipe),
-                         rates=recipe.prune.rates, importance=recipe.prune.importance,
+                         rates=recipe.prune.rates, importance=_trial_importance(recipe.prune.importance),
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
                          latency_budget=partial(recipe_latency_budget, recipe))
 

@@ -102,7 +102,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         rates = fit_rates(rates, sorted(groups.layer_groups))
     workspace.write_json("schedule.json", {"step_every": schedule.step_every,
                                            "rates": schedule_table(schedule, rates)})
-    pruner = SoftFPGM(groups, schedules(schedule, rates), importance=config.importance)
+    batches = calibration_batches(config.reconstruct, task, config.seed) if config.reconstruct is not None else None
+    pruner = SoftFPGM(groups, schedules(schedule, rates), importance=_importance(config.importance, batches))
     every = EveryNEpochs(pruner, schedule.step_every, schedule.epochs)  # type: ignore[arg-type]
     unpruned = copy.deepcopy(student) if config.reconstruct is not None else None  # one-shot (validated)
     trained, loss_fn, no_decay = phase_training(workspace, task, student, config.distillation)
@@ -112,7 +113,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         pruner.step(schedule.epochs)
     summary: dict[str, Any] = {}
     if config.reconstruct is not None:
-        fitted = reconstruct_kept(config.reconstruct, student, unpruned, task, pruner.rezero, config.seed)
+        fitted = reconstruct_kept(config.reconstruct, student, unpruned, batches, pruner.rezero, config.seed)
         workspace.write_json("reconstruction.json", fitted)
         summary["reconstruction"] = {key: value for key, value in fitted.items() if key != "layers"}
     zeroed = pruner.zeroed_indices()
@@ -121,15 +122,27 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
             "params_unpruned": count_params(student), **summary, "metrics": task.evaluate(student)}
 
 
-def reconstruct_kept(config: ReconstructConfig, student: nn.Module, unpruned: nn.Module, task: Task,
+def calibration_batches(config: ReconstructConfig, task: Task, seed: int) -> list[Any]:
+    """The first ``config.batches`` training batches' model inputs (the refit's and a data importance's data)."""
+    loader = task.train_loader(config.batch_size, seed=seed)
+    return [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]
+
+
+def _importance(name: str, batches: list[Any] | None) -> Any:
+    """``prune.importance``: a name, or for a data importance (validated: with ``prune.reconstruct``) the
+    importance built from the calibration batches."""
+    from compresskit.pruning.output_error import DATA_IMPORTANCES
+
+    return DATA_IMPORTANCES[name](batches) if name in DATA_IMPORTANCES else name
+
+
+def reconstruct_kept(config: ReconstructConfig, student: nn.Module, unpruned: nn.Module, batches: list[Any],
                      rezero: Callable[[], None], seed: int) -> dict[str, Any]:
-    """Refit ``student``'s kept weights to ``unpruned``'s layer outputs on ``config.batches`` training batches
+    """Refit ``student``'s kept weights to ``unpruned``'s layer outputs on the calibration ``batches``
     (``rezero`` zeroes the pruned filters again after every layer); returns images, seconds, the mean relative error before and
     after, and ``layers``: ``{name: [error before, error after]}``."""
     from compresskit.pruning.reconstruct import reconstruct
 
-    loader = task.train_loader(config.batch_size, seed=seed)
-    batches = [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]
     start = time.perf_counter()
     fits = reconstruct(student, unpruned, batches, on_layer_done=rezero, positions=config.positions,
                        ridge=config.ridge, seed=seed, progress=True)

@@ -239,6 +239,39 @@ def test_one_shot_soft_prune_with_reconstruct_refits_the_kept_weights_towards_th
     assert distance[False] < 0.5 * distance[True]
 
 
+def test_output_error_importance_ranks_on_the_calibration_batches_and_differs_from_fpgm(workspace, task):
+    """``prune.importance: output_error`` with ``prune.reconstruct``: the channels are chosen from the same
+    calibration batches the refit uses (not by filter geometry), the removal stays exact, and the refit
+    model is at least as close to the unpruned student as FPGM's."""
+    unpruned = _save_student(workspace, task).eval()
+    schedule = ScheduleConfig(epochs=0, batch_size=32, kind="constant")
+    inputs = next(iter(task.val_loader(32)))[0]
+    refit = ReconstructConfig(batches=2, batch_size=16)
+    zeroed, distance = {}, {}
+    for importance in ("fpgm", "output_error"):
+        soft_prune.run(soft_prune.Config(STUDENT, GROUPS, schedule, rates=RATES, importance=importance,
+                                         reconstruct=refit), workspace, task)
+        payload = torch.load(workspace.path("soft_pruned.pt"), weights_only=True)
+        zeroed[importance] = payload["zeroed"]
+        student = STUDENT.build(task)
+        student.load_state_dict(payload["state_dict"])
+        with torch.no_grad():
+            distance[importance] = float((student.eval()(inputs) - unpruned(inputs)).pow(2).mean())
+    assert {k: len(v) for k, v in zeroed["fpgm"].items()} == {k: len(v) for k, v in zeroed["output_error"].items()}
+    assert zeroed["fpgm"] != zeroed["output_error"]
+    assert distance["output_error"] <= distance["fpgm"] * 1.05
+
+
+def test_output_error_importance_needs_reconstruct(tmp_path, monkeypatch):
+    path = write_recipe(tmp_path, TOY, monkeypatch)
+    with pytest.raises(RecipeError, match=r"prune.importance output_error chooses channels from calibration data: "
+                                          r"it needs prune.reconstruct"):
+        load_recipe(path, ["prune.importance=output_error"])
+    recipe = load_recipe(path, ["prune.importance=output_error", "prune.schedule.epochs=0",
+                                "prune.reconstruct.batches=2"])
+    assert recipe.prune.importance == "output_error"
+
+
 def test_reconstruct_is_refused_after_soft_pruning_epochs(tmp_path, monkeypatch):
     path = write_recipe(tmp_path, TOY, monkeypatch)
     with pytest.raises(RecipeError, match=r"prune.reconstruct needs one-shot pruning .*got prune.schedule.epochs: 2"):
