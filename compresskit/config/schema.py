@@ -266,10 +266,8 @@ class PruneConfig:
     """Which channels may be pruned, how they are ranked, and the soft phase.
 
     Attributes:
-        importance: A key of ``compresskit.pruning.importance.IMPORTANCES``, or ``output_error``: channels
-            chosen from calibration data by the output error their removal causes in the layers that read
-            them (``compresskit.pruning.OutputError``; needs ``reconstruct``, whose batches it uses). The
-            search's trials rank with FPGM then (a data importance per trial would cost a Gram pass each).
+        importance: A key of ``IMPORTANCES``, or ``output_error`` (``compresskit.pruning.OutputError``: chosen
+            from ``reconstruct``'s batches, which it needs; the search's trials then rank with FPGM).
         groups: Layer groups by name; ``null`` takes the task's ``layer_groups()``.
         protect: Module globs whose output channels are never pruned (added to
             the task's own).
