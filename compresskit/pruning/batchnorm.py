@@ -28,15 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compresskit.pruning._calibration import as_args, is_dense
+
 __all__ = ["following_batchnorms", "recalibrate_bn", "renormalized"]
-
-
-def _as_args(inputs: Any) -> tuple[Any, ...]:
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
-def _is_dense(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
 
 
 def _graph_uses(outputs: Any) -> Counter:
@@ -86,11 +80,11 @@ def following_batchnorms(model: nn.Module, inputs: Any) -> dict[str, str]:
             if args and args[0] is tensor and tensor.grad_fn is node:  # no in-place op in between
                 pairs[name] = names[module]
 
-    hooks = [module.register_forward_hook(record_output) for module in names if _is_dense(module)]
+    hooks = [module.register_forward_hook(record_output) for module in names if is_dense(module)]
     hooks += [module.register_forward_hook(match_input) for module in names
               if isinstance(module, nn.modules.batchnorm._BatchNorm)]
     args = tuple(a.detach().requires_grad_() if torch.is_tensor(a) and a.is_floating_point() else a
-                 for a in _as_args(inputs))
+                 for a in as_args(inputs))
     was_training = model.training
     try:
         model.eval()
@@ -149,7 +143,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any]) -> int:
         >>> prune(model, example, 0.5, calibration=batches)  # doctest: +SKIP
         >>> recalibrate_bn(model, batches)  # doctest: +SKIP
     """
-    calibration = [_as_args(batch) for batch in batches]
+    calibration = [as_args(batch) for batch in batches]
     if not calibration:
         raise ValueError("recalibrate_bn needs at least one calibration batch")
     norms = [m for m in model.modules()

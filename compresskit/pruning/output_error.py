@@ -42,35 +42,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compresskit.groups.channel_group import ChannelGroup
 from compresskit.layers.rules import IN
+from compresskit.pruning._calibration import as_args, input_rows, is_dense
 from compresskit.pruning.batchnorm import following_batchnorms
 from compresskit.pruning.importance import fpgm
+from compresskit.utils.forward import evaluating
 
 __all__ = ["DATA_IMPORTANCES", "OutputError", "SequentialSelection"]
 
 
-def _as_args(inputs: Any) -> tuple[Any, ...]:
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
-def _is_dense(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
-
-
 def _input_rows(layer: nn.Module, inputs: Tensor, positions: int, generator: torch.Generator) -> Tensor:
     """``(P, C*k*k + 1)``: the layer's input patches at ``positions`` sampled output positions, then a ones column."""
-    if isinstance(layer, nn.Linear):
-        columns = inputs.reshape(-1, inputs.shape[-1])  # (..., in) -> (P, in)
-    else:
-        patches = F.unfold(inputs, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
-                           stride=layer.stride)  # (N, C*k*k, L)
-        chosen = torch.randperm(patches.shape[-1], generator=generator)[:positions].to(patches.device)
-        columns = patches[:, :, chosen].transpose(1, 2).reshape(-1, patches.shape[1])  # (N*l, C*k*k)
-    columns = columns.double()
+    columns = input_rows(layer, inputs, positions, generator)[0].double()
     return torch.cat([columns, columns.new_ones(len(columns), 1)], dim=1)
 
 
@@ -133,7 +119,7 @@ class OutputError:
 
     def __init__(self, batches: Iterable[Any], positions: int = 2048, damping: float = 1e-2, seed: int = 0,
                  layers: Collection[str] | None = None) -> None:
-        self.batches = [_as_args(batch) for batch in batches]
+        self.batches = [as_args(batch) for batch in batches]
         if not self.batches:
             raise ValueError("OutputError needs at least one calibration batch")
         self.positions, self.damping, self.seed = positions, damping, seed
@@ -145,7 +131,7 @@ class OutputError:
     def _gather(self, model: nn.Module) -> None:
         """``X^T X / rows`` of every dense layer's inputs over the calibration batches (all calls summed)."""
         names = {module: name for name, module in model.named_modules()
-                 if _is_dense(module) and (self.layers is None or name in self.layers)}
+                 if is_dense(module) and (self.layers is None or name in self.layers)}
         sums: dict[str, Tensor] = {}
         rows: dict[str, int] = {}
         generator = torch.Generator().manual_seed(self.seed)
@@ -160,10 +146,8 @@ class OutputError:
                 raise _Stop  # the rest of the forward pass is not needed
 
         hooks = [module.register_forward_hook(accumulate) for module in names]
-        was_training = model.training
         try:
-            model.eval()
-            with torch.no_grad():
+            with evaluating(model):
                 for batch in self.batches:
                     seen: set[str] = set()
                     try:
@@ -171,7 +155,6 @@ class OutputError:
                     except _Stop:
                         pass
         finally:
-            model.train(was_training)
             for hook in hooks:
                 hook.remove()
         self._grams = {name: total.cpu() / rows[name] for name, total in sums.items()}
@@ -242,7 +225,7 @@ class SequentialSelection:
     def __init__(self, groups: Sequence[ChannelGroup], rates: float | Mapping[str, float], batches: Iterable[Any],
                  damping: float = 1e-2) -> None:
         self.groups, self.rates, self.damping = list(groups), rates, damping
-        self.batches = [_as_args(batch) for batch in batches]
+        self.batches = [as_args(batch) for batch in batches]
         self.zeroed: list[list[int] | None] = [None] * len(self.groups)
         self._consumers = [_dense_consumers(group) for group in self.groups]
         self._batchnorms: dict[str, str] | None = None

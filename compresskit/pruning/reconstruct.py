@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from compresskit.pruning._calibration import as_args, input_rows, is_dense
 from compresskit.pruning.batchnorm import following_batchnorms, renormalized
 from compresskit.utils.forward import evaluating, forward_with_hooks
 
@@ -57,21 +57,13 @@ class _Stop(Exception):
     """Raised by a capture hook: the rest of the forward pass is not needed."""
 
 
-def _as_args(inputs: Any) -> tuple[Any, ...]:
-    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-
-
 def _dense_layers_in_call_order(model: nn.Module, batch: tuple[Any, ...]) -> list[str]:
     """Names of the dense layers the forward pass calls exactly once, in the order it calls them."""
     calls: list[str] = []
     names = {module: name for name, module in model.named_modules()}
     forward_with_hooks(model, batch, [(module, lambda module, _i, _o: calls.append(names[module]))
-                                      for module in names if _is_dense(module)])
+                                      for module in names if is_dense(module)])
     return [name for name in dict.fromkeys(calls) if calls.count(name) == 1]
-
-
-def _is_dense(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
 
 
 def _capture(model: nn.Module, layer: nn.Module, batch: tuple[Any, ...], want_input: bool) -> torch.Tensor:
@@ -96,15 +88,10 @@ def _capture(model: nn.Module, layer: nn.Module, batch: tuple[Any, ...], want_in
 def _rows(layer: nn.Module, inputs: torch.Tensor, target: torch.Tensor, positions: int,
           generator: torch.Generator, constant: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Design matrix ``X`` (one row per sampled output position, a ones column if ``constant``) and target ``Y``."""
-    if isinstance(layer, nn.Linear):
-        columns = inputs.reshape(-1, inputs.shape[-1])  # (..., in) -> (P, in)
+    columns, chosen = input_rows(layer, inputs, positions, generator)
+    if chosen is None:
         values = target.reshape(-1, target.shape[-1])
     else:
-        patches = F.unfold(inputs, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
-                           stride=layer.stride)  # (N, C*k*k, L)
-        count = patches.shape[-1]
-        chosen = torch.randperm(count, generator=generator)[:positions].to(patches.device)
-        columns = patches[:, :, chosen].transpose(1, 2).reshape(-1, patches.shape[1])  # (N*l, C*k*k)
         values = target.flatten(2)[:, :, chosen].transpose(1, 2).reshape(-1, target.shape[1])  # (N*l, O)
     if constant:  # the bias (or the intercept) is fit as the weight of a constant input
         columns = torch.cat([columns, columns.new_ones(len(columns), 1)], dim=1)
@@ -232,7 +219,7 @@ def reconstruct(model: nn.Module, unpruned: nn.Module, batches: Iterable[Any],
         >>> fits = reconstruct(model, unpruned, calibration_images, on_layer_done=pruner.rezero)
         >>> pruner.apply()  # doctest: +SKIP
     """
-    calibration = [_as_args(batch) for batch in batches]
+    calibration = [as_args(batch) for batch in batches]
     if not calibration:
         raise ValueError("reconstruct needs at least one calibration batch")
     names = _dense_layers_in_call_order(model, calibration[0])
