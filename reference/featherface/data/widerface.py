@@ -39,8 +39,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from compresskit.utils.images import (DEFAULT_MAX_SIZE, ImageTooLargeError, check_image_size, decode_reduction,
-                                      image_size)
+from compresskit.utils.images import DEFAULT_MAX_SIZE, ImageTooLargeError, check_image_size, decode_reduction
 
 NUM_LANDMARK_VALUES = 10
 TARGET_COLUMNS = 15
@@ -291,17 +290,6 @@ def _read_checked(path: str | Path) -> tuple[bytes, str | None]:
     return data, None
 
 
-def _has_header(path: str | Path, data: bytes) -> bool:
-    """Whether Pillow reads an image header in ``data`` (else the file is "not decodable")."""
-    try:
-        image_size(path, data)
-    except ImageTooLargeError:
-        return True  # the size check that follows refuses it, naming the limit
-    except ValueError:
-        return False
-    return True
-
-
 def read_image(path: str | Path, source: str | None = None, max_size: int = DEFAULT_MAX_SIZE,
                option: str = "max_size") -> np.ndarray:
     """The image at ``path`` as BGR uint8[H, W, 3]; ``ValueError`` naming the file (and ``source``) otherwise.
@@ -313,10 +301,15 @@ def read_image(path: str | Path, source: str | None = None, max_size: int = DEFA
     where = f" (annotated at {source})" if source else ""
     data, problem = _read_checked(path)
     image = None
-    if problem is None and _has_header(path, data):
-        check_image_size(path, max_size, option, data=data)
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if problem is None:
+        try:  # the header only: no header is "not decodable", an image over the limit is refused
+            check_image_size(path, max_size, option, data=data)
+        except ImageTooLargeError:
+            raise
+        except ValueError:
+            pass
+        else:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             problem = "not decodable (corrupt or not an image)"
         else:
@@ -341,8 +334,13 @@ def read_image_downscaled(path: str | Path, max_size: int = DEFAULT_MAX_SIZE,
     if problem is not None:
         raise ValueError(f"{path}: cannot read image: {problem}; remove or replace it")
     image = None
-    if _has_header(path, data):
+    try:  # the header only: no header is "not decodable", an image too large even reduced is refused
         width, _, factor = decode_reduction(path, max_size, option, data=data)
+    except ImageTooLargeError:
+        raise
+    except ValueError:
+        pass
+    else:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[factor])
     if image is None:
         raise ValueError(f"{path}: cannot read image: not decodable (corrupt or not an image); remove or replace it")
