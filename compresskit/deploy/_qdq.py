@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CALIBRATION_METHODS", "calibration_method", "calibration_reader", "matching_nodes", "pre_process",
-           "quantize_qdq", "working_directory"]
+__all__ = ["CALIBRATION_METHODS", "calibration_method", "calibration_reader", "feed", "matching_nodes",
+           "pre_process", "quantize_qdq", "working_directory"]
 
 
 #: Calibration methods by name (``--method`` / ``quantize.method``).
@@ -49,13 +49,20 @@ class _Reader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         sample = next(self.samples, None)
-        if sample is None:
-            return None
-        if isinstance(sample, np.ndarray):
-            sample = (sample,)
-        if len(sample) != len(self.names):
-            raise ValueError(f"a calibration sample has {len(sample)} arrays for inputs {self.names}")
-        return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(self.names, sample)}
+        return None if sample is None else feed(self.names, sample)
+
+
+def feed(names: Sequence[str], sample: np.ndarray | Sequence[np.ndarray], what: str = "a calibration sample"
+         ) -> dict[str, np.ndarray]:
+    """Input name -> contiguous float32 array of one sample (an array for a single-input model, else a tuple).
+
+    Raises:
+        ValueError: The sample has another number of arrays than the model has inputs.
+    """
+    arrays = (sample,) if isinstance(sample, np.ndarray) else tuple(sample)
+    if len(arrays) != len(names):
+        raise ValueError(f"{what} has {len(arrays)} arrays for inputs {list(names)}")
+    return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(names, arrays)}
 
 
 def calibration_reader(names: Sequence[str], samples: Sequence[np.ndarray | Sequence[np.ndarray]]) -> _Reader:

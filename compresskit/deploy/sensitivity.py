@@ -36,7 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from compresskit.deploy._qdq import calibration_method, calibration_reader, pre_process, quantize_qdq, working_directory
+from compresskit.deploy._qdq import (
+    calibration_method,
+    calibration_reader,
+    feed,
+    pre_process,
+    quantize_qdq,
+    working_directory,
+)
 
 __all__ = ["AutoExcludeResult", "NodeSensitivity", "auto_exclude", "output_error"]
 
@@ -183,7 +190,7 @@ class _Trials:
         self.names = [i.name for i in onnx.load(str(self.prepared), load_external_data=False).graph.input]
         self.scratch, self.cache = scratch, scratch / "ranges.json"
         self.settings = {"calibrate_method": calibrate_method, "per_channel": True}
-        self.evaluation = [_feed(self.names, sample) for sample in evaluation]
+        self.evaluation = [feed(self.names, sample, "an evaluation sample") for sample in evaluation]
         self.target = self._run(self.prepared)
         full = self._quantize((), calibration_reader(self.names, samples))
         self.candidates = _quantized_nodes(full)
@@ -208,14 +215,7 @@ class _Trials:
         from compresskit.deploy.runtime import ort_session
 
         session = ort_session(path, threads=1)
-        return [session.run(None, feed) for feed in self.evaluation]
-
-
-def _feed(names: Sequence[str], sample: Sample) -> dict[str, np.ndarray]:
-    arrays = (sample,) if isinstance(sample, np.ndarray) else tuple(sample)
-    if len(arrays) != len(names):
-        raise ValueError(f"an evaluation sample has {len(arrays)} arrays for inputs {list(names)}")
-    return {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(names, arrays)}
+        return [session.run(None, inputs) for inputs in self.evaluation]
 
 
 def _quantized_nodes(path: Path) -> dict[str, str]:
