@@ -91,9 +91,10 @@ def _one_model(name: str, model: torch.nn.Module | Path, folder: Path, example: 
         write_metadata(fp32, YUNET_PREPROCESSING.to_metadata())
         nodes["exported"] = nodes["simplified"] = count_nodes(fp32)
     else:
-        plain = export_model(model, (example,), folder / "plain.onnx", dynamic=True, atol=1e-3, simplify=False)
+        export_model(model, (example,), folder / "plain.onnx", dynamic=True, atol=1e-3, simplify=False)
         result = export_model(model, (example,), fp32, dynamic=True, atol=1e-3)
-        nodes = {"exported": count_nodes(plain.path), "simplified": count_nodes(fp32), "kept": result.simplified.kept}
+        simplified = result.simplified  # node counts of the export before and of the file now at fp32
+        nodes = {"exported": simplified.nodes_before, "simplified": simplified.nodes_after, "kept": simplified.kept}
     preprocessing = Preprocessing.from_metadata(read_metadata(fp32))
     samples = calibration_images(data / "widerface" / "WIDER_train" / "images", preprocessing, args.calibration,
                                  (640, 640))
