@@ -238,14 +238,14 @@ def save_pruned(
 
 def _save_safetensors(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """``payload`` as a safetensors file: tensors as they are, the rest as JSON strings in the metadata."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     metadata = {"format": FORMAT, "builder": payload["builder"],
                 "builder_kwargs": json.dumps(payload["builder_kwargs"]), "history": json.dumps(payload["history"])}
+    # clone: tied weights would be refused as shared memory
     tensors = {name: tensor.detach().cpu().clone().contiguous() for name, tensor in payload["state_dict"].items()}
-    data = save(tensors, metadata=metadata)  # clone: tied weights would be refused as shared memory
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(data)
+    with atomic_path(path) as temporary:  # written straight to the file, not first as one bytes object
+        save_file(tensors, temporary, metadata=metadata)
 
 
 def _is_safetensors(path: Path) -> bool:
