@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from compresskit.cli._error_boundary import UserError
+from compresskit.run.tracking import TRACKERS
 
 __all__ = ["print_plan", "run_command"]
 
@@ -36,7 +37,7 @@ __all__ = ["print_plan", "run_command"]
 @click.option("--stop-after", default=None, help="Stop after this phase.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars with ETA (epochs, search trials); default: on when stderr is a terminal.")
-@click.option("--track", multiple=True, type=click.Choice(["tensorboard", "mlflow"]),
+@click.option("--track", multiple=True, type=click.Choice(list(TRACKERS)),
               help="Also log metrics, search trials and report figures to TensorBoard (RUN_DIR/tensorboard) "
                    "or MLflow; the same as --set track=[NAME]. Repeatable.")
 def run_command(recipe: Path | None, overrides: Sequence[str], profile: str | None, resume_dir: Path | None,
