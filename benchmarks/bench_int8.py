@@ -96,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
                                     method=args.method, max_nodes=args.max_nodes,
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
                 files["auto"] = auto.path
-                args.auto_nodes = list(auto.excluded)
             entry = {"model": name, "export_checks": export.checks, "quantize_seconds": time.perf_counter() - start,
                      "bytes": {k: v.stat().st_size for k, v in files.items()}, "latency": {}, "ap": {}}
+            if args.auto_exclude is not None:
+                entry["auto_excluded"] = list(auto.excluded)
             for threads in args.threads:
                 report = benchmark_models({"torch": model, **{f"ort {k}": v for k, v in files.items()}}, (example,),
                                           threads=threads, warmup=3, rounds=args.rounds)
@@ -120,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(results: list[dict], args: argparse.Namespace) -> str:
     machine = machine_notes()
-    auto = getattr(args, "auto_nodes", None) is not None
+    auto = args.auto_exclude is not None
+    kept = "; ".join(f"{entry['model']}: " + (", ".join(f"`{n}`" for n in entry["auto_excluded"]) or "none")
+                     for entry in results) if auto else ""
     partial = f"INT8 except {', '.join(f'`{g}`' for g in args.exclude)} (kept FP32)" if args.exclude else None
     lines = [f"Command: `{_command()}`  ",
              f"Calibration: {args.calibration} WIDER train images resized to 640x640, {args.method}; QDQ, per-channel "
@@ -128,8 +131,8 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
              f"warm-up calls, median (p90) ms; speed-up = 1 / median of per-round INT8/FP32 ratios. Machine: "
              f"{machine['cpu']}, nproc {machine['nproc']} (shared with other jobs), onnxruntime {machine['onnxruntime']}."
              + (f" Partial: {partial}." if partial else "")
-             + (f" Auto: INT8 auto-exclude at output-error budget {args.auto_exclude:g}, kept in FP32: "
-                f"{', '.join(f'`{n}`' for n in args.auto_nodes) or 'none'}." if auto else ""), "",
+             + (f" Auto: INT8 auto-exclude at output-error budget {args.auto_exclude:g}, kept in FP32: {kept}."
+                if auto else ""), "",
              "| model | threads | torch eager | ORT FP32 | ORT INT8 | INT8 speed-up (goal >= 1.5x) |"
              + (" ORT partial | partial speed-up |" if partial else "") + (" ORT auto | auto speed-up |" if auto else ""),
              "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if partial else "") + ("---:|---:|" if auto else "")]
