@@ -45,7 +45,7 @@ import yaml
 
 from compresskit.run.tracking import Tracker, record_scalars
 from compresskit.train import NonFiniteLossError, distributed
-from compresskit.utils.atomic import atomic_torch_save, atomic_write_text, remove_stale_temporaries, write_error
+from compresskit.utils.atomic import atomic_torch_save, atomic_write_text, raise_if_refused, remove_stale_temporaries
 from compresskit.utils.finite import non_finite_entries
 from compresskit.utils.safe_yaml import decode_yaml_bytes, load_yaml
 
@@ -107,10 +107,8 @@ class Workspace:
             with open(path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(dict(record)) + "\n")
         except OSError as error:
-            refused = write_error(path, error)
-            if refused is None:
-                raise
-            raise refused from error
+            raise_if_refused(path, error)
+            raise
         for tracker in self.trackers:  # copies; metrics.jsonl stays the source of truth
             tracker.scalars(*record_scalars(record))
 

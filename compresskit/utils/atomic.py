@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["WRITE_ERRNOS", "WriteError", "atomic_path", "atomic_torch_save", "atomic_write_text",
+__all__ = ["WRITE_ERRNOS", "WriteError", "atomic_path", "atomic_torch_save", "atomic_write_text", "raise_if_refused",
            "remove_stale_temporaries", "writable_path", "write_error"]
 
 _SUFFIX = ".tmp"
@@ -74,7 +74,9 @@ def write_error(path: str | os.PathLike[str], error: BaseException) -> WriteErro
     return None
 
 
-def _raise_refusal(path: Path, error: BaseException) -> None:
+def raise_if_refused(path: str | os.PathLike[str], error: BaseException) -> None:
+    """Raise ``error`` as a :class:`WriteError` for ``path`` when it is a refusal of the file system; return
+    otherwise (the caller's bare ``raise`` then re-raises ``error``)."""
     refused = write_error(path, error)
     if refused is not None and refused is not error:  # else the caller's bare ``raise`` re-raises it
         raise refused from error
@@ -135,7 +137,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX)
     except OSError as error:
-        _raise_refusal(path, error)
+        raise_if_refused(path, error)
         raise
     os.close(handle)
     temporary = Path(name)
@@ -146,7 +148,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(temporary, path)
         _fsync(path.parent, directory=True)
     except Exception as error:
-        _raise_refusal(path, error)
+        raise_if_refused(path, error)
         raise
     finally:
         temporary.unlink(missing_ok=True)
