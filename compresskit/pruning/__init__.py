@@ -27,5 +27,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "LayerChange": "budget", "ParamPredictor": "budget", "channel_counts": "budget", "channel_summary": "budget",
     "count_macs": "budget", "count_params": "budget", "predict_params": "budget", "rates_by_layer_group": "budget",
     "following_batchnorms": "batchnorm", "recalibrate_bn": "batchnorm", "renormalized": "batchnorm",
-    "DATA_IMPORTANCES": "output_error", "OutputError": "output_error", "SequentialSelection": "output_error",
+    "DATA_IMPORTANCES": "output_error", "Elimination": "output_error", "OutputError": "output_error", "SequentialSelection": "output_error",
 })

@@ -32,6 +32,12 @@ Caveats:
     * A group none of whose consumers is a dense layer (only depthwise convs, or a model output) falls back
       to :func:`compresskit.pruning.importance.fpgm`.
     * Damping ``damping * mean(diag G)`` is added to ``G`` (1 % as in OBC), so dead channels are not singular.
+
+Costs for global allocation (:meth:`OutputError.eliminate`): the error increase of each greedy step, divided per
+consumer by that consumer's output variance ``trace(W Cov W^T)`` (after its BatchNorm scale; ``Cov`` is the centred,
+undamped input covariance), summed over the consumers, and accumulated: ``curve[k]`` is the relative output error
+after removing ``k`` channels with compensation, so groups in different layers compare
+(:func:`compresskit.search.global_allocation.allocate_rates`). The order itself is unchanged (unnormalised sums).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from compresskit.pruning.batchnorm import following_batchnorms
 from compresskit.pruning.importance import fpgm
 from compresskit.utils.forward import evaluating
 
-__all__ = ["DATA_IMPORTANCES", "OutputError", "SequentialSelection"]
+__all__ = ["DATA_IMPORTANCES", "Elimination", "OutputError", "SequentialSelection"]
 
 
 def _input_rows(layer: nn.Module, inputs: Tensor, positions: int, generator: torch.Generator) -> Tensor:
@@ -71,6 +77,7 @@ class _Consumer:
     weights: Tensor  # (O, D + 1)
     inverse: Tensor  # (D + 1, D + 1)
     blocks: dict[int, Tensor]  # group channel -> its columns
+    energy: float = 1.0  # output variance trace(W Cov W^T): divides the step costs of global allocation
 
     def costs(self, channels: list[int]) -> Tensor:
         """Error increase of removing each of ``channels`` alone (0 for channels this layer does not read)."""
@@ -96,6 +103,20 @@ class _Consumer:
         hessian = rows[:, block]
         self.weights -= self.weights[:, block] @ torch.linalg.solve(hessian, rows)
         self.inverse -= rows.T @ torch.linalg.solve(hessian, rows)
+
+
+@dataclass(frozen=True)
+class Elimination:
+    """One group's greedy backward elimination (:meth:`OutputError.eliminate`).
+
+    Attributes:
+        scores: ``[C]``: the step at which each channel is removed (``0`` = first); the importance.
+        curve: ``[C + 1]`` float64: ``curve[k]`` is the relative output error after removing the first ``k``
+            channels (``curve[0] = 0``, non-decreasing), summed over the group's dense consumers.
+    """
+
+    scores: Tensor
+    curve: Tensor
 
 
 class OutputError:
@@ -176,24 +197,40 @@ class OutputError:
         damped = gram + self.damping * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
         blocks = {channel: torch.tensor([i * taps + j for i in idxs for j in range(taps)])
                   for channel, idxs in index.items() if idxs}
-        return _Consumer(weights, torch.linalg.inv(damped), blocks)
+        mean = gram[-1, :-1]  # the constant column's row: each input column's mean
+        covariance = gram[:-1, :-1] - torch.outer(mean, mean)
+        energy = float((weights[:, :-1] @ covariance * weights[:, :-1]).sum())
+        return _Consumer(weights, torch.linalg.inv(damped), blocks, energy if energy > 0 else 1.0)
 
-    def __call__(self, group: ChannelGroup) -> Tensor:
+    def eliminate(self, group: ChannelGroup) -> Elimination | None:
+        """The greedy elimination of all of ``group``'s channels: scores and cumulative relative cost.
+
+        Returns:
+            An :class:`Elimination`, or ``None`` for a group none of whose consumers is a dense layer.
+        """
         if self._model is not group.model:
             self._gather(group.model)
         consumers = [self._consumer(group, item.module, item.index) for item in group.items
                      if item.axis == IN and item.kind in ("conv", "linear") and item.module in self._grams]
         if not consumers:
-            return fpgm(group)
+            return None
         alive = list(range(group.num_channels))
         scores = torch.empty(group.num_channels)
+        curve = torch.zeros(group.num_channels + 1, dtype=torch.float64)
         for step in range(group.num_channels):
-            costs = sum(consumer.costs(alive) for consumer in consumers)
-            channel = alive.pop(int(torch.argmin(costs)))  # ties: the lowest index
+            per_consumer = [consumer.costs(alive) for consumer in consumers]
+            position = int(torch.argmin(sum(per_consumer)))  # ties: the lowest index
+            channel = alive.pop(position)
             scores[channel] = step
+            relative = sum(float(costs[position]) / c.energy for costs, c in zip(per_consumer, consumers))
+            curve[step + 1] = curve[step] + max(relative, 0.0)
             for consumer in consumers:
                 consumer.remove(channel)
-        return scores
+        return Elimination(scores, curve)
+
+    def __call__(self, group: ChannelGroup) -> Tensor:
+        elimination = self.eliminate(group)
+        return fpgm(group) if elimination is None else elimination.scores
 
 
 def _dense_consumers(group: ChannelGroup) -> set[str]:

@@ -12,7 +12,7 @@ raise ``ValueError`` showing the bad value.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Feasibility", "PredictLatency", "PredictParams", "RateSpace", "check_budget", "check_int",
-           "check_latency", "check_space", "feasible_sequence", "sobol_draw", "uniform_draw"]
+           "check_latency", "check_space", "check_start", "feasible_sequence", "sobol_draw", "uniform_draw"]
 
 PredictParams = Callable[[dict[str, float]], int]
 PredictLatency = Callable[[dict[str, float]], float]
@@ -109,6 +109,20 @@ def check_latency(latency: Any) -> tuple[PredictLatency, float] | None:
     if isinstance(max_ms, bool) or not isinstance(max_ms, (int, float)) or not 0 < max_ms < math.inf:
         raise ValueError(f"max_latency_ms must be a positive number, got {max_ms!r}")
     return predict, float(max_ms)
+
+
+def check_start(space: RateSpace, start: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], ...]:
+    """``start`` as rate dicts, each naming every dimension of ``space`` with a rate inside its bounds."""
+    checked = []
+    for rates in start:
+        if not isinstance(rates, Mapping) or set(rates) != set(space.names):
+            raise ValueError(f"a start point must give a rate for each of {list(space.names)}, got {rates!r}")
+        point = {name: float(rates[name]) for name in space.names}
+        x = space.to_unit(point)
+        if not bool(((x >= -1e-12) & (x <= 1 + 1e-12)).all()):
+            raise ValueError(f"start point {point} is outside the bounds")
+        checked.append(point)
+    return tuple(checked)
 
 
 class Feasibility:

@@ -72,6 +72,7 @@ from compresskit.search._space import (
     check_int,
     check_latency,
     check_space,
+    check_start,
     feasible_sequence,
     sobol_draw,
     uniform_draw,
@@ -96,7 +97,8 @@ class Trial:
         predicted_params: ``predict_params(rates)`` (within the budget).
         objective: ``objective(rates)`` (lower is better).
         seconds: Wall time of the objective evaluation.
-        kind: ``"sobol"`` (initial design), ``"bo"`` (proposed by LogEI) or ``"random"``.
+        kind: ``"start"`` (a given start point), ``"sobol"`` (initial design), ``"bo"`` (proposed by LogEI) or
+            ``"random"``.
         overhead_seconds: Time spent choosing this candidate (GP fit, acquisition,
             feasibility checks), excluding the objective.
         predicted_latency_ms: ``predict_latency(rates)`` under a latency budget, else ``None``.
@@ -125,7 +127,7 @@ class SearchResult:
 
 
 def _history_header(method: str, space: RateSpace, budget: tuple[int, int], seed: int, initial: int,
-                    max_latency_ms: float | None = None) -> dict[str, Any]:
+                    max_latency_ms: float | None = None, start: Sequence[dict[str, float]] = ()) -> dict[str, Any]:
     header = {
         "format": HISTORY_FORMAT,
         "method": method,
@@ -136,6 +138,8 @@ def _history_header(method: str, space: RateSpace, budget: tuple[int, int], seed
     }
     if max_latency_ms is not None:  # absent without a latency budget: older histories resume unchanged
         header["max_latency_ms"] = max_latency_ms
+    if start:  # likewise absent without start points
+        header["start"] = [dict(rates) for rates in start]
     return header
 
 
@@ -172,11 +176,13 @@ class _Setup:
     seed: int
     raw_samples: int
     header: dict[str, Any]
+    start: tuple[dict[str, float], ...] = ()
 
 
 def _setup(method: str, objective: Objective, bounds: Mapping[str, tuple[float, float]],
            predict_params: PredictParams, budget: tuple[int, int], iterations: int, initial_points: int | None,
-           seed: int, raw_samples: int, latency: tuple[PredictLatency, float] | None) -> _Setup:
+           seed: int, raw_samples: int, latency: tuple[PredictLatency, float] | None,
+           start: Sequence[Mapping[str, float]] = ()) -> _Setup:
     """Check every argument of a search (``ValueError`` showing the bad value) and derive its settings."""
     space = check_space(bounds)
     budget = check_budget(budget)
@@ -187,9 +193,23 @@ def _setup(method: str, objective: Objective, bounds: Mapping[str, tuple[float, 
     if not callable(objective) or not callable(predict_params):
         raise ValueError(f"objective and predict_params must be callables, got {objective!r}, {predict_params!r}")
     latency = check_latency(latency)
-    header = _history_header(method, space, budget, seed, initial, None if latency is None else latency[1])
+    start = check_start(space, start)
+    header = _history_header(method, space, budget, seed, initial, None if latency is None else latency[1], start)
     return _Setup(method, space, Feasibility(space, predict_params, budget, latency), initial,
-                  initial + iterations, seed, raw_samples, header)
+                  len(start) + initial + iterations, seed, raw_samples, header, start)
+
+
+def _start_design(setup: _Setup) -> list[tuple[torch.Tensor, int]]:
+    """The start points as ``(unit-cube point, params)``; ``ValueError`` for one outside the budget."""
+    design = []
+    for rates in setup.start:
+        x = setup.space.to_unit(rates).clamp(0.0, 1.0)
+        params = setup.feasibility.params(x)
+        if not setup.feasibility.feasible(x, params):
+            raise ValueError(f"start point {rates} is outside the budget {list(setup.feasibility.budget)}: "
+                             f"{params:,} params predicted")
+        design.append((x, params))
+    return design
 
 
 def _evaluate(objective: Objective, rates: dict[str, float]) -> tuple[float, float]:
@@ -212,6 +232,8 @@ def _next_candidate(setup: _Setup, design: list[tuple[torch.Tensor, int]],
     index = len(trials)
     if index < len(design):
         x, params = design[index]
+        if index < len(setup.start):
+            return x, params, "start"
         return x, params, "random" if setup.method == "random" else "sobol"
     train_x = torch.stack([setup.space.to_unit(t.rates) for t in trials])
     train_objective = torch.tensor([t.objective for t in trials], dtype=torch.float64)
@@ -224,10 +246,11 @@ def _run(setup: _Setup, objective: Objective, history_path: str | os.PathLike[st
     space, feasibility, total = setup.space, setup.feasibility, setup.total
     path = os.fspath(history_path) if history_path is not None else None
     trials = _load_history(path, setup.header) if path is not None else []
+    design = _start_design(setup)
     if setup.method == "random":
-        design = feasible_sequence(feasibility, total, uniform_draw(space.dim, setup.seed))
+        design += feasible_sequence(feasibility, total - len(design), uniform_draw(space.dim, setup.seed))
     else:
-        design = feasible_sequence(feasibility, setup.initial, sobol_draw(space.dim, setup.seed))
+        design += feasible_sequence(feasibility, setup.initial, sobol_draw(space.dim, setup.seed))
 
     bar = tqdm(total=total, initial=min(len(trials), total), desc=f"{setup.method} search", disable=not progress,
                leave=False)
@@ -278,14 +301,14 @@ def search_rates(
     raw_samples: int = 1024,
     progress: bool = True,
     latency: tuple[PredictLatency, float] | None = None,
+    start: Sequence[Mapping[str, float]] = (),
 ) -> SearchResult:
     """Minimise ``objective(rates)`` over rates whose predicted size is within ``budget``.
 
-    ``initial_points`` feasible scrambled-Sobol points are evaluated first, then
-    ``iterations`` points proposed by LogEI on a GP (see the module docstring for
-    how candidates stay feasible). ``predict_params`` is called many times per
-    iteration (about ``2 * raw_samples``), so it should be cheap (microseconds, as
-    ``ParamPredictor``); ``objective`` is called exactly ``initial_points +
+    The ``start`` points and ``initial_points`` feasible scrambled-Sobol points are evaluated first, then
+    ``iterations`` points proposed by LogEI on a GP (the module docstring says how candidates stay feasible).
+    ``predict_params`` is called about ``2 * raw_samples`` times per iteration, so it should be cheap
+    (microseconds, as ``ParamPredictor``); ``objective`` is called exactly ``len(start) + initial_points +
     iterations`` times in total, never on an infeasible candidate.
 
     Args:
@@ -305,14 +328,14 @@ def search_rates(
             ``predict_latency(rates) <= max_latency_ms`` (e.g. ``compresskit.deploy.latency.LatencyModel``;
             ``benchmarks/bench_latency.py`` reports its cost per call); both budgets hold for every
             evaluated candidate.
+        start: Rate vectors evaluated first (``kind="start"``; e.g. ``allocate_rates``); in the history's header.
 
     Returns:
         A :class:`SearchResult` with every :class:`Trial` in evaluation order.
 
     Raises:
-        ValueError: Bad bounds/budget/counts, an unreachable budget (the message
-            gives the achievable parameter range), a history written with other
-            settings, or a non-finite objective value.
+        ValueError: Bad bounds/budget/counts/start points, an unreachable budget (the message gives the
+            achievable parameter range), a history written with other settings, or a non-finite objective value.
 
     Example:
         >>> predictor = ParamPredictor(model, groups)
@@ -324,7 +347,7 @@ def search_rates(
         >>> result.best_rates
     """
     setup = _setup("bo", objective, bounds, predict_params, budget, iterations, initial_points, seed,
-                   raw_samples, latency)
+                   raw_samples, latency, start)
     return _run(setup, objective, history_path, progress)
 
 
