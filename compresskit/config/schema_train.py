@@ -86,9 +86,22 @@ class DistillConfig(TrainConfig):
         learnable_weights: Learn per-output Kendall weights (else fixed equal).
         phases: Later training phases that also distil from the (unpruned) teacher, with the
             same ``temperature`` / ``alpha`` and fresh loss weights: ``soft_prune``, ``finetune``.
+        features: ``fnmatch`` globs of modules whose outputs are distilled too (feature distillation,
+            :mod:`compresskit.distill.features`: normalised MSE to the teacher's output of the module of the
+            same name; a pruned student is matched on the teacher channels it kept, ``kept_channels.json``
+            of the removal). Empty (default): model outputs only.
+        feature_weight: Weight of the feature term beside the output terms (both weighted by ``alpha``).
+        freeze_bn: Keep the student's BatchNorm layers in eval mode while distilling (running statistics used
+            and not updated, as the teacher's): a student equal to the teacher is then a fixed point of
+            the distillation, whatever the crops; the affine weights still train.
+
+    ``alpha: 1`` trains on the distillation terms alone: the task (label) loss is not computed.
     """
 
     temperature: float = field(default=4.0, metadata=POSITIVE)
     alpha: float = field(default=0.7, metadata=within(0.0, 1.0))
     learnable_weights: bool = True
     phases: tuple[Literal["soft_prune", "finetune"], ...] = ()
+    features: tuple[str, ...] = ()
+    feature_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
+    freeze_bn: bool = False

@@ -256,6 +256,8 @@ def cross_checks(recipe: Recipe) -> None:
     if recipe.student.init_from is not None and recipe.student.checkpoint is not None:
         raise InvalidValue(("student", "init_from"),
                            f"cannot be combined with student.checkpoint, got {recipe.student.init_from!r}")
+    if recipe.distill.features and recipe.teacher is None:
+        raise InvalidValue(("distill", "features"), "needs a teacher, got teacher: null")
     _check_spec_syntax(recipe.task, ("task",), TASKS)
     _check_spec_syntax(recipe.student.model, ("student", "model"), None)
     if recipe.teacher is not None:

@@ -11,7 +11,8 @@ Per output, the student is pulled toward the teacher:
 The per-output terms are combined with learnable log-variances ``s_i`` as in
 Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses
 for Scene Geometry and Semantics" (CVPR 2018): ``sum_i exp(-s_i) * L_i + s_i``,
-and the total is ``alpha * KD + (1 - alpha) * task_loss``.
+and the total is ``alpha * KD + (1 - alpha) * task_loss`` (``KD`` alone with ``alpha = 1``, where the
+task loss may be left out: ``task_loss=None``).
 
 Caveats:
     * ``s_i`` is bounded *smoothly*: ``s = c + h * tanh((raw - c) / h)`` with
@@ -168,10 +169,13 @@ class WeightedDistillation(nn.Module):
         """Per-position loss averaged over masked positions."""
         if kind == "classification":
             temperature = self.temperature
-            log_p_student = F.log_softmax(student.float() / temperature, dim=-1)
-            log_p_teacher = F.log_softmax(teacher.float() / temperature, dim=-1)
-            # KL(p_t || p_s) = sum_c p_t (log p_t - log p_s): (..., C) -> (...)
-            per_position = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+            a, b = student.float() / temperature, teacher.float() / temperature
+            lse_student, lse_teacher = torch.logsumexp(a, dim=-1), torch.logsumexp(b, dim=-1)
+            p_teacher = (b - lse_teacher.unsqueeze(-1)).exp()  # as logsumexp's backward computes softmax(a)
+            # KL(p_t || p_s) = sum_c p_t (log p_t - log p_s) = sum_c p_t (b - a) + lse(a) - lse(b) (sum_c p_t = 1):
+            # (..., C) -> (...). Its gradient softmax(a) - p_t is exactly 0 for a student equal to the teacher
+            # (the textbook form leaves p_t (sum_c p_t - 1), a rounding error that Adam would scale up to lr-sized steps).
+            per_position = (p_teacher * (b - a)).sum(-1) + lse_student - lse_teacher
             per_position = per_position * temperature**2
         elif self.regression == "smooth_l1":
             per_position = F.smooth_l1_loss(student.float(), teacher.float(), reduction="none").mean(-1)
@@ -205,7 +209,7 @@ class WeightedDistillation(nn.Module):
         self,
         student_out: Outputs,
         teacher_out: Outputs,
-        task_loss: Tensor,
+        task_loss: Tensor | None,
         mask: Sequence[Tensor | None] | Mapping[str, Tensor | None] | Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Return ``(alpha * KD + (1 - alpha) * task_loss, logs)``.
@@ -214,25 +218,27 @@ class WeightedDistillation(nn.Module):
             student_out: Student outputs (tensor, tuple/list or dict, as ``kinds``).
             teacher_out: Teacher outputs, same structure and shapes (detached here).
             task_loss: The real task loss (scalar tensor); when the student requires
-                grad it must require grad too.
+                grad it must require grad too. ``None`` only with ``alpha == 1`` (no
+                label loss: it need not be computed at all).
             mask: Optional bool masks per output (same structure; ``None`` entries
                 fall back to ``mask_fns``).
 
         Returns:
             The loss and logs: ``kd/<name>`` (unweighted term), ``kd_weight/<name>``
-            (``exp(-s_i)``), ``log_var/<name>``, ``kd``, ``task`` and ``loss``.
+            (``exp(-s_i)``), ``log_var/<name>``, ``kd``, ``task`` (not with ``task_loss=None``) and ``loss``.
 
         Raises:
-            TypeError: ``task_loss`` is not a tensor.
+            TypeError: ``task_loss`` is not a tensor (nor ``None`` with ``alpha == 1``).
             ValueError: Structures, shapes or masks do not match, or ``task_loss``
                 is not a scalar or is detached from a student that requires grad.
         """
         students = self._per_output(student_out, "student_out")
         teachers = self._per_output(teacher_out, "teacher_out")
         masks = self._per_output(mask, "mask") if mask is not None else [None] * len(students)
-        _check_task_loss(task_loss, any(s.requires_grad for s in students if isinstance(s, Tensor)))
+        if task_loss is not None or self.alpha != 1.0:
+            _check_task_loss(task_loss, any(s.requires_grad for s in students if isinstance(s, Tensor)))
 
-        log_variances = self.log_variances().to(task_loss.device)
+        log_variances = self.log_variances().to(students[0].device if isinstance(students[0], Tensor) else "cpu")
         terms: list[Tensor] = []
         logs: dict[str, float] = {}
         for index, (name, kind) in enumerate(zip(self.names, self.kinds)):
@@ -246,8 +252,12 @@ class WeightedDistillation(nn.Module):
             logs[f"kd_weight/{name}"] = float(torch.exp(-s.detach()))
             logs[f"log_var/{name}"] = float(s.detach())
         kd = torch.stack(terms).sum()
-        loss = self.alpha * kd + (1.0 - self.alpha) * task_loss.reshape(())
-        logs.update(kd=float(kd.detach()), task=float(task_loss.detach()), loss=float(loss.detach()))
+        if task_loss is None:  # alpha == 1: no label loss
+            loss = kd
+        else:
+            loss = self.alpha * kd + (1.0 - self.alpha) * task_loss.reshape(())
+            logs["task"] = float(task_loss.detach())
+        logs.update(kd=float(kd.detach()), loss=float(loss.detach()))
         return loss, logs
 
 

@@ -44,7 +44,8 @@ def distillation(recipe: Recipe, phase: str | None = None) -> Distillation | Non
     if phase is not None and (phase not in config.phases or recipe.teacher is None):
         return None
     return Distillation(model_source(recipe, "teacher"), temperature=config.temperature, alpha=config.alpha,
-                        learnable_weights=config.learnable_weights)
+                        learnable_weights=config.learnable_weights, features=config.features,
+                        feature_weight=config.feature_weight, freeze_bn=config.freeze_bn)
 
 
 def teacher_config(recipe: Recipe, task: Task) -> teacher.Config:
@@ -79,7 +80,7 @@ def search_config(recipe: Recipe, task: Task) -> search.Config:
     return search.Config(recipe.search, group_selection(recipe, task), student_source(recipe),
                          rates=recipe.prune.rates, importance=_trial_importance(recipe.prune.importance),
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
-                         latency_budget=partial(recipe_latency_budget, recipe))
+                         latency_budget=partial(recipe_latency_budget, recipe), reconstruct=recipe.prune.reconstruct)
 
 
 def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:

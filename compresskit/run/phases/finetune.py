@@ -1,6 +1,7 @@
 """Phase ``finetune``: fine-tune the pruned model -> ``final.pt``.
 
-Inputs: ``pruned.pt`` (and ``teacher.pt`` when the phase distils). Output: ``final.pt``
+Inputs: ``pruned.pt`` (and ``teacher.pt`` when the phase distils; ``kept_channels.json`` of the removal
+when it distils features). Output: ``final.pt``
 (:mod:`compresskit.models.persist` format, the pruning history kept). :func:`finetune` is the phase's
 training alone, which benchmarks reuse to give baselines the very same fine-tune.
 """
@@ -44,7 +45,10 @@ class Config:
 
 def finetune(config: Config, workspace: Workspace, task: Task, model: nn.Module, evaluate: bool = True) -> TrainState:
     """The phase's training of any pruned ``model``, in place; epoch checkpoints in ``finetune.last.pt``."""
-    trained, loss_fn, no_decay = phase_training(workspace, task, model, config.distillation)
+    kept = None
+    if config.distillation is not None and config.distillation.features and workspace.path("kept_channels.json").exists():
+        kept = workspace.read_json("kept_channels.json")["kept"]  # teacher channels the pruned model kept
+    trained, loss_fn, no_decay = phase_training(workspace, task, model, config.distillation, kept)
     return train_phase(workspace, task, "finetune", trained, loss_fn, config.train, seed=config.seed,
                        no_decay=no_decay, evaluate=(lambda: task.evaluate(model)) if evaluate else None)
 

@@ -1,13 +1,18 @@
-"""Phase ``remove``: physically remove the channels the soft phase zeroed -> ``pruned.pt``, ``channels.json``.
+"""Phase ``remove``: physically remove the channels the soft phase zeroed -> ``pruned.pt``, ``channels.json``,
+``kept_channels.json``.
 
 Inputs: ``soft_pruned.pt``. Outputs: ``pruned.pt`` (:mod:`compresskit.models.persist` format: the pruned
-model and the builder of the student it came from) and ``channels.json`` (output channels per conv /
-linear layer before and after). The removal is verified: the soft-zeroed and the physically pruned
-model must give the same outputs on the example inputs.
+model and the builder of the student it came from), ``channels.json`` (output channels per conv /
+linear layer before and after) and ``kept_channels.json`` (``{"kept": {module: [indices]}}``: for every
+module whose output lost channels, the channels it kept, which feature distillation in the fine-tune
+matches against the unpruned teacher; :func:`compresskit.distill.kept_channels.match_kept_channels`).
+The removal is verified: the soft-zeroed and the physically pruned model must give the same outputs on
+the example inputs.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +53,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     Raises:
         RuntimeError: The channel groups found now differ from those the soft phase zeroed.
     """
+    from compresskit.distill.kept_channels import match_kept_channels
+    from compresskit.groups.surgery import ChannelOp
     from compresskit.models.persist import save_pruned
     from compresskit.pruning.soft_fpgm import remove_zeroed
 
@@ -61,7 +68,10 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     names = [group.name for group in groups]
     if sorted(names) != sorted(zeroed):
         raise RuntimeError(f"channel groups changed since the soft phase: {sorted(set(names) ^ set(zeroed))}")
+    soft = copy.deepcopy(model)
     summary = remove_zeroed(groups, [zeroed[name] for name in names], verify=True)
+    ops = [ChannelOp.from_list(op) for op in summary.history]
+    workspace.write_json("kept_channels.json", {"kept": match_kept_channels(soft, model, task.example_inputs(), ops)})
     builder, kwargs = student.builder(task)  # with bypass=[...]: load_pruned rebuilds the reduced model
     save_pruned(workspace.path("pruned.pt"), model, builder, kwargs)
     workspace.write_json("channels.json", {"before": before, "after": layer_channels(model)})
