@@ -80,7 +80,7 @@ def search_config(recipe: Recipe, task: Task) -> search.Config:
     return search.Config(recipe.search, group_selection(recipe, task), student_source(recipe),
                          rates=recipe.prune.rates, importance=_trial_importance(recipe.prune.importance),
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
-                         latency_budget=partial(recipe_latency_budget, recipe), reconstruct=recipe.prune.reconstruct)
+                         latency_budget=partial(recipe_latency_budget, recipe))
 
 
 def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:
