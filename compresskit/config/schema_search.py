@@ -81,7 +81,11 @@ class SearchConfig:
 
     Attributes:
         enabled: ``false`` uses ``prune.rates`` as given.
-        method: ``bo`` (BoTorch LogEI) or ``random``.
+        method: ``bo`` (BoTorch LogEI), ``random``, or ``global``: no trials, the rates are allocated from
+            data (``compresskit.search.global_allocation``: each channel's output error priced on
+            ``prune.reconstruct``'s calibration batches, which it needs; the budget is met exactly).
+        start: ``global``: the global allocation is the first point the ``bo`` search evaluates (then the
+            Sobol points); ``null``: none. Needs ``prune.reconstruct`` too.
         iterations: Candidates evaluated after the initial points.
         initial_points: Sobol/random initial points (``null``: the search's default).
         budget: Feasible parameter counts (and latency).
@@ -92,7 +96,8 @@ class SearchConfig:
     """
 
     enabled: bool = True
-    method: Literal["bo", "random"] = "bo"
+    method: Literal["bo", "random", "global"] = "bo"
+    start: Literal["global"] | None = None
     iterations: int = field(default=25, metadata=within(0))
     initial_points: int | None = field(default=None, metadata=AT_LEAST_ONE)
     budget: BudgetConfig = field(default_factory=BudgetConfig)

@@ -235,6 +235,21 @@ def _check_prune(recipe: Recipe) -> None:
         raise InvalidValue(("prune", "importance"),
                            "output_error chooses channels from calibration data: it needs prune.reconstruct "
                            "(one-shot pruning; its batches are the calibration data), got prune.reconstruct: null")
+    _check_global(recipe)
+
+
+def _check_global(recipe: Recipe) -> None:
+    """``search.method: global`` and ``search.start: global`` price channels on ``prune.reconstruct``'s batches."""
+    search = recipe.search
+    for key, used in (("method", search.method == "global"), ("start", search.start == "global")):
+        if used and search.enabled and recipe.prune.reconstruct is None:
+            raise InvalidValue(("search", key), "global allocates rates from calibration data: it needs "
+                               "prune.reconstruct (its batches), got prune.reconstruct: null")
+    if search.start == "global" and search.method != "bo":
+        raise InvalidValue(("search", "start"), f"global is a start point of search.method bo, got {search.method!r}")
+    if search.method == "global" and search.bypass:
+        raise InvalidValue(("search", "bypass"), "needs a search with trials (search.method bo or random), "
+                           "got search.method: global")
 
 
 def cross_checks(recipe: Recipe) -> None:

@@ -33,7 +33,8 @@ MARKED_TYPES = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.Lin
 
 
 def match_kept_channels(before: nn.Module, after: nn.Module, inputs: Sequence[Any], ops: Iterable[ChannelOp],
-                        tolerance: float = 1e-6, max_positions: int = 4096) -> dict[str, list[int]]:
+                        names: Iterable[str] | None = None, tolerance: float = 1e-6,
+                        max_positions: int = 4096) -> dict[str, list[int]]:
     """Kept channel indices (axis 1) of every sub-module whose output lost channels from ``before`` to ``after``.
 
     Args:
@@ -41,6 +42,7 @@ def match_kept_channels(before: nn.Module, after: nn.Module, inputs: Sequence[An
         after: The same model after the removal ``ops`` (same module names, fewer channels).
         inputs: Model inputs (``before(*inputs)``), e.g. the task's example inputs.
         ops: The removal's ops (pre-removal coordinates), e.g. ``PruneSummary.history``.
+        names: The modules to match (``None``: every sub-module).
         tolerance: Channels match when they differ by at most ``tolerance`` times the output's largest magnitude.
         max_positions: Positions per channel compared (evenly spaced over batch and space).
 
@@ -62,8 +64,9 @@ def match_kept_channels(before: nn.Module, after: nn.Module, inputs: Sequence[An
         if op.axis != IN:
             removed.setdefault(op.module, set()).update(op.indices)
     offsets: dict[str, Tensor] = {}  # filled by the run of ``before``, read by the run of ``after``
-    outputs_before = _module_outputs(before, inputs, max_positions, _marker(offsets, removed, record=True))
-    outputs_after = _module_outputs(after, inputs, max_positions, _marker(offsets, removed, record=False))
+    wanted = None if names is None else set(names)
+    outputs_before = _module_outputs(before, inputs, wanted, max_positions, _marker(offsets, removed, record=True))
+    outputs_after = _module_outputs(after, inputs, wanted, max_positions, _marker(offsets, removed, record=False))
     kept = {}
     for name, channels_after in outputs_after.items():
         channels_before = outputs_before.get(name)
@@ -107,9 +110,10 @@ def _marker(offsets: dict[str, Tensor], removed: dict[str, set[int]], record: bo
 
 
 @torch.no_grad()
-def _module_outputs(model: nn.Module, inputs: Sequence[Any], max_positions: int, mark: Marker) -> dict[str, Tensor]:
-    """``{name: [C, positions]}`` float64 outputs of every sub-module returning a tensor of >= 2 axes, the
-    outputs of conv / BatchNorm / 2-D linear layers marked by ``mark``."""
+def _module_outputs(model: nn.Module, inputs: Sequence[Any], names: set[str] | None, max_positions: int,
+                    mark: Marker) -> dict[str, Tensor]:
+    """``{name: [C, positions]}`` float64 outputs of the sub-modules ``names`` (all: ``None``) returning a
+    tensor of >= 2 axes, the outputs of every conv / BatchNorm / 2-D linear layer marked by ``mark``."""
     model = copy.deepcopy(model).double().eval()
     outputs: dict[str, Tensor] = {}
 
@@ -119,6 +123,8 @@ def _module_outputs(model: nn.Module, inputs: Sequence[Any], max_positions: int,
                 return None
             if isinstance(module, MARKED_TYPES) and (output.ndim == 2 or not isinstance(module, nn.Linear)):
                 output = mark(name, output)
+            if names is not None and name not in names:
+                return output
             channels = output.detach().transpose(0, 1).reshape(output.shape[1], -1)  # [N, C, ...] -> [C, N*...]
             step = max(1, channels.shape[1] // max_positions)
             outputs[name] = channels[:, ::step].clone()

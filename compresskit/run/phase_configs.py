@@ -48,6 +48,12 @@ def distillation(recipe: Recipe, phase: str | None = None) -> Distillation | Non
                         feature_weight=config.feature_weight, freeze_bn=config.freeze_bn)
 
 
+def _distilled_features(recipe: Recipe, phase: str) -> tuple[str, ...]:
+    """``distill.features`` when ``phase`` distils, else none."""
+    distilling = distillation(recipe, phase)
+    return distilling.features if distilling is not None else ()
+
+
 def teacher_config(recipe: Recipe, task: Task) -> teacher.Config:
     """The teacher phase reads ``teacher`` and ``seed``."""
     config = recipe.teacher
@@ -80,7 +86,7 @@ def search_config(recipe: Recipe, task: Task) -> search.Config:
     return search.Config(recipe.search, group_selection(recipe, task), student_source(recipe),
                          rates=recipe.prune.rates, importance=_trial_importance(recipe.prune.importance),
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
-                         latency_budget=partial(recipe_latency_budget, recipe))
+                         latency_budget=partial(recipe_latency_budget, recipe), reconstruct=recipe.prune.reconstruct)
 
 
 def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:
@@ -109,7 +115,8 @@ PHASE_CONFIGS: dict[str, Callable[[Recipe, Task], Any]] = {
     "distill": distill_config,
     "search": search_config,
     "soft_prune": soft_prune_config,
-    "remove": lambda recipe, task: remove.Config(student_source(recipe), group_selection(recipe, task)),
+    "remove": lambda recipe, task: remove.Config(student_source(recipe), group_selection(recipe, task),
+                                                 features=_distilled_features(recipe, "finetune")),
     "finetune": finetune_config,
     "evaluate": lambda recipe, task: evaluate.Config(student_source(recipe), model_source(recipe, "teacher")),
     "export": export_config,

@@ -204,7 +204,7 @@ def _start_design(setup: _Setup) -> list[tuple[torch.Tensor, int]]:
     design = []
     for rates in setup.start:
         x = setup.space.to_unit(rates).clamp(0.0, 1.0)
-        params = setup.feasibility.params(x)
+        params = int(setup.feasibility.predict_params(dict(rates)))
         if not setup.feasibility.feasible(x, params):
             raise ValueError(f"start point {rates} is outside the budget {list(setup.feasibility.budget)}: "
                              f"{params:,} params predicted")
@@ -257,7 +257,7 @@ def _run(setup: _Setup, objective: Objective, history_path: str | os.PathLike[st
     while len(trials) < total:
         started = time.perf_counter()
         x, params, kind = _next_candidate(setup, design, trials)
-        rates = space.from_unit(x)
+        rates = dict(setup.start[len(trials)]) if kind == "start" else space.from_unit(x)  # start: exact rates
         overhead = time.perf_counter() - started
         assert feasibility.feasible(x, params), "internal: an infeasible candidate reached evaluation"
         value, seconds = _evaluate(objective, rates)

@@ -11,6 +11,10 @@ data and scored by the task loss on the validation data (or, with ``search.trial
 held-out part of the training data). Each candidate seeds the RNGs from its own rates, so a resumed
 search scores it identically. The budget's feasibility was checked by the plan before any training.
 
+With ``search.method: global`` there are no trials: the rates are allocated from data under the budget
+(:mod:`compresskit.run.global_rates`); with ``search.start: global`` that allocation is the BO search's first
+evaluated point.
+
 With ``search.bypass``, each candidate block is one more dimension (``bypass:<block>``,
 :mod:`compresskit.run.bypass_choice`): a candidate is pruned and scored on the student with the chosen
 blocks bypassed, its parameters predicted exactly on that reduced student (one ``find_groups`` per
@@ -29,13 +33,15 @@ import json
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from torch import nn
 
-from compresskit.config import RecipeError, SearchConfig, TrainConfig, TrialConfig
+from compresskit.config import RecipeError, ReconstructConfig, SearchConfig, TrainConfig, TrialConfig
 from compresskit.run.bypass_choice import BypassLatency, Reductions, bypass_dims, decode, fit_rates
 from compresskit.run.context import ModelSource
+from compresskit.run.global_rates import allocate, allocation_summary
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.seeding import seed_everything
 from compresskit.run.training import loader_loss, make_optimizer, task_loss_fn, validation_loss
@@ -61,6 +67,7 @@ class Config:
         source: The recipe file, named in errors.
         latency_budget: ``latency_budget(student, groups, bounds, example_inputs, fastest=None)`` -> the
             latency budget, or ``None`` without one (:func:`compresskit.deploy.latency.latency_budget`).
+        reconstruct: ``prune.reconstruct``: its batches price channels for ``search.method`` / ``start: global``.
     """
 
     search: SearchConfig
@@ -72,6 +79,7 @@ class Config:
     seed: int = 0
     source: str = "<recipe>"
     latency_budget: Callable[..., Any] | None = None
+    reconstruct: ReconstructConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -211,12 +219,16 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         return {"rates": rates, "source": "recipe"}
     _check_history(workspace)
     problem = search_problem(config, workspace, task)
-    result = _search(config, workspace, problem)
-    rates = {name: float(result.best_rates[name]) for name in names}
-    best = {name: float(value) for name, value in result.best_rates.items()}
-    summary = {"rates": rates, "source": f"search ({config.search.method})",
-               "predicted_params": problem.predict_params(best), "objective": float(result.best_objective),
-               "trials": len(result.trials)}
+    if config.search.method == "global":
+        allocation, best = allocate(config, workspace, task, problem)
+        summary = allocation_summary(allocation, names)
+    else:
+        start = [allocate(config, workspace, task, problem)[1]] if config.search.start == "global" else []
+        result = _search(config, workspace, problem, start)
+        best = {name: float(value) for name, value in result.best_rates.items()}
+        summary = {"rates": {name: best[name] for name in names}, "source": f"search ({config.search.method})",
+                   "predicted_params": problem.predict_params(best), "objective": float(result.best_objective),
+                   "trials": len(result.trials)}
     if config.search.bypass:  # the blocks switched off: every later phase builds the student without them
         summary["bypass"] = decode(best, list(config.search.bypass))[1]
     if problem.latency is not None and problem.latency_model is not None:  # the chosen rates (and blocks), measured
@@ -236,12 +248,12 @@ def _check_history(workspace: Workspace) -> None:
             raise damaged(workspace.path("search.json"), ValueError("not a search history"))
 
 
-def _search(config: Config, workspace: Workspace, problem: SearchProblem) -> Any:
+def _search(config: Config, workspace: Workspace, problem: SearchProblem, start: list[dict[str, float]]) -> Any:
     """Run the recipe's search method on ``problem``, a log line per trial, history in ``search.json``."""
     from compresskit.search.bayesian import random_search, search_rates
     from compresskit.utils.logs import forward_logs
 
-    search = search_rates if config.search.method == "bo" else random_search
+    search = partial(search_rates, start=start) if config.search.method == "bo" else random_search
     latency = None if problem.latency is None else (problem.predict_latency, problem.latency.limit_ms)
     with forward_logs("compresskit.search", lambda line: workspace.log(f"[search] {line}")):
         return search(problem.objective, problem.bounds, problem.predict_params, problem.budget,

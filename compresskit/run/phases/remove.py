@@ -3,9 +3,10 @@
 
 Inputs: ``soft_pruned.pt``. Outputs: ``pruned.pt`` (:mod:`compresskit.models.persist` format: the pruned
 model and the builder of the student it came from), ``channels.json`` (output channels per conv /
-linear layer before and after) and ``kept_channels.json`` (``{"kept": {module: [indices]}}``: for every
-module whose output lost channels, the channels it kept, which feature distillation in the fine-tune
-matches against the unpruned teacher; :func:`compresskit.distill.kept_channels.match_kept_channels`).
+linear layer before and after) and, when the fine-tune distils features, ``kept_channels.json``
+(``{"kept": {module: [indices]}}``: for every distilled module whose output lost channels, the channels it
+kept, which the fine-tune matches against the unpruned teacher's;
+:func:`compresskit.distill.kept_channels.match_kept_channels`).
 The removal is verified: the soft-zeroed and the physically pruned model must give the same outputs on
 the example inputs.
 """
@@ -35,10 +36,12 @@ class Config:
     Attributes:
         student: The student (rebuilt before its soft-pruned weights are loaded; its builder is persisted).
         groups: The layer groups the soft phase zeroed channels of.
+        features: ``distill.features`` when the fine-tune distils (their kept channels are recorded).
     """
 
     student: ModelSource
     groups: GroupSelection
+    features: tuple[str, ...] = ()
 
 
 def layer_channels(model: nn.Module) -> dict[str, int]:
@@ -53,6 +56,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     Raises:
         RuntimeError: The channel groups found now differ from those the soft phase zeroed.
     """
+    from compresskit.distill.features import find_modules
     from compresskit.distill.kept_channels import match_kept_channels
     from compresskit.groups.surgery import ChannelOp
     from compresskit.models.persist import save_pruned
@@ -68,10 +72,12 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     names = [group.name for group in groups]
     if sorted(names) != sorted(zeroed):
         raise RuntimeError(f"channel groups changed since the soft phase: {sorted(set(names) ^ set(zeroed))}")
-    soft = copy.deepcopy(model)
+    soft = copy.deepcopy(model) if config.features else None
     summary = remove_zeroed(groups, [zeroed[name] for name in names], verify=True)
-    ops = [ChannelOp.from_list(op) for op in summary.history]
-    workspace.write_json("kept_channels.json", {"kept": match_kept_channels(soft, model, task.example_inputs(), ops)})
+    if soft is not None:
+        ops = [ChannelOp.from_list(op) for op in summary.history]
+        kept = match_kept_channels(soft, model, task.example_inputs(), ops, find_modules(soft, config.features))
+        workspace.write_json("kept_channels.json", {"kept": kept})
     builder, kwargs = student.builder(task)  # with bypass=[...]: load_pruned rebuilds the reduced model
     save_pruned(workspace.path("pruned.pt"), model, builder, kwargs)
     workspace.write_json("channels.json", {"before": before, "after": layer_channels(model)})

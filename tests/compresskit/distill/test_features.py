@@ -77,6 +77,7 @@ def test_kept_channels_of_leaf_layers_and_of_a_concat():
     assert kept["branches.a"] == [1, 2] and kept["branches.b"] == [0, 1, 3]
     assert kept["branches"] == [1, 2, 4, 5, 7]  # branch b's channels come after a's 4
     assert "head" not in kept  # its output kept every channel
+    assert match_kept_channels(soft, pruned, INPUTS, ops, names=["branches", "head"]) == {"branches": [1, 2, 4, 5, 7]}
 
 
 def test_feature_loss_is_zero_for_a_pruned_model_whose_kept_channels_equal_the_teachers():

@@ -1,0 +1,100 @@
+"""Recovery that does no harm: the released RetinaFace-mnet0.25 through the fine-tune, label loss vs feature KD.
+
+A recovery fine-tune must not damage a model that needs no recovery (issue 20, item 3: the unpruned model
+loses <= 0.5 AP). The released weights go, unpruned, through ``recipes/retinaface_wider.yaml``'s fine-tune
+(``compresskit.run.finetune_model``: 2 epochs, AdamW lr 5e-4, batch 8, 320 px crops of the 1,008 train
+images, 1 thread, seeded as the pipeline's finetune phase) under each ``--configs`` entry, and are scored
+with the official protocol on the 194 dev images at original size:
+
+* ``released``: no fine-tune (the reference).
+* ``label``: the recipe's fine-tune as it is (MultiBox loss on the labels, BatchNorm training).
+* ``kd``: label-free: ``distill.phases=[finetune]``, ``alpha: 1`` (no label loss), output KD plus feature KD
+  on ``FEATURES`` (``distill.features``), BatchNorm frozen (``distill.freeze_bn``), no weight decay.
+* ``kd_decay``: ``kd`` with the recipe's weight decay (1e-4): does AdamW's decay move the fixed point?
+* ``kd_train_bn``: ``kd`` with BatchNorm training (batch statistics of 320 px crops vs the teacher's
+  running statistics).
+
+Each row (one JSON line per configuration, appended to ``--out``) holds the AP, the fine-tune seconds and
+the largest relative weight change against the released model (0.0: the recovery left the model exactly
+as it was).
+
+    nice -n 5 .venv/bin/python benchmarks/bench_recovery.py --configs released,label,kd,kd_train_bn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_real_pruning as bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: RetinaFace's FPN outputs, SSH outputs and head convs (``distill.features`` globs).
+FEATURES = ["fpn.output3", "fpn.merge?", "ssh?", "*Head.?.conv1x1"]
+KD = ["distill.phases=[finetune]", "distill.alpha=1.0", f"distill.features={json.dumps(FEATURES)}",
+      "distill.freeze_bn=true", "finetune.weight_decay=0.0"]
+
+#: Configuration name -> recipe overrides of the fine-tune (``None``: no fine-tune).
+CONFIGS: dict[str, list[str] | None] = {
+    "released": None,
+    "label": [],
+    "kd": KD,
+    "kd_decay": [*KD, "finetune.weight_decay=1.0e-4"],
+    "kd_train_bn": [*KD, "distill.freeze_bn=false"],
+}
+
+
+def largest_change(model: nn.Module, reference: nn.Module) -> float:
+    """The largest change of any float parameter or buffer, relative to that tensor's largest magnitude in
+    ``reference`` (0.0: the model is exactly the reference)."""
+    ours, theirs = model.state_dict(), reference.state_dict()
+    return max(float((ours[key] - theirs[key]).abs().max() / theirs[key].abs().max().clamp_min(1e-12))
+               for key in ours if theirs[key].is_floating_point())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="released,label,kd", help=f"comma-separated, of {sorted(CONFIGS)}")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every fine-tune (e.g. finetune.epochs=1)")
+    parser.add_argument("--train-size", type=int, default=None, help="first N train images (default: all 1,008)")
+    parser.add_argument("--eval-images", type=int, default=None, help="score only the first N dev images (smoke)")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "recovery.jsonl")
+    args = parser.parse_args(argv)
+    names = args.configs.split(",")
+    unknown = sorted(set(names) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown configs {unknown}; valid: {sorted(CONFIGS)}")
+    torch.set_num_threads(1)
+    if args.eval_images is not None:
+        bench.VAL_IMAGES = bench.first_val_images(args.data, args.eval_images, Path(tempfile.mkdtemp(prefix="val_")))
+    reference = bench.released(args.data)
+    for name in names:
+        model = bench.released(args.data)
+        overrides = CONFIGS[name]
+        row = {"config": name, "set": [*(overrides or []), *args.extra], "train_size": args.train_size,
+               "eval_images": args.eval_images}
+        if overrides is not None:
+            run_dir = Path(tempfile.mkdtemp(prefix=f"recovery_{name}_"))
+            base = [*bench.data_overrides(args.data, train_size=args.train_size), "export.onnx=false"]
+            row["finetune_s"] = bench.finetune(model, [*base, *overrides, *args.extra], run_dir)
+            row["max_relative_change"] = largest_change(model, reference)
+        start = time.perf_counter()
+        row["ap"] = bench.official_ap(model, args.data)
+        row["eval_s"] = round(time.perf_counter() - start, 1)
+        bench.append_row(args.out, row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
