@@ -145,8 +145,9 @@ class Results:
         self.data["runs"].append(config)
         self.write()
 
-    def done(self, method: str, budget: float | None) -> bool:
-        return any(r["method"] == method and r.get("budget") == budget for r in self.data["rows"])
+    def done(self, method: str, budget: float | None, seed: int = 0) -> bool:
+        return any(r["method"] == method and r.get("budget") == budget and r.get("seed", 0) == seed
+                   for r in self.data["rows"])
 
     def add(self, row: dict[str, Any]) -> None:
         self.data["rows"].append({**row, "run": len(self.data["runs"]) - 1})
@@ -283,6 +284,17 @@ def featherface_path(profile: str | None, overrides: Sequence[str], run_dir: Pat
              "finetune_seconds": seconds["finetune"]})
 
 
+def schedule_overrides(args: argparse.Namespace) -> list[str]:
+    """``--finetune-epochs`` / ``--soft-epochs`` / ``--trials`` as recipe overrides (the recipe's own when unset)."""
+    overrides = [] if args.finetune_epochs is None else [f"finetune.epochs={args.finetune_epochs}"]
+    if args.soft_epochs is not None:
+        overrides += [f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}"]
+    if args.trials is not None:
+        initial = max(2, args.trials // 2)
+        overrides += [f"search.initial_points={initial}", f"search.iterations={max(0, args.trials - initial)}"]
+    return overrides
+
+
 def run_featherface(args: argparse.Namespace, results: Results, data: Path) -> None:
     overrides = [
         "threads=1", f"task_args.image_size={args.crop}",
@@ -293,10 +305,7 @@ def run_featherface(args: argparse.Namespace, results: Results, data: Path) -> N
         f"task_args.val_images={data}/widerface/WIDER_val/images",
         f"task_args.gt_dir={data}/widerface/ground_truth",
         f"teacher.checkpoint={data}/weights/featherface_v1_thirdparty.pth",
-        f"finetune.epochs={args.finetune_epochs}",
-        f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}",
-        f"search.initial_points={max(2, args.trials // 2)}",
-        f"search.iterations={max(0, args.trials - max(2, args.trials // 2))}", "export.onnx=false",
+        *schedule_overrides(args), "export.onnx=false",
     ]
     if not results.done("featherface_v1", None):
         model = models.build_model("featherface_v1", weights=data / "weights" / "featherface_v1_thirdparty.pth")
@@ -324,7 +333,8 @@ def architecture(row: dict[str, Any], args: argparse.Namespace, total: int, exam
     if method.startswith("featherface_"):
         return load_pruned(args.work / method / "final.pt", trust=[BUILDER])
     if method in ("compresskit", "compresskit_ls"):
-        return load_pruned(args.work / f"{method}_{budget}" / "pruned.pt", trust=[BUILDER])
+        suffix = f"_{row['seed']}" if "seed" in row else ""  # rows before --seeds have no seed in the folder name
+        return load_pruned(args.work / f"{method}_{budget}{suffix}" / "pruned.pt", trust=[BUILDER])
     prune_to = {"uniform_fpgm": uniform_fpgm, "uniform_fpgm_ls": uniform_fpgm, "tp_magnitude": tp_magnitude}[method]
     return prune_to(args.data, int(budget * total), example)[0]
 
@@ -375,15 +385,15 @@ def finetune(model: nn.Module, overrides: Sequence[str], run_dir: Path) -> float
 
 
 def run_budget(budget: float, args: argparse.Namespace, results: Results, overrides: list[str],
-               example: torch.Tensor, total: int) -> None:
+               example: torch.Tensor, total: int, seed: int = 0) -> None:
     max_params = int(budget * total)
     min_params = int((budget - args.band) * total)
-    budget_overrides = [*overrides, f"search.budget.max_params={max_params}",
+    budget_overrides = [*overrides, f"seed={seed}", f"search.budget.max_params={max_params}",
                         f"search.budget.min_params={min_params}"]
     methods: dict[str, Callable[[], tuple[nn.Module, dict[str, Any]]]] = {
-        "compresskit": lambda: compresskit_pipeline(budget_overrides, args.work / f"compresskit_{budget}"),
+        "compresskit": lambda: compresskit_pipeline(budget_overrides, args.work / f"compresskit_{budget}_{seed}"),
         "compresskit_ls": lambda: compresskit_pipeline([*budget_overrides, *ONE_SHOT_LS],
-                                                       args.work / f"compresskit_ls_{budget}"),
+                                                       args.work / f"compresskit_ls_{budget}_{seed}"),
         "uniform_fpgm": lambda: uniform_fpgm(args.data, max_params, example),
         "uniform_fpgm_ls": lambda: uniform_fpgm_ls(args.data, max_params, example, budget_overrides),
         "tp_magnitude": lambda: tp_magnitude(args.data, max_params, example),
@@ -391,16 +401,16 @@ def run_budget(budget: float, args: argparse.Namespace, results: Results, overri
         "unpruned_finetuned": lambda: (released(args.data), {}),
     }
     for method in args.methods:
-        if results.done(method, budget):
-            print(f"skip {method} @ {budget}: already in {results.path}", flush=True)
+        if results.done(method, budget, seed):
+            print(f"skip {method} @ {budget} seed {seed}: already in {results.path}", flush=True)
             continue
         start = time.perf_counter()
         model, details = methods[method]()
         prune_seconds = round(time.perf_counter() - start, 1)
-        row: dict[str, Any] = {"method": method, "budget": budget, **size_row(model),
+        row: dict[str, Any] = {"method": method, "budget": budget, "seed": seed, **size_row(model),
                                "ap_removed": official_ap(model, args.data), **details,
                                "prune_seconds": prune_seconds}
-        row["finetune_seconds"] = finetune(model, budget_overrides, args.work / f"finetune_{method}_{budget}")
+        row["finetune_seconds"] = finetune(model, budget_overrides, args.work / f"finetune_{method}_{budget}_{seed}")
         row["ap_finetuned"] = official_ap(model, args.data)
         row["load_avg_1m"] = round(os.getloadavg()[0], 2)
         results.add(row)
@@ -411,11 +421,12 @@ def render(data: dict[str, Any]) -> str:
     for index, config in enumerate(data.get("runs") or [data["config"]]):
         lines += [f"Run {index}: `{config['command']}`  ",
                   f"started {config['started']}; torch threads 1; training crop {config['crop']} px, "
-                  f"train images {config['train_size']}, fine-tune {config['finetune_epochs']} epoch(s), "
-                  f"soft-prune {config['soft_epochs']} epoch(s), search {config['trials']} trials.", ""]
-    lines += ["| model | budget | params | MACs @640 | ORT ms @640 1t | AP after removal (E/M/H) | "
+                  f"train images {config['train_size']}, fine-tune {_schedule(config, 'finetune_epochs', 'epoch(s)')}, "
+                  f"soft-prune {_schedule(config, 'soft_epochs', 'epoch(s)')}, search {_schedule(config, 'trials', 'trials')}"
+                  + (f", seeds {config['seeds']}" if "seeds" in config else "") + ".", ""]
+    lines += ["| model | budget | seed | params | MACs @640 | ORT ms @640 1t | AP after removal (E/M/H) | "
               "AP after fine-tune (E/M/H) | prune s | fine-tune s | run | load |",
-              "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
+              "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"]
 
     def ap(values: dict[str, float] | None) -> str:
         return "—" if not values else f"{values['easy']:.2f} / {values['medium']:.2f} / {values['hard']:.2f}"
@@ -428,7 +439,7 @@ def render(data: dict[str, Any]) -> str:
     for row in data["rows"]:
         budget = row.get("budget")
         budget = "100%" if budget is None else budget if isinstance(budget, str) else f"{100 * budget:.0f}%"
-        lines.append(f"| {row['method']} | {budget} | {row['params']:,} | {row['macs_g']:.3f} G | "
+        lines.append(f"| {row['method']} | {budget} | {row.get('seed', 0)} | {row['params']:,} | {row['macs_g']:.3f} G | "
                      f"{latency(row)} | {ap(row.get('ap_removed'))} | {ap(row.get('ap_finetuned'))} | "
                      f"{row.get('prune_seconds', 0):.0f} | {row.get('finetune_seconds', 0):.0f} | "
                      f"{row.get('run', 0)} | {row.get('load_avg_1m', float('nan')):.1f} |")
@@ -437,7 +448,43 @@ def render(data: dict[str, Any]) -> str:
                       f"`{data['latency_command']}`."]
     else:
         lines += ["", "ORT ms*: measured right after each model, under whatever load the machine had then."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + render_means(data["rows"])) + "\n"
+
+
+def _schedule(config: dict[str, Any], key: str, unit: str) -> str:
+    return "the recipe's" if config.get(key) is None else f"{config[key]} {unit}"
+
+
+def render_means(rows: list[dict[str, Any]]) -> list[str]:
+    """Per method and budget with several seeds: mean (sample std) of every AP, params, latency ratio and CPU
+    minutes (1 thread: wall = CPU time of prune + fine-tune)."""
+    unpruned = [r["ort_interleaved"]["median_ms"] for r in rows if r["method"] == "unpruned" and "ort_interleaved" in r]
+    cells: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+    for row in rows:
+        if isinstance(row.get("budget"), float) and "seed" in row:
+            cells.setdefault((row["method"], row["budget"]), []).append(row)
+    if not any(len(group) > 1 for group in cells.values()):
+        return []
+
+    def stat(values: list[float]) -> str:
+        return f"{np.mean(values):.2f} ({np.std(values, ddof=1):.2f})" if len(values) > 1 else f"{values[0]:.2f}"
+
+    def aps(group: list[dict[str, Any]], key: str) -> str:
+        if any(not r.get(key) for r in group):
+            return "—"
+        return " / ".join(stat([r[key][subset] for r in group]) for subset in ("easy", "medium", "hard"))
+
+    lines = ["", "Means over seeds (sample std): AP easy / medium / hard; latency as a ratio to the unpruned model "
+                 "(interleaved ORT medians); CPU min = prune + fine-tune seconds / 60 at 1 thread.", "",
+             "| model | budget | seeds | params | ORT ratio | AP after removal | AP after recovery | CPU min |",
+             "|---|---:|---:|---:|---:|---|---|---:|"]
+    for (method, budget), group in sorted(cells.items(), key=lambda item: (-item[0][1], item[0][0])):
+        ratio = ("—" if not unpruned or any("ort_interleaved" not in r for r in group)
+                 else stat([r["ort_interleaved"]["median_ms"] / unpruned[0] for r in group]))
+        minutes = stat([(r.get("prune_seconds", 0) + r.get("finetune_seconds", 0)) / 60 for r in group])
+        lines.append(f"| {method} | {100 * budget:.0f}% | {len(group)} | {np.mean([r['params'] for r in group]):,.0f} | "
+                     f"{ratio} | {aps(group, 'ap_removed')} | {aps(group, 'ap_finetuned')} | {minutes} |")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -451,9 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", default="compresskit,uniform_fpgm,tp_magnitude")
     parser.add_argument("--crop", type=int, default=320)
     parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--soft-epochs", type=int, default=2)
-    parser.add_argument("--trials", type=int, default=10, help="search: half initial points, half BO")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--soft-epochs", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--trials", type=int, default=None, help="search: half initial points, half BO (default: the recipe's)")
+    parser.add_argument("--seeds", default="0", help="recipe seeds, each a full set of rows (e.g. 0,1,2)")
     parser.add_argument("--featherface", action="store_true",
                         help="instead: the FeatherFace paths (V1 -> Nano-B, V1 pruned) to 120K-180K params")
     parser.add_argument("--distill-epochs", type=int, default=2, help="FeatherFace Nano-B path: distillation")
@@ -479,15 +527,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = args.data
     overrides = [
         *data_overrides(data, args.crop, args.train_size),
-        f"finetune.epochs={args.finetune_epochs}",
-        f"prune.schedule.epochs={args.soft_epochs}", f"prune.schedule.end={max(1, args.soft_epochs - 1)}",
-        f"search.initial_points={max(2, args.trials // 2)}", f"search.iterations={max(0, args.trials - max(2, args.trials // 2))}",
-        "export.onnx=false", *args.extra,
+        *schedule_overrides(args), "export.onnx=false", *args.extra,
     ]
     config = {"command": " ".join([".venv/bin/python", "benchmarks/bench_real_pruning.py", *sys.argv[1:]]),
               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "crop": args.crop,
               "train_size": args.train_size or "all", "finetune_epochs": args.finetune_epochs,
-              "soft_epochs": args.soft_epochs, "trials": args.trials, "overrides": overrides}
+              "soft_epochs": args.soft_epochs, "trials": args.trials, "seeds": args.seeds, "overrides": overrides}
     if args.eval_images is not None:
         global VAL_IMAGES
         VAL_IMAGES = first_val_images(data, args.eval_images, Path(tempfile.mkdtemp(prefix="val_")))
@@ -503,8 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = released(data)
         results.add({"method": "unpruned", "budget": None, **size_row(model), "ap_removed": None,
                      "ap_finetuned": official_ap(model, data), "load_avg_1m": round(os.getloadavg()[0], 2)})
-    for budget in (float(b) for b in args.budgets.split(",")):
-        run_budget(budget, args, results, overrides, example, total)
+    for seed in (int(value) for value in args.seeds.split(",")):
+        for budget in (float(b) for b in args.budgets.split(",")):
+            run_budget(budget, args, results, overrides, example, total, seed)
     print(render(results.data))
     return 0
 
