@@ -74,6 +74,10 @@ RECIPE = ROOT / "recipes" / "retinaface_wider.yaml"
 FEATHERFACE_RECIPE = ROOT / "recipes" / "featherface_wider.yaml"
 BUILDER = "featherface.models:build_model"
 MODEL = "retinaface_mnet025"
+YUNET_N = "YuNet-n"
+#: YuNet-n's AP on the same 194 dev images, from its own evaluation (``../shared/data/README.md``): this bench
+#: times it but cannot score it (no YuNet decoder here).
+YUNET_N_AP = {"ap": {"easy": 88.93, "medium": 87.00, "hard": 82.47}, "ap_source": "../shared/data/README.md"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,6 +356,10 @@ def measure_latencies(args: argparse.Namespace, results: Results, rounds: int = 
             path = export_onnx(architecture(row, args, total, example).eval(), (torch.from_numpy(image),),
                                Path(tmp) / f"{index}.onnx")
             runners[str(index)] = ort_runner(path, [image], threads=1)
+        yunet = args.data / "weights" / "yunet_n_640_640.onnx"
+        if yunet.is_file():  # the peer, timed in the same rounds (its input: raw BGR 0..255, no mean)
+            runners[YUNET_N] = ort_runner(yunet, [image + np.array(BGR_MEAN, dtype=np.float32).reshape(1, 3, 1, 1)],
+                                          threads=1)
         loads = [os.getloadavg()[0]]
         latencies = measure(runners, warmup=3, rounds=rounds)
         loads.append(os.getloadavg()[0])
@@ -359,6 +367,10 @@ def measure_latencies(args: argparse.Namespace, results: Results, rounds: int = 
         q25, median, q75 = np.percentile(latencies[str(index)].samples_ms, [25, 50, 75])
         row["ort_interleaved"] = {"median_ms": round(float(median), 2), "iqr_ms": round(float(q75 - q25), 2),
                                   "rounds": rounds, "load_1m": [round(v, 2) for v in loads]}
+    if YUNET_N in latencies:
+        q25, median, q75 = np.percentile(latencies[YUNET_N].samples_ms, [25, 50, 75])
+        results.data["peers"] = {YUNET_N: {**YUNET_N_AP, "params": 75856, "median_ms": round(float(median), 2),
+                                           "iqr_ms": round(float(q75 - q25), 2), "rounds": rounds}}
     results.data["latency_command"] = " ".join([".venv/bin/python", "benchmarks/bench_real_pruning.py", *sys.argv[1:]])
     results.write()
 
