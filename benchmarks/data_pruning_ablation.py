@@ -11,9 +11,16 @@ Calibration: ``--batches`` x 8 unlabeled training images, either augmented train
 downscaled to ``--crop`` px (``--calibration whole``, drawn by ``--seed``). AP: the official protocol on the
 194 dev images at original size. Rows go to ``--out`` (JSON lines).
 
+``--allocation global`` replaces the uniform rate by the global allocation from data (issue 20, item 4;
+:mod:`compresskit.search.global_allocation`): each channel group's cumulative relative output error
+(``OutputError.eliminate`` on the unpruned model) priced per layer group of the task, rates chosen greedily under
+the same parameter budget; ``global-sets`` gives every channel group its own rate (within its layer group's
+bounds). The channels are then the same elimination's (``--importance output_error``, not sequential).
+
     .venv/bin/python benchmarks/data_pruning_ablation.py --budget 0.5 --importance output_error \\
         --intercept --recalibrate-bn
     .venv/bin/python benchmarks/data_pruning_ablation.py --budget 0.5 --importance fpgm   # the old way
+    .venv/bin/python benchmarks/data_pruning_ablation.py --budget 0.5 --allocation global --intercept
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from compresskit.pruning.budget import ParamPredictor, count_params  # noqa: E40
 from compresskit.pruning.output_error import OutputError, SequentialSelection  # noqa: E402
 from compresskit.pruning.reconstruct import reconstruct  # noqa: E402
 from compresskit.pruning.soft_fpgm import SoftFPGM, remove_zeroed  # noqa: E402
+from compresskit.search.global_allocation import allocate_rates, layer_group_costs, rate_levels  # noqa: E402
 from featherface import models  # noqa: E402
 from featherface.task import _SquareItems, layer_group_specs  # noqa: E402
 
@@ -70,6 +78,8 @@ def render(path: Path) -> str:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         selection = row["importance"] + (" (sequential)" if row.get("sequential") else "")
+        if row.get("allocation", "uniform") != "uniform":
+            selection += f", {row['allocation']} rates"
         if row.get("damping", 1e-2) != 1e-2:
             selection += f", damping {row['damping']:g}"
         ap = row["ap"]
@@ -80,6 +90,30 @@ def render(path: Path) -> str:
     return "\n".join(lines)
 
 
+def allocate(model: torch.nn.Module, groups: list, batches: list,
+             args: argparse.Namespace) -> tuple[list, dict, dict[str, torch.Tensor]]:
+    """Global allocation at ``--budget``: ``(groups, {rates, predicted_params, cost}, scores per group name)``.
+
+    ``global-sets``: every channel group becomes its own layer group (named after the group), with the bounds of the
+    layer group it was in; the returned groups are then a plain list (no ``layer_groups`` table).
+    """
+    bounds = {spec.name: spec.bounds for spec in layer_group_specs(bench.MODEL)}
+    if args.allocation == "global-sets":
+        for group in groups:
+            bounds[group.name] = bounds[group.layer_group]
+            group.layer_group = group.name
+        groups = list(groups)
+        bounds = {group.name: bounds[group.name] for group in groups}
+    importance = OutputError(batches, damping=args.damping)
+    eliminations = [importance.eliminate(group) for group in groups]
+    scores = {g.name: (e.scores if e is not None else importance(g)) for g, e in zip(groups, eliminations)}
+    levels = rate_levels(groups, bounds)
+    costs = layer_group_costs(groups, [getattr(e, "curve", None) for e in eliminations], levels)
+    allocation = allocate_rates(levels, costs, ParamPredictor(model, groups), int(args.budget * count_params(model)))
+    return groups, {"rates": allocation.rates, "predicted_params": allocation.predicted_params,
+                    "cost": round(allocation.cost, 4)}, scores  # exact rates (k / C): rounding them prunes less
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=0.5, help="fraction of the parameters kept")
@@ -87,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--intercept", action="store_true", help="refit with intercepts folded into BatchNorm")
     parser.add_argument("--recalibrate-bn", action="store_true", help="re-estimate BatchNorm statistics")
     parser.add_argument("--no-refit", action="store_true", help="skip the least-squares refit")
+    parser.add_argument("--allocation", default="uniform", choices=["uniform", "global", "global-sets"],
+                        help="one rate for all, or rates allocated from output_error costs per layer group / per set")
     parser.add_argument("--sequential", action="store_true",
                         help="output_error on the partly pruned and refit model, group by group (SequentialSelection)")
     parser.add_argument("--calibration", default="crops", choices=["crops", "whole"])
@@ -114,7 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     rate = bench._bisect(lambda r: int(ParamPredictor(model, groups)(r)), int(args.budget * count_params(model)))
     seconds = {}
     start = time.perf_counter()
-    if args.sequential:  # selection interleaved with the refit: its time is in "refit"
+    allocated = None
+    if args.allocation != "uniform":
+        if args.importance != "output_error" or args.sequential:
+            parser.error("--allocation global prices and selects channels by output_error (not sequential)")
+        groups, allocated, scores = allocate(model, groups, batches, args)
+        seconds["allocate"] = round(time.perf_counter() - start, 1)
+        start = time.perf_counter()
+        pruner = SoftFPGM(groups, schedule={name: (lambda epoch, r=r: r) for name, r in allocated["rates"].items()},
+                          importance=lambda group: scores[group.name])
+        pruner.step(0)
+        reconstruct(model, unpruned, batches, on_layer_done=pruner.rezero, ridge=args.ridge,
+                    intercept=args.intercept, progress=True)
+        seconds["refit"] = round(time.perf_counter() - start, 1)
+        pruner.apply(verify=True)
+    elif args.sequential:  # selection interleaved with the refit: its time is in "refit"
         if args.importance != "output_error" or args.no_refit:
             parser.error("--sequential selects by output_error during the refit")
         selection = SequentialSelection(groups, rate, batches, damping=args.damping)
@@ -140,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         recalibrate_bn(model, batches)
     seconds["recalibrate"] = round(time.perf_counter() - start, 1)
     row = {"budget": args.budget, "rate": round(rate, 4), "params": count_params(model),
+           "allocation": args.allocation, **({"allocated": allocated} if allocated else {}),
            "importance": args.importance, "refit": not args.no_refit, "intercept": args.intercept,
            "recalibrate_bn": args.recalibrate_bn, "sequential": args.sequential, "calibration": args.calibration,
            "crop": args.crop,
