@@ -14,6 +14,10 @@ with the official protocol on the 194 dev images at original size:
 * ``kd_train_bn``: ``kd`` with BatchNorm training (batch statistics of 320 px crops vs the teacher's
   running statistics).
 
+``--start uniform_fpgm:0.5`` starts every configuration instead from the released model one-shot pruned to
+half its parameters (uniform FPGM, no refit, as ``bench_real_pruning.py``'s ``uniform_fpgm``), the feature
+term matched on the kept channels (:func:`compresskit.distill.match_kept_channels`, as the remove phase).
+
 Each row (one JSON line per configuration, appended to ``--out``) holds the AP, the fine-tune seconds and
 the largest relative weight change against the released model (0.0: the recovery left the model exactly
 as it was).
@@ -24,6 +28,7 @@ as it was).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -35,6 +40,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_real_pruning as bench
+
+from compresskit import run as pipeline
+from compresskit.config import load_recipe
+from compresskit.distill import find_modules, match_kept_channels
+from compresskit.groups.surgery import ChannelOp, zero_channels
+from featherface import models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +72,34 @@ def largest_change(model: nn.Module, reference: nn.Module) -> float:
                for key in ours if theirs[key].is_floating_point())
 
 
+def pruned_start(data: Path, budget: float) -> tuple[nn.Module, dict[str, list[int]]]:
+    """The released model one-shot pruned (uniform FPGM) to ``budget`` of its parameters, and the kept
+    channels of the distilled modules."""
+    example = torch.randn(1, 3, 320, 320, generator=torch.Generator().manual_seed(0)) * 50
+    model, _ = bench.uniform_fpgm(data, int(budget * bench.count_params(bench.released(data))), example)
+    ops = [ChannelOp.from_list(op) for op in model.compresskit_history[-1]]
+    soft = bench.released(data)
+    zero_channels(soft, ops)
+    return model, match_kept_channels(soft, model, (example,), ops, find_modules(soft, FEATURES))
+
+
+def finetune(model: nn.Module, overrides: list[str], kept: dict[str, list[int]] | None) -> float:
+    """``bench_real_pruning.finetune`` with the removal's ``kept_channels.json`` in the run directory; seconds."""
+    run_dir = Path(tempfile.mkdtemp(prefix="recovery_"))
+    recipe = load_recipe(bench.RECIPE, [*overrides, f"run_dir={run_dir}"])
+    ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=pipeline.build_task(recipe),
+                              log=lambda message: print(message, flush=True))
+    if "finetune" in recipe.distill.phases:  # distil from the released model
+        torch.save(models.build_model(bench.MODEL, weights=Path(recipe.teacher.checkpoint)).state_dict(),
+                   run_dir / "teacher.pt")
+    if kept:
+        (run_dir / "kept_channels.json").write_text(json.dumps({"kept": kept}))
+    pipeline.seed_everything(pipeline.phase_seed(recipe.seed, "finetune"))
+    start = time.perf_counter()
+    pipeline.finetune_model(ctx, model, evaluate=False)
+    return round(time.perf_counter() - start, 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="released,label,kd", help=f"comma-separated, of {sorted(CONFIGS)}")
@@ -69,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=None, help="first N train images (default: all 1,008)")
     parser.add_argument("--eval-images", type=int, default=None, help="score only the first N dev images (smoke)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--start", default="released", help="released, or uniform_fpgm:BUDGET (e.g. 0.5)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "recovery.jsonl")
     args = parser.parse_args(argv)
     names = args.configs.split(",")
@@ -78,16 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.eval_images is not None:
         bench.VAL_IMAGES = bench.first_val_images(args.data, args.eval_images, Path(tempfile.mkdtemp(prefix="val_")))
-    reference = bench.released(args.data)
+    budget = float(args.start.split(":")[1]) if args.start.startswith("uniform_fpgm:") else None
     for name in names:
-        model = bench.released(args.data)
+        model, kept = pruned_start(args.data, budget) if budget is not None else (bench.released(args.data), None)
+        reference = copy.deepcopy(model)
         overrides = CONFIGS[name]
-        row = {"config": name, "set": [*(overrides or []), *args.extra], "train_size": args.train_size,
-               "eval_images": args.eval_images}
+        row = {"config": name, "start": args.start, "set": [*(overrides or []), *args.extra],
+               "train_size": args.train_size, "eval_images": args.eval_images, "params": bench.count_params(model)}
         if overrides is not None:
-            run_dir = Path(tempfile.mkdtemp(prefix=f"recovery_{name}_"))
             base = [*bench.data_overrides(args.data, train_size=args.train_size), "export.onnx=false"]
-            row["finetune_s"] = bench.finetune(model, [*base, *overrides, *args.extra], run_dir)
+            row["finetune_s"] = finetune(model, [*base, *overrides, *args.extra], kept)
             row["max_relative_change"] = largest_change(model, reference)
         start = time.perf_counter()
         row["ap"] = bench.official_ap(model, args.data)
