@@ -113,6 +113,7 @@ class RunFiles:
     schedule: dict[str, Any] | None
     search: dict[str, Any] | None
     records: list[dict[str, Any]]
+    onnxruntime: dict[str, Any] | None = None
 
     @property
     def phases(self) -> dict[str, Any]:
@@ -128,7 +129,8 @@ class RunFiles:
         return cls(run_dir=run_dir, recipe=recipe, state=_read_json(run_dir / "state.json") or {"phases": {}},
                    evaluation=_read_json(run_dir / "evaluation.json"), rates=_read_json(run_dir / "rates.json"),
                    channels=_read_json(run_dir / "channels.json"), schedule=_read_json(run_dir / "schedule.json"),
-                   search=_read_json(run_dir / "search.json"), records=_read_jsonl(run_dir / "metrics.jsonl"))
+                   search=_read_json(run_dir / "search.json"), records=_read_jsonl(run_dir / "metrics.jsonl"),
+                   onnxruntime=_read_json(run_dir / "onnxruntime_latency.json"))
 
 
 def _header(run: RunFiles, plots: Path) -> list[str]:
@@ -160,11 +162,25 @@ def _comparison(run: RunFiles, plots: Path) -> list[str]:
     if "student" in evaluation and "pruned" in evaluation:
         ratio = evaluation["pruned"]["params"] / max(1, evaluation["student"]["params"])
         lines += ["", f"The pruned student keeps {ratio:.1%} of the student's parameters."]
+    lines += _onnxruntime_line(run.onnxruntime)
     removed = (run.phases.get("remove") or {}).get("metrics")
     if removed:
         lines += ["", "Right after physical removal, before fine-tuning: "
                   + ", ".join(f"{k} {float(v):.4f}" for k, v in removed.items()) + "."]
     return lines + ["", "![comparison](plots/comparison.png)", ""]
+
+
+def _onnxruntime_line(timing: dict[str, Any] | None) -> list[str]:
+    """The deployment speed-up: the models timed with ONNX Runtime side by side (``onnxruntime_latency.json``)."""
+    if not timing:
+        return []
+    if "skipped" in timing:
+        return ["", f"ONNX Runtime latency not measured: {timing['skipped']}."]
+    shape = "x".join(str(d) for d in timing["input_shapes"][0])
+    times = ", ".join(f"{name} {ms:.2f} ms ({timing['ratio'][name]:.2f}x)" for name, ms in timing["median_ms"].items())
+    return ["", f"ONNX Runtime, input {shape}, {timing['threads']} thread(s), the models interleaved over "
+                f"{timing['rounds']} rounds (median; ratio: median of per-round ratios to the unpruned student): "
+                f"{times}. The latency column above is eager PyTorch at the task's example input."]
 
 
 def _rates(run: RunFiles, plots: Path) -> list[str]:

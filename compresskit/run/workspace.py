@@ -23,6 +23,8 @@ Run directory layout::
     pruned.pt          physically pruned student (compresskit.models.persist format)
     final.pt           pruned and fine-tuned student (compresskit.models.persist format)
     evaluation.json    params, MACs, latency and task metrics, keyed teacher / student / pruned (final.pt)
+    evaluations.json   task metrics by model digest: no model is scored twice (compresskit.run.evaluations)
+    onnxruntime_latency.json  the models timed with ONNX Runtime side by side, ratios to the student
     model.onnx         the final model in ONNX (checked against PyTorch with ONNX Runtime)
     model.fp32.onnx    with quantize.enabled: the final model, dynamic axes (checked at up to three shapes)
     model.int8.onnx    with quantize.enabled: its INT8 (QDQ) quantization
@@ -55,7 +57,8 @@ __all__ = ["RUN_FILES", "PhaseError", "RunDirError", "Workspace", "check_run_dir
 #: Files a run writes (see the module docstring); ``--replace`` deletes these and ``*.last.pt`` only.
 RUN_FILES = ("recipe.yaml", "state.json", "metrics.jsonl", "teacher.pt", "student.pt", "search.json",
              "rates.json", "schedule.json", "channels.json", "soft_pruned.pt", "pruned.pt", "final.pt",
-             "evaluation.json", "model.onnx", "report.md", "metrics.csv")
+             "evaluation.json", "evaluations.json", "onnxruntime_latency.json", "model.onnx", "report.md",
+             "metrics.csv")
 
 
 class RunDirError(RuntimeError):

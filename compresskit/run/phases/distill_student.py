@@ -18,6 +18,7 @@ from compresskit.config import TrainConfig
 from compresskit.pruning.budget import count_params
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation, load_teacher, with_distillation
+from compresskit.run.evaluations import cached_metrics
 from compresskit.run.training import train_phase
 from compresskit.run.workspace import Workspace
 from compresskit.tasks.protocol import Task
@@ -53,9 +54,9 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     start = _initialise(config, workspace, task, student, teacher)
     wrapper, loss_fn, no_decay = with_distillation(task, student, teacher, config.distillation)
     train_phase(workspace, task, "distill", wrapper, loss_fn, config.train, seed=config.seed, no_decay=no_decay,
-                evaluate=lambda: task.evaluate(student))
+                evaluate=lambda: cached_metrics(workspace, task, student))
     workspace.save(student.state_dict(), "student.pt")
-    summary: dict[str, Any] = {"params": count_params(student), "start": start, "metrics": task.evaluate(student)}
+    summary: dict[str, Any] = {"params": count_params(student), "start": start, "metrics": cached_metrics(workspace, task, student)}
     if wrapper.distill is not None:
         summary["log_variances"] = [float(v) for v in wrapper.distill.log_variances().detach()]
     return summary

@@ -18,6 +18,7 @@ from compresskit.pruning.budget import count_params
 from compresskit.run.bypass_choice import chosen_bypass, with_bypass
 from compresskit.run.context import ModelSource, load_run_model
 from compresskit.run.distillation import Distillation, phase_training
+from compresskit.run.evaluations import cached_metrics
 from compresskit.run.training import train_phase
 from compresskit.run.workspace import Workspace
 from compresskit.tasks.protocol import Task
@@ -50,7 +51,7 @@ def finetune(config: Config, workspace: Workspace, task: Task, model: nn.Module,
         kept = workspace.read_json("kept_channels.json")["kept"]  # teacher channels the pruned model kept
     trained, loss_fn, no_decay = phase_training(workspace, task, model, config.distillation, kept)
     return train_phase(workspace, task, "finetune", trained, loss_fn, config.train, seed=config.seed,
-                       no_decay=no_decay, evaluate=(lambda: task.evaluate(model)) if evaluate else None)
+                       no_decay=no_decay, evaluate=(lambda: cached_metrics(workspace, task, model)) if evaluate else None)
 
 
 def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
@@ -62,4 +63,4 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     builder, kwargs = with_bypass(config.student, chosen_bypass(workspace)).builder(task)  # as pruned.pt
     if distributed.is_main():
         save_pruned(workspace.path("final.pt"), model, builder, kwargs)  # history kept by load_pruned
-    return {"params": count_params(model), "metrics": task.evaluate(model)}
+    return {"params": count_params(model), "metrics": cached_metrics(workspace, task, model)}

@@ -22,6 +22,7 @@ from torch import nn
 from compresskit.pruning.budget import channel_counts
 from compresskit.run.bypass_choice import chosen_bypass, with_bypass
 from compresskit.run.context import ModelSource
+from compresskit.run.evaluations import cached_metrics
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.workspace import Workspace
 from compresskit.tasks.protocol import Task
@@ -82,4 +83,4 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     save_pruned(workspace.path("pruned.pt"), model, builder, kwargs)
     workspace.write_json("channels.json", {"before": before, "after": layer_channels(model)})
     return {"params_before": summary.params_before, "params_after": summary.params_after,
-            "changed_layers": len(summary.changed_layers), "metrics": task.evaluate(model)}
+            "changed_layers": len(summary.changed_layers), "metrics": cached_metrics(workspace, task, model)}

@@ -30,6 +30,7 @@ from compresskit.pruning.budget import count_params
 from compresskit.run.bypass_choice import chosen_bypass, fit_rates, load_student
 from compresskit.run.context import ModelSource
 from compresskit.run.distillation import Distillation, phase_training
+from compresskit.run.evaluations import cached_metrics
 from compresskit.run.layer_groups import GroupSelection
 from compresskit.run.training import train_phase
 from compresskit.run.workspace import Workspace
@@ -108,7 +109,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     unpruned = copy.deepcopy(student) if config.reconstruct is not None else None  # one-shot (validated)
     trained, loss_fn, no_decay = phase_training(workspace, task, student, config.distillation)
     train_phase(workspace, task, "soft_prune", trained, loss_fn, schedule, seed=config.seed, callbacks=[every],
-                no_decay=no_decay, evaluate=lambda: task.evaluate(student), saved={"pruner": every})
+                no_decay=no_decay, evaluate=lambda: cached_metrics(workspace, task, student), saved={"pruner": every})
     if pruner.zeroed is None:  # zero epochs: one step at the final rates
         pruner.step(schedule.epochs)
     summary: dict[str, Any] = {}
@@ -119,7 +120,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     zeroed = pruner.zeroed_indices()
     workspace.save({"state_dict": student.state_dict(), "zeroed": zeroed}, "soft_pruned.pt")
     return {"rates": pruner.rates, "zeroed_channels": sum(len(v) for v in zeroed.values()),
-            "params_unpruned": count_params(student), **summary, "metrics": task.evaluate(student)}
+            "params_unpruned": count_params(student), **summary, "metrics": cached_metrics(workspace, task, student)}
 
 
 def calibration_batches(config: ReconstructConfig, task: Task, seed: int) -> list[Any]:

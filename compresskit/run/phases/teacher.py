@@ -13,6 +13,7 @@ from typing import Any
 from compresskit.config import TrainConfig
 from compresskit.pruning.budget import count_params
 from compresskit.run.context import ModelSource
+from compresskit.run.evaluations import cached_metrics
 from compresskit.run.training import task_loss_fn, train_phase
 from compresskit.run.workspace import Workspace
 from compresskit.tasks.protocol import Task
@@ -50,7 +51,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     else:
         assert config.train is not None
         train_phase(workspace, task, "teacher", model, task_loss_fn(task), config.train, seed=config.seed,
-                    evaluate=lambda: task.evaluate(model))
+                    evaluate=lambda: cached_metrics(workspace, task, model))
         source = "trained"
     workspace.save(model.state_dict(), "teacher.pt")
-    return {"source": source, "params": count_params(model), "metrics": task.evaluate(model)}
+    return {"source": source, "params": count_params(model), "metrics": cached_metrics(workspace, task, model)}

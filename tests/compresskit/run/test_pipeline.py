@@ -228,6 +228,10 @@ def test_toy_pipeline_end_to_end(toy_recipe, tmp_path):
     rates = json.loads((run_dir / "rates.json").read_text())
     assert rates["predicted_params"] == params  # the predictor is exact
     assert ctx.state["phases"]["export"]["max_abs_difference"] <= recipe.export.atol
+    timing = json.loads((run_dir / "onnxruntime_latency.json").read_text())  # the deployment speed, side by side
+    assert list(timing["median_ms"]) == ["student", "pruned", "teacher"] and timing["ratio"]["student"] == 1.0
+    assert 0 < timing["ratio"]["pruned"] < 10 and timing["threads"] == 1
+    assert "ONNX Runtime, input" in (run_dir / "report.md").read_text()
     from compresskit.models.persist import load_pruned
 
     model = load_pruned(run_dir / "final.pt", trust=["examples.shapes_classifier"])
