@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from featherface import models
 from featherface.data.augment import TrainTransform, pad_to_square
+from featherface.data.decoded_cache import DecodedCache, freeze_in_workers
 from featherface.data.synthetic import SUBSET_MIN_SIDE, SyntheticFaces
 from featherface.data.widerface import (
     BGR_MEAN,
@@ -62,7 +63,7 @@ _LAYER_GROUPS = {
     "featherface_v1": (models.FEATHERFACE_V1_LAYER_GROUPS, models.FEATHERFACE_V1_PROTECT_PATTERNS),
     "retinaface_mnet025": (models.RETINAFACE_LAYER_GROUPS, models.RETINAFACE_PROTECT_PATTERNS),
 }
-_CACHE_LIMIT_BYTES = 512 * 2**20  # synthetic scenes are rendered once and kept when this small
+_SYNTHETIC_VAL_CACHE_BYTES = 512 * 2**20  # synthetic validation scenes are rendered once and kept up to this
 
 
 def layer_group_specs(model_name: str) -> list[LayerGroupSpec]:
@@ -81,27 +82,22 @@ def layer_group_specs(model_name: str) -> list[LayerGroupSpec]:
 
 
 class _Raw:
-    """Raw ``(image_bgr uint8[H, W, 3], targets float32[G, 15] pixels)`` by index."""
+    """Raw ``(image_bgr uint8[H, W, 3], targets float32[G, 15] pixels)`` by index (read-only when cached)."""
 
-    def __init__(self, source: SyntheticFaces | WiderFaceDataset) -> None:
+    def __init__(self, source: SyntheticFaces | WiderFaceDataset, cache_bytes: int = 0) -> None:
         self.source = source
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
-        if isinstance(source, SyntheticFaces) and len(source) * source.image_size**2 * 3 <= _CACHE_LIMIT_BYTES:
-            self._cache = {}
+        self.cache = DecodedCache(cache_bytes)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __call__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._cache is not None and index in self._cache:
-            return self._cache[index]
+        return self.cache(index, self.load)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(self.source, SyntheticFaces):
-            item = self.source.sample(index)
-        else:
-            item = (self.source.load_image(index), self.source.records[index].targets.copy())
-        if self._cache is not None:
-            self._cache[index] = item
-        return item
+            return self.source.sample(index)
+        return self.source.load_image(index), self.source.records[index].targets.copy()
 
     def key(self, index: int) -> str:
         if isinstance(self.source, SyntheticFaces):
@@ -119,6 +115,9 @@ class _AugmentedItems(Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def caches(self) -> list[DecodedCache]:
+        return [self.raw.cache]
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
         position, seed = key
@@ -204,6 +203,10 @@ class FeatherFaceTask:
         crop_scale: Factor on the training crop sides (:class:`TrainTransform`): ``image_size / 640``
             trains on faces of the pixel size they have in 640 px training and at original-size
             evaluation, at a fraction of the cost; 1 (RetinaFace) shrinks faces with ``image_size``.
+        cache_mb: Memory for decoded training images (MiB), so that each is decoded once
+            (:mod:`featherface.data.decoded_cache`); the first images that fit are kept. ``0``: decode every time.
+        workers: DataLoader worker processes for training batches (``0``: in the training process). Batches are
+            bitwise the same for any number; worth it when the cores are free (see ``benchmarks/RESULTS.md``).
 
     Example:
         >>> task = FeatherFaceTask("synthetic", image_size=160, train_size=32, val_size=8)
@@ -216,7 +219,8 @@ class FeatherFaceTask:
     def __init__(self, data: str = "synthetic", image_size: int = 320, train_size: int | None = 2000,
                  val_size: int | None = 200, seed: int = 0, train_labels: str | None = None,
                  val_labels: str | None = None, gt_dir: str | None = None, eval_size: int | str | None = None,
-                 train_images: str | None = None, val_images: str | None = None, crop_scale: float = 1.0) -> None:
+                 train_images: str | None = None, val_images: str | None = None, crop_scale: float = 1.0,
+                 cache_mb: int = 1024, workers: int = 0) -> None:
         if data not in ("synthetic", "widerface"):
             raise ValueError(f"data must be 'synthetic' or 'widerface', got {data!r}")
         if image_size < 32 or image_size % 32:
@@ -226,6 +230,10 @@ class FeatherFaceTask:
             raise ValueError(f"eval_size must be a multiple of 32 (>= 32) or 'original', got {eval_size!r}")
         if not isinstance(crop_scale, (int, float)) or not 0 < crop_scale <= 1:
             raise ValueError(f"crop_scale must be a number in (0, 1], got {crop_scale!r}")
+        for name, value in (("cache_mb", cache_mb), ("workers", workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        self.workers = workers
         self.image_size = image_size
         self.crop_scale = float(crop_scale)
         self.eval_original = eval_size == "original"
@@ -244,7 +252,8 @@ class FeatherFaceTask:
             train = WiderFaceDataset(self._first(train_parsed.records, train_size))
             val = WiderFaceDataset(self._first(val_parsed.records, val_size))
             self._parsed = {"train": (train_labels, train_parsed), "val": (val_labels, val_parsed)}
-        self._train, self._val = _Raw(train), _Raw(val)
+        self._train = _Raw(train, cache_mb * 2**20)
+        self._val = _Raw(val, _SYNTHETIC_VAL_CACHE_BYTES if data == "synthetic" else 0)
         self._val_items = _SquareItems(self._val, self.eval_size)
         self._gt_dir = gt_dir
         self._ground_truth: dict[str, ImageGroundTruth] | None = None
@@ -343,8 +352,11 @@ class FeatherFaceTask:
             order = torch.randperm(len(indices), generator=torch.Generator().manual_seed(seed))
             indices = sorted(indices[i] for i in order[:count].tolist())
         items = _AugmentedItems(self._train, indices, self.image_size, self.crop_scale)
+        if self.workers:  # workers live one epoch: fill the cache here, where they fork from
+            self._train.cache.fill(indices, self._train.load)
         return DataLoader(items, batch_size=batch_size, sampler=_SeededShuffle(len(items)),
-                          collate_fn=detection_collate)
+                          collate_fn=detection_collate, num_workers=self.workers,
+                          worker_init_fn=freeze_in_workers if self.workers else None)
 
     def val_loader(self, batch_size: int) -> DataLoader:
         return DataLoader(self._val_items, batch_size=batch_size, shuffle=False, collate_fn=detection_collate)

@@ -61,26 +61,36 @@ def random_crop(image: np.ndarray, targets: np.ndarray, rng: np.random.Generator
     return image, targets, False
 
 
-def _scale_shift(channel: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> None:
-    channel[:] = np.clip(channel.astype(np.float32) * alpha + beta, 0, 255)
+_LEVELS = np.arange(256)  # every uint8 value: a pixel-wise change is a 256-entry table
+
+
+def scale_shift_table(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """uint8[256]: ``clip(x * alpha + beta, 0, 255)`` computed in float32 and truncated, for every uint8 ``x``.
+
+    ``cv2.LUT(image, table)`` gives exactly what the arithmetic on each pixel gives, several times faster."""
+    return np.clip(_LEVELS.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
 
 
 def photometric_distort(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Step 2 on a uint8 BGR image (returns a new image)."""
-    image = image.copy()
+    """Step 2 on a uint8 BGR image (returns a new image; ``image`` is not changed).
+
+    Brightness, contrast, saturation and hue are per-pixel, so each is a lookup table (:func:`scale_shift_table`);
+    the saturation and hue tables act on their HSV channels in one three-channel lookup."""
     contrast_first = bool(rng.integers(2))
     if rng.integers(2):
-        _scale_shift(image, beta=float(rng.uniform(-32, 32)))
+        image = cv2.LUT(image, scale_shift_table(beta=float(rng.uniform(-32, 32))))
     if contrast_first and rng.integers(2):
-        _scale_shift(image, alpha=float(rng.uniform(0.5, 1.5)))
-    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
+        image = cv2.LUT(image, scale_shift_table(alpha=float(rng.uniform(0.5, 1.5))))
+    hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)  # a new image: the caller's is never written
+    tables = np.repeat(_LEVELS.astype(np.uint8)[:, None, None], 3, axis=2)  # (256, 1, 3): identity per channel
     if rng.integers(2):
-        _scale_shift(hsv[:, :, 1], alpha=float(rng.uniform(0.5, 1.5)))
+        tables[:, 0, 1] = scale_shift_table(alpha=float(rng.uniform(0.5, 1.5)))
     if rng.integers(2):
-        hsv[:, :, 0] = (hsv[:, :, 0].astype(np.int32) + int(rng.integers(-18, 19))) % 180
+        tables[:, 0, 0] = (_LEVELS.astype(np.int32) + int(rng.integers(-18, 19))) % 180
+    hsv = cv2.LUT(hsv, tables)
     image = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
     if not contrast_first and rng.integers(2):
-        _scale_shift(image, alpha=float(rng.uniform(0.5, 1.5)))
+        image = cv2.LUT(image, scale_shift_table(alpha=float(rng.uniform(0.5, 1.5))))
     return image
 
 
@@ -105,7 +115,7 @@ def mirror(image: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarr
     points[:, :, 0] = width - points[:, :, 0]
     has_landmarks = targets[:, 14] > 0
     flipped[has_landmarks, 4:14] = points[has_landmarks].reshape(-1, 10)  # (G, 5, 2) -> (G, 10)
-    return np.ascontiguousarray(image[:, ::-1]), flipped
+    return cv2.flip(image, 1), flipped  # 1: around the vertical axis; a new contiguous image
 
 
 class TrainTransform:
