@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Recipes default to every core (``threads: null``); runs the tests start in subprocesses get one thread too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")
