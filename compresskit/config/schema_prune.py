@@ -87,6 +87,9 @@ class PruneConfig:
             hardware-friendly widths; ``compresskit.groups.round_channels``); 1: no rounding.
         reconstruct: Refit the kept weights by least squares before removal (one-shot pruning only:
             ``schedule.epochs: 0``); ``null``: off.
+        split_groups: Give every coupled channel set of each layer group its own rate (layer groups named
+            ``<layer group>/<set>``, with the layer group's bounds): dozens of rates, for ``search.method:
+            global``, which prices each set from data (a trial-based search over so many is refused).
     """
 
     importance: Literal["fpgm", "magnitude", "output_error"] = "fpgm"
@@ -96,3 +99,4 @@ class PruneConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     channel_multiple: int = field(default=1, metadata=AT_LEAST_ONE)
     reconstruct: ReconstructConfig | None = None
+    split_groups: bool = False

@@ -250,6 +250,9 @@ def _check_global(recipe: Recipe) -> None:
     if search.method == "global" and search.bypass:
         raise InvalidValue(("search", "bypass"), "needs a search with trials (search.method bo or random), "
                            "got search.method: global")
+    if recipe.prune.split_groups and search.enabled and search.method != "global":
+        raise InvalidValue(("prune", "split_groups"), "gives every channel set its own rate, which only "
+                           f"search.method: global prices (or search.enabled: false), got search.method: {search.method}")
 
 
 def cross_checks(recipe: Recipe) -> None:

@@ -2,13 +2,15 @@
 
 The selection is the recipe's ``prune.groups`` (or, without it, the task's default
 ``layer_groups(student)``), the protected patterns (the task's and ``prune.protect``) and
-``prune.channel_multiple``. The plan, the search, the soft-pruning and the removal phases all find
+``prune.channel_multiple``; with ``prune.split_groups``, every coupled channel set is a layer group of its
+own (found once on the student as built). The plan, the search, the soft-pruning and the removal phases all find
 their channel groups through :meth:`GroupSelection.find`, so each finds the same groups on its own
 copy of the student.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +22,7 @@ from compresskit.config import Recipe, RecipeError
 from compresskit.groups.find import LayerGroupSpec
 from compresskit.tasks.protocol import Task
 
-__all__ = ["GroupSelection", "group_selection"]
+__all__ = ["GroupSelection", "group_selection", "split_per_set"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class GroupSelection:
 
 
 def group_selection(recipe: Recipe, task: Task) -> GroupSelection:
-    """The recipe's layer groups (``prune.groups`` or the task's defaults) and protected patterns."""
+    """The recipe's layer groups (``prune.groups`` or the task's defaults) and protected patterns; with
+    ``prune.split_groups``, one layer group per coupled channel set (:func:`split_per_set`)."""
     groups = recipe.prune.groups
     if groups is None:
         specs = list(task.layer_groups(recipe.student.model))
@@ -84,4 +87,28 @@ def group_selection(recipe: Recipe, task: Task) -> GroupSelection:
         specs = [LayerGroupSpec(name, patterns=g.patterns, types=g.types, bounds=g.bounds)
                  for name, g in groups.items()]
     protect = tuple(dict.fromkeys([*task.protect(recipe.student.model), *recipe.prune.protect]))
-    return GroupSelection(tuple(specs), protect, recipe.prune.channel_multiple, recipe.source)
+    selection = GroupSelection(tuple(specs), protect, recipe.prune.channel_multiple, recipe.source)
+    if not recipe.prune.split_groups:
+        return selection
+    from compresskit.run.context import model_source
+
+    student = model_source(recipe, "student")
+    assert student is not None  # the schema requires a student
+    return split_per_set(selection, student.build(task), task.example_inputs())
+
+
+def split_per_set(selection: GroupSelection, model: nn.Module, example_inputs: tuple[torch.Tensor, ...]
+                  ) -> GroupSelection:
+    """``selection`` with every coupled channel set of ``model`` as its own layer group: named
+    ``<layer group>/<set>`` (the set's first producing module), matched by that module's exact name, with
+    the bounds of the layer group it was in. The channel groups found are the same; only their rates become
+    independent (what ``search.method: global`` allocates from data)."""
+    bounds = selection.bounds
+    specs = tuple(LayerGroupSpec(f"{group.layer_group}/{group.name}", patterns=(_exact(group.name),),
+                                 bounds=bounds[group.layer_group]) for group in selection.find(model, example_inputs))
+    return dataclasses.replace(selection, specs=specs)
+
+
+def _exact(name: str) -> str:
+    """An ``fnmatch`` pattern matching ``name`` only (``[`` is the one metacharacter module names can hold)."""
+    return name.replace("[", "[[]").replace("*", "[*]").replace("?", "[?]")

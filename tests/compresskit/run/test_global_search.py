@@ -64,3 +64,30 @@ def test_global_start_is_the_first_bo_trial(tmp_path, monkeypatch):
 def test_global_recipe_errors_name_the_key(tmp_path, monkeypatch, overrides, match):
     with pytest.raises(RecipeError, match=match):
         load_recipe(write_recipe(tmp_path, TOY, monkeypatch), overrides)
+
+
+def test_split_groups_gives_every_channel_set_its_own_rate_and_global_prices_each(tmp_path, monkeypatch):
+    recipe = load_recipe(write_recipe(tmp_path, TOY, monkeypatch),
+                         [*ONE_SHOT, "search.method=global", "prune.split_groups=true"])
+    task = build_task(recipe)
+    plain = load_recipe(write_recipe(tmp_path, TOY, monkeypatch), ONE_SHOT)
+    model = task.build_model(recipe.student.model)
+    by_layer = group_selection(plain, task).find(model, task.example_inputs())
+    by_set = group_selection(recipe, task).find(model, task.example_inputs())
+    # the same channel sets, each now its own layer group "<layer group>/<set>" with its layer group's bounds
+    assert [(g.name, g.num_channels) for g in by_set] == [(g.name, g.num_channels) for g in by_layer]
+    assert [g.layer_group for g in by_set] == [f"{g.layer_group}/{g.name}" for g in by_layer]
+    assert group_selection(recipe, task).bounds == {
+        f"{g.layer_group}/{g.name}": group_selection(plain, task).bounds[g.layer_group] for g in by_layer}
+    run_dir = tmp_path / "run"
+    run(recipe, run_dir=run_dir, stop_after="remove", log=quiet)
+    summary = json.loads((run_dir / "rates.json").read_text())
+    assert sorted(summary["rates"]) == sorted(g.layer_group for g in by_set)
+    assert count_params(load_pruned(run_dir / "pruned.pt", trust=["examples.shapes_classifier"])) == \
+        summary["predicted_params"] <= 9000
+
+
+def test_split_groups_needs_the_global_search(tmp_path, monkeypatch):
+    with pytest.raises(RecipeError, match=r"prune.split_groups gives every channel set its own rate, which only "
+                                          r"search.method: global prices .*got search.method: bo"):
+        load_recipe(write_recipe(tmp_path, TOY, monkeypatch), [*ONE_SHOT, "prune.split_groups=true"])
