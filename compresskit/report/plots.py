@@ -103,15 +103,20 @@ def plot_search_trace(trials: Sequence[Mapping[str, Any]], budget: Sequence[int]
 
 
 def plot_schedule(rates: Mapping[str, Sequence[float]], path: Path) -> None:
-    """Soft-pruning rate per epoch, one line per layer group."""
-    figure = _figure(6, 3.5)
+    """Soft-pruning rate per epoch, one line per layer group (many groups, e.g. ``prune.split_groups``: the
+    legend goes below the axes in two columns and the figure grows with it)."""
+    many = len(rates) > 10
+    figure = _figure(6, 3.5 + (0.09 * len(rates) if many else 0))
     ax = figure.subplots()
     for name, values in rates.items():
         ax.plot(range(len(values)), values, marker="o", markersize=3, label=name)
     ax.set_xlabel("epochs completed")
     ax.set_ylabel("pruning rate")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    if many:
+        figure.legend(loc="outside lower center", ncol=2, fontsize=6)
+    else:
+        ax.legend(fontsize=8)
     _save(figure, path)
 
 
