@@ -6,6 +6,7 @@ Skipped (with the reason) when ``../shared/data`` is absent; each run takes seco
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,38 +43,49 @@ def quiet(message: str) -> None:
     pass
 
 
-def test_retinaface_wider_recipe_toy_run(shared_data, tmp_path, monkeypatch):
+#: The default recipe at toy scale: one calibration batch, a 320 px latency model of 2 measurements (its own cache).
+def toy_data_driven(tmp_path: Path) -> list[str]:
+    return ["prune.reconstruct.batches=1", "finetune.epochs=1", "export.onnx=false", "search.latency.calibration=2",
+            "search.latency.rounds=3", "search.latency.input_size=[320,320]", f"search.latency.cache_dir={tmp_path}"]
+
+
+def test_retinaface_wider_recipe_toy_run_prunes_from_data_under_both_budgets(shared_data, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     weights = shared_data / "weights" / "retinaface_mnet025_official.pth"
     recipe = load_recipe(REPO / "recipes" / "retinaface_wider.yaml",
-                         [*data_overrides(shared_data), *TOY_SCHEDULE, f"teacher.checkpoint={weights}"])
+                         [*data_overrides(shared_data), *toy_data_driven(tmp_path), f"teacher.checkpoint={weights}"])
     ctx = run(recipe, run_dir=tmp_path / "run", log=quiet, stop_after="finetune")
     phases = ctx.state["phases"]
     assert phases["teacher"]["source"] == str(weights) and phases["teacher"]["params"] == 426_608
     assert phases["distill"]["start"] == {"source": "teacher", "inherited_tensors": 300,
                                           "inherited_params": 426_608, "shape_mismatches": 0}
+    rates = phases["search"]
+    assert rates["source"] == "search (global)" and len(rates["rates"]) == 32  # one rate per channel set
+    assert rates["predicted_latency_ms"] <= rates["latency"]["limit_ms"]
+    fitted = phases["soft_prune"]["reconstruction"]  # the kept weights refit before removal
+    assert fitted["images"] == 8 and fitted["mean_error_after"] < fitted["mean_error_before"]
     final = load_pruned(tmp_path / "run" / "final.pt", trust=[BUILDER])
     assert 196_000 <= sum(p.numel() for p in final.parameters()) <= 213_304  # the recipe's budget
-    assert phases["search"]["predicted_params"] == phases["remove"]["params_after"]
+    assert rates["predicted_params"] == phases["remove"]["params_after"]
+    widths = [m.out_channels for m in final.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(w % 8 != 0 for w in widths) <= 9  # only the protected head outputs (2/4/10 per level) off the grid
+    kept = json.loads((tmp_path / "run" / "kept_channels.json").read_text())["kept"]  # the feature KD's map
+    assert kept and all(len(channels) % 8 == 0 for channels in kept.values())  # pruned outputs, on the grid
     assert set(phases["finetune"]["metrics"]) == {"ap_easy", "ap_medium", "ap_hard", "val_loss"}
 
 
-def test_retinaface_wider_oneshot_profile_reconstructs_before_removal(shared_data, tmp_path, monkeypatch):
+def test_retinaface_wider_soft_profile_searches_and_soft_prunes(shared_data, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     weights = shared_data / "weights" / "retinaface_mnet025_official.pth"
-    overrides = [*data_overrides(shared_data), *TOY_SCHEDULE[:4], "finetune.epochs=1", "export.onnx=false",
-                 "prune.reconstruct.batches=1", f"teacher.checkpoint={weights}"]
-    recipe = load_recipe(REPO / "recipes" / "retinaface_wider.yaml", overrides, profile="oneshot")
+    recipe = load_recipe(REPO / "recipes" / "retinaface_wider.yaml",
+                         [*data_overrides(shared_data), *TOY_SCHEDULE, f"teacher.checkpoint={weights}"], profile="soft")
     ctx = run(recipe, run_dir=tmp_path / "run", log=quiet, stop_after="remove")
     phases = ctx.state["phases"]
-    fitted = phases["soft_prune"]["reconstruction"]
-    assert fitted["images"] == 8 and fitted["mean_error_after"] < fitted["mean_error_before"]
-    layers = (tmp_path / "run" / "reconstruction.json").read_text()
-    assert '"body.stage3.1.3"' in layers and '"ssh1.conv3X3.0"' in layers  # every dense layer, by name
+    assert phases["search"]["source"] == "search (bo)" and len(phases["search"]["rates"]) == 5
     assert 196_000 <= phases["remove"]["params_after"] <= 213_304
     with pytest.raises(RecipeError, match="prune.reconstruct needs one-shot pruning"):
-        load_recipe(REPO / "recipes" / "retinaface_wider.yaml", [*overrides, "prune.schedule.epochs=1"],
-                    profile="oneshot")
+        load_recipe(REPO / "recipes" / "retinaface_wider.yaml",
+                    [*data_overrides(shared_data), "prune.schedule.epochs=1", f"teacher.checkpoint={weights}"])
 
 
 def test_featherface_wider_recipe_toy_run_nano_b_inherits_the_v1_backbone(shared_data, tmp_path, monkeypatch):
