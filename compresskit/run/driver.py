@@ -137,6 +137,16 @@ def prepare(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resum
     return ctx
 
 
+def _note_threads(state: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Record the torch thread count a run starts with (``threads: null`` takes the machine's); a resumption
+    with another count is told that its results may differ from an uninterrupted run's."""
+    threads, started = torch.get_num_threads(), state.get("threads")
+    if started is not None and started != threads:
+        log(f"warning: this run started with {started} torch threads and resumes with {threads}: its results can "
+            f"differ from an uninterrupted run's (resume under OMP_NUM_THREADS={started} for bitwise-equal results)")
+    state["threads"] = started if started is not None else threads
+
+
 def _open_run_dir(ctx: RunContext, resolved: dict[str, Any], start_over: bool) -> None:
     """Rank 0 clears a replaced run, removes orphan temporaries and writes ``recipe.yaml``."""
     from compresskit.utils.atomic import remove_stale_temporaries
@@ -209,6 +219,7 @@ def run(recipe: Recipe, run_dir: str | os.PathLike[str] | None = None, resume: b
     try:
         ctx = prepare(recipe, run_dir, resume, progress, log, replace=replace)  # pre-flight incl. checkpoints
         _configure_determinism(recipe)
+        _note_threads(ctx.state, log)
         ctx.trackers = open_trackers(recipe.track, ctx.run_dir) if distributed.is_main() else []
         for name, phase in PHASES.items():
             if name in ctx.state["completed"]:

@@ -236,3 +236,19 @@ def test_toy_pipeline_end_to_end(toy_recipe, tmp_path):
 
     model = load_pruned(run_dir / "final.pt", trust=["examples.shapes_classifier"])
     assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_a_resumption_with_another_thread_count_is_told_its_results_can_differ(toy_recipe, tmp_path):
+    recipe = load_recipe(toy_recipe, ["threads=null"])
+    before = torch.get_num_threads()
+    messages: list[str] = []
+    try:
+        torch.set_num_threads(1)
+        ctx = run(recipe, run_dir=tmp_path / "run", log=messages.append, stop_after="teacher")
+        assert ctx.state["threads"] == 1
+        torch.set_num_threads(2)
+        ctx = run(recipe, run_dir=tmp_path / "run", resume=True, log=messages.append, stop_after="distill")
+    finally:
+        torch.set_num_threads(before)
+    assert ctx.state["threads"] == 1  # the count the run started with stays recorded
+    assert any("started with 1 torch threads and resumes with 2" in m and "OMP_NUM_THREADS=1" in m for m in messages)
