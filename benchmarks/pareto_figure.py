@@ -8,7 +8,7 @@ through that ratio only). Each pruned model is drawn twice when it has both: a h
 training) and a filled one after recovery; the front uses every point.
 
     .venv/bin/python benchmarks/pareto_figure.py benchmarks/logs/real_pruning_data.json \\
-        --out benchmarks/real_pruning_pareto.png
+        "benchmarks/logs/real_pruning.json=before:" --out benchmarks/real_pruning_pareto.png
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def points(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every (model, stage) of one results file with a latency ratio and an AP: label, ratio, hard AP, stage."""
+def points(data: dict[str, Any], tag: str = "") -> list[dict[str, Any]]:
+    """Every (model, stage) of one results file with a latency ratio and an AP: label, ratio, hard AP, stage
+    (``tag`` is put before every method name, to tell files apart)."""
     rows = [r for r in data["rows"] if "ort_interleaved" in r]
     unpruned = next((r["ort_interleaved"]["median_ms"] for r in rows if r["method"] == "unpruned"), None)
     if unpruned is None:
@@ -37,12 +38,13 @@ def points(data: dict[str, Any]) -> list[dict[str, Any]]:
     for row in rows:
         ratio = row["ort_interleaved"]["median_ms"] / unpruned
         budget = row.get("budget")
-        label = row["method"] if not isinstance(budget, float) else f"{row['method']} {100 * budget:.0f}%"
+        method = f"{tag}{row['method']}"
+        label = method if not isinstance(budget, float) else f"{method} {100 * budget:.0f}%"
         stages = (("removed", "ap_removed"), ("recovered", "ap_finetuned")) if row.get("ap_removed") else (
             ("released", "ap_finetuned"),)  # an unpruned model: its own AP
         for stage, key in stages:
             if row.get(key):
-                found.append({"label": label, "method": row["method"], "ratio": ratio, "hard": row[key]["hard"],
+                found.append({"label": label, "method": method, "ratio": ratio, "hard": row[key]["hard"],
                               "stage": stage, "params": row["params"]})
     for name, peer in data.get("peers", {}).items():
         found.append({"label": name, "method": name, "ratio": peer["median_ms"] / unpruned, "hard": peer["ap"]["hard"],
@@ -62,7 +64,7 @@ def front(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def draw(found: list[dict[str, Any]], out: Path) -> None:
     figure, axes = plt.subplots(figsize=(8, 5.5))
     methods = sorted({p["method"] for p in found})
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(methods)}
     for method in methods:
         for stage, fill in (("removed", "none"), ("recovered", None), ("released", None), ("peer", None)):
             chosen = [p for p in found if p["method"] == method and p["stage"] == stage]
@@ -92,10 +94,14 @@ def draw(found: list[dict[str, Any]], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", type=Path, nargs="+", help="bench_real_pruning.py results files (timed)")
+    parser.add_argument("results", nargs="+", help="bench_real_pruning.py results files (timed), each optionally "
+                        "FILE=TAG: TAG is put before its method names")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "real_pruning_pareto.png")
     args = parser.parse_args(argv)
-    found = [point for path in args.results for point in points(json.loads(path.read_text()))]
+    found = []
+    for argument in args.results:
+        path, _, tag = argument.partition("=")
+        found += points(json.loads(Path(path).read_text()), f"{tag} " if tag else "")
     draw(found, args.out)
     for point in front(found):
         print(f"front: {point['label']:<28} {point['stage']:<10} x{point['ratio']:.2f}  hard {point['hard']:.2f}")
