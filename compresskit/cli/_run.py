@@ -150,8 +150,10 @@ def _search_line(recipe: Any) -> str:
     if not search.enabled:
         return f"search: off, rates {recipe.prune.rates}"
     budget = search.budget
-    return (f"search: {search.method}, {search.initial_points or 'default'} initial + {search.iterations} "
-            f"iterations, budget [{budget.min_params:,}, {budget.max_params:,}] params"
+    effort = ("no trials (rates from the calibration data's output errors)" if search.method == "global" else
+              f"{search.initial_points or 'default'} initial + {search.iterations} iterations"
+              + (", the global allocation first" if search.start == "global" else ""))
+    return (f"search: {search.method}, {effort}, budget [{budget.min_params:,}, {budget.max_params:,}] params"
             + (f", latency <= {budget.max_latency_ms} ms" if budget.max_latency_ms else "")
             + (f", latency <= {budget.max_latency_ratio}x the unpruned student's (ONNX Runtime, "
                f"{search.latency.threads} thread(s))" if budget.max_latency_ratio else ""))
