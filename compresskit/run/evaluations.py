@@ -7,6 +7,12 @@ models. On a detector each scoring is a pass over the validation images at full 
 CPU), so :func:`cached_metrics` keys every result by a digest of the model's architecture and tensors in
 ``evaluations.json`` and returns the stored metrics for a model it has seen.
 
+Only a phase's *final* scoring reuses a stored result (``reuse=True``): every phase is seeded at its start, so
+whatever its final scoring would have drawn from the global random generators (a ``DataLoader`` draws its base
+seed from torch's) is drawn by nobody after it. A scoring between training epochs (``reuse=False``) always runs
+and only stores its result: skipping it would shift the random stream the next epoch trains on, and a resumed
+run, which finds the scores of the epochs it repeats already stored, would no longer equal an uninterrupted one.
+
 The digest covers ``repr(model)`` (the module tree and every layer's shapes and settings), each
 state-dict entry's name, dtype, shape and bytes: any change to a weight, a buffer (BatchNorm statistics) or
 the architecture is a new model. The task and its validation data are fixed for a run (a changed recipe is
@@ -42,8 +48,9 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cached_metrics(workspace: Workspace, task: Task, model: nn.Module) -> dict[str, Any]:
-    """``task.evaluate(model)``, or the metrics stored for a model with the same digest earlier in the run."""
+def cached_metrics(workspace: Workspace, task: Task, model: nn.Module, reuse: bool = True) -> dict[str, Any]:
+    """``task.evaluate(model)``, or (``reuse``) the metrics stored for a model with the same digest earlier in the
+    run; the result is stored either way. Pass ``reuse=False`` between training epochs (see the module docstring)."""
     key = weights_digest(model)
     try:
         cache = workspace.read_json(CACHE_FILE) if workspace.path(CACHE_FILE).exists() else {}
@@ -51,7 +58,7 @@ def cached_metrics(workspace: Workspace, task: Task, model: nn.Module) -> dict[s
         cache = {}
     if not isinstance(cache, dict):
         cache = {}
-    if key in cache:
+    if reuse and key in cache:
         return dict(cache[key])
     metrics = task.evaluate(model)
     workspace.write_json(CACHE_FILE, {**cache, key: metrics})

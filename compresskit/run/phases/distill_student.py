@@ -54,9 +54,10 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     start = _initialise(config, workspace, task, student, teacher)
     wrapper, loss_fn, no_decay = with_distillation(task, student, teacher, config.distillation)
     train_phase(workspace, task, "distill", wrapper, loss_fn, config.train, seed=config.seed, no_decay=no_decay,
-                evaluate=lambda: cached_metrics(workspace, task, student))
+                evaluate=lambda: cached_metrics(workspace, task, student, reuse=False))
     workspace.save(student.state_dict(), "student.pt")
-    summary: dict[str, Any] = {"params": count_params(student), "start": start, "metrics": cached_metrics(workspace, task, student)}
+    summary: dict[str, Any] = {"params": count_params(student), "start": start,
+                               "metrics": cached_metrics(workspace, task, student)}
     if wrapper.distill is not None:
         summary["log_variances"] = [float(v) for v in wrapper.distill.log_variances().detach()]
     return summary

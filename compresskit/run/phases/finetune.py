@@ -51,7 +51,8 @@ def finetune(config: Config, workspace: Workspace, task: Task, model: nn.Module,
         kept = workspace.read_json("kept_channels.json")["kept"]  # teacher channels the pruned model kept
     trained, loss_fn, no_decay = phase_training(workspace, task, model, config.distillation, kept)
     return train_phase(workspace, task, "finetune", trained, loss_fn, config.train, seed=config.seed,
-                       no_decay=no_decay, evaluate=(lambda: cached_metrics(workspace, task, model)) if evaluate else None)
+                       no_decay=no_decay,
+                       evaluate=(lambda: cached_metrics(workspace, task, model, reuse=False)) if evaluate else None)
 
 
 def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:

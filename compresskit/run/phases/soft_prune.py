@@ -109,7 +109,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     unpruned = copy.deepcopy(student) if config.reconstruct is not None else None  # one-shot (validated)
     trained, loss_fn, no_decay = phase_training(workspace, task, student, config.distillation)
     train_phase(workspace, task, "soft_prune", trained, loss_fn, schedule, seed=config.seed, callbacks=[every],
-                no_decay=no_decay, evaluate=lambda: cached_metrics(workspace, task, student), saved={"pruner": every})
+                no_decay=no_decay, evaluate=lambda: cached_metrics(workspace, task, student, reuse=False),
+                saved={"pruner": every})
     if pruner.zeroed is None:  # zero epochs: one step at the final rates
         pruner.step(schedule.epochs)
     summary: dict[str, Any] = {}

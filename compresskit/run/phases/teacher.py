@@ -51,7 +51,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
     else:
         assert config.train is not None
         train_phase(workspace, task, "teacher", model, task_loss_fn(task), config.train, seed=config.seed,
-                    evaluate=lambda: cached_metrics(workspace, task, model))
+                    evaluate=lambda: cached_metrics(workspace, task, model, reuse=False))
         source = "trained"
     workspace.save(model.state_dict(), "teacher.pt")
     return {"source": source, "params": count_params(model), "metrics": cached_metrics(workspace, task, model)}

@@ -45,3 +45,22 @@ def test_a_damaged_cache_costs_a_rescoring_not_the_run(tmp_path):
     assert cached_metrics(workspace, task, model()) == task.evaluate(model())
     assert task.calls == 2
     assert weights_digest(model()) in (tmp_path / CACHE_FILE).read_text()
+
+
+class DrawingTask(CountingTask):
+    """Scoring draws from torch's global generator, as a ``DataLoader`` does for its base seed."""
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        torch.empty((), dtype=torch.int64).random_()
+        return super().evaluate(model)
+
+
+def test_between_epochs_a_stored_score_is_recomputed_so_the_random_stream_never_depends_on_the_cache(tmp_path):
+    workspace, task = Workspace(run_dir=tmp_path), DrawingTask()
+    cached_metrics(workspace, task, model())  # e.g. the epoch a killed run already scored
+    torch.manual_seed(0)
+    cached_metrics(workspace, task, model(), reuse=False)  # the same epoch, repeated by the resumed run
+    resumed = torch.rand(3)
+    torch.manual_seed(0)
+    DrawingTask().evaluate(model())  # an uninterrupted run, which had nothing stored
+    assert torch.equal(resumed, torch.rand(3)) and task.calls == 2
