@@ -149,3 +149,42 @@ def test_the_history_names_a_latency_budget_only_when_there_is_one(tmp_path):
     with pytest.raises(ValueError, match="cannot resume, max_latency_ms is 2.5 in the history but 3.0 now"):
         random_search(lambda rates: rates["a"], bounds, lambda rates: 1, (0, 10), iterations=1, initial_points=2,
                       progress=False, history_path=tmp_path / "latency.json", latency=(lambda rates: 1.0, 3.0))
+
+
+class _Corner:
+    """A fake latency model: 20 layer groups of 8 channels (100 params each); group ``g0`` holds most of the
+    latency. Channels are whole: a rate keeps ``8 - floor(8 rate)`` of them."""
+
+    names = [f"g{i}" for i in range(20)]
+
+    @staticmethod
+    def kept(rate: float) -> int:
+        return 8 - int(rate * 8 + 1e-9)
+
+    def predictor(self, rates):
+        return sum(100 * self.kept(rates[name]) for name in self.names)
+
+    def predict(self, rates):
+        return 50.0 * self.kept(rates["g0"]) / 8 + sum(self.kept(rates[name]) / 8 for name in self.names[1:])
+
+
+def test_the_joint_check_walks_to_the_corner_that_uniform_samples_miss():
+    import numpy as np
+
+    from compresskit.deploy.latency import _check_joint, _fastest_in_band
+
+    fake = _Corner()
+    low, high = np.zeros(20), np.full(20, 0.9)
+    # 1,400-1,600 of 16,000 params removed and under 26 ms: only with g0 pruned to 1 channel (the fastest:
+    # 7 of g0's channels and 9 others removed, 6.25 + 19 - 9/8 = 24.125 ms)
+    found = _fastest_in_band(fake, fake.names, low, high, (14_400, 14_600), limit=26.0)
+    assert found is not None and found <= 26.0
+    assert _fastest_in_band(fake, fake.names, low, high, (14_400, 14_600), limit=0.0) == pytest.approx(24.125)
+    # the check accepts it, and refuses (naming the band, what the walk reached, and what to do) what no rates meet
+    recipe = type("R", (), {"source": "r.yaml", "seed": 0, "search": type("S", (), {
+        "budget": type("B", (), {"min_params": 14_400, "max_params": 14_600})()})()})()
+    bounds = dict.fromkeys(fake.names, (0.0, 0.9))
+    _check_joint(recipe, fake, bounds, 26.0, "max_latency_ms 26", (8.0, 69.0), "ONNX Runtime")
+    with pytest.raises(ValueError, match=r"cannot be met together with \[14400, 14600\] parameters: rates inside the "
+                                         r"parameter band predict 24.1\d to .* lower search.budget.min_params"):
+        _check_joint(recipe, fake, bounds, 24.0, "max_latency_ms 24", (8.0, 69.0), "ONNX Runtime")
