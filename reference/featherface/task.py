@@ -107,7 +107,11 @@ class _Raw:
 
 
 class _AugmentedItems(Dataset):
-    """``dataset[(index, seed)]``: item ``index`` augmented with a generator seeded by ``seed``."""
+    """``dataset[(index, seed)]``: item ``index`` augmented with a generator seeded by ``seed``.
+
+    ``dataset[index]`` (a plain index, as :class:`~torch.utils.data.DistributedSampler` gives under ``torchrun``,
+    see :func:`compresskit.train.distributed.shard_loader`) draws the seed from the torch RNG of the process that
+    loads it, which the run seeds and checkpoints (the loader's workers are seeded from it)."""
 
     def __init__(self, raw: _Raw, indices: Sequence[int], image_size: int, crop_scale: float = 1.0) -> None:
         self.raw, self.indices = raw, list(indices)
@@ -119,8 +123,8 @@ class _AugmentedItems(Dataset):
     def caches(self) -> list[DecodedCache]:
         return [self.raw.cache]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        position, seed = key
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        position, seed = (key, int(torch.randint(0, 2**62, ()))) if isinstance(key, int) else key
         self.transform.rng = np.random.default_rng(seed)
         image, targets = self.raw(self.indices[position])
         return self.transform(image, targets.copy())

@@ -36,6 +36,23 @@ def test_training_batches_follow_the_global_seed(task):
     assert not torch.equal(images_a, images_c)
 
 
+def test_training_batches_shard_under_torchrun(task):
+    """``shard_loader`` replaces the task's (index, seed) sampler by a DistributedSampler of plain indices:
+    each rank gets its own half of the crops, augmented, reproducible from the seeded torch RNG."""
+    from compresskit.train.distributed import shard_loader
+
+    def rank_images(rank):
+        torch.manual_seed(3)
+        shard = shard_loader(task.train_loader(1), seed=0, num_replicas=2, replica=rank)
+        shard.sampler.set_epoch(0)
+        return list(shard.sampler), [images for images, _ in shard]
+
+    (indices_0, images_0), (indices_1, images_1) = rank_images(0), rank_images(1)
+    assert sorted(indices_0 + indices_1) == list(range(6))  # disjoint halves of the 6 train images
+    assert len(images_0) == 3 and all(images.shape == (1, 3, 64, 64) for images in images_0)
+    assert all(torch.equal(a, b) for a, b in zip(images_0, rank_images(0)[1]))  # same seed, same crops
+
+
 def test_subset_takes_a_fraction(task):
     assert len(task.train_loader(2, subset=0.5).dataset) == 3
 
