@@ -94,6 +94,10 @@ class DistillConfig(TrainConfig):
         freeze_bn: Keep the student's BatchNorm layers in eval mode while distilling (running statistics used
             and not updated, as the teacher's): a student equal to the teacher is then a fixed point of
             the distillation, whatever the crops; the affine weights still train.
+        masks: Which predictions the output terms cover: ``labels`` (the task's ``distill_mask`` of the batch's
+            targets, e.g. priors matched to a labelled face) or ``teacher`` (the task's ``teacher_mask`` of the
+            teacher's outputs, e.g. priors where the teacher sees a face; all predictions for a task without
+            one). ``teacher`` with ``alpha: 1`` reads no label at all.
 
     ``alpha: 1`` trains on the distillation terms alone: the task (label) loss is not computed.
     """
@@ -105,3 +109,4 @@ class DistillConfig(TrainConfig):
     features: tuple[str, ...] = ()
     feature_weight: float = field(default=1.0, metadata=NON_NEGATIVE)
     freeze_bn: bool = False
+    masks: Literal["labels", "teacher"] = "labels"

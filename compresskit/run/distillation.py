@@ -49,6 +49,8 @@ class Distillation:
         features: Globs of the modules whose outputs are distilled too (none: model outputs only).
         feature_weight: Weight of the feature term beside the output terms.
         freeze_bn: The student's BatchNorm layers stay in eval mode while training.
+        masks: The output terms' masks from the batch's ``labels`` (``task.distill_mask``) or from the
+            ``teacher``'s outputs (``task.teacher_mask``, if the task has one; else every prediction).
     """
 
     teacher: ModelSource | None
@@ -58,6 +60,7 @@ class Distillation:
     features: tuple[str, ...] = ()
     feature_weight: float = 1.0
     freeze_bn: bool = False
+    masks: str = "labels"
 
 
 class DistillModule(nn.Module):
@@ -112,6 +115,10 @@ def with_distillation(task: Task, student: nn.Module, teacher: nn.Module | None,
             list(task.distill_kinds), temperature=config.temperature, alpha=config.alpha,
             log_variance_range=(-4.0, 4.0) if config.learnable_weights else None)
         names = _feature_names(student, teacher, config.features)
+    from_teacher = getattr(task, "teacher_mask", lambda teacher_outputs: None)
+
+    def masks(outputs: Any, teacher_outputs: Any, batch: Any) -> Any:
+        return from_teacher(teacher_outputs) if config.masks == "teacher" else task.distill_mask(outputs, batch)
 
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         inputs = task.inputs(batch)
@@ -124,7 +131,7 @@ def with_distillation(task: Task, student: nn.Module, teacher: nn.Module | None,
                 teacher_outputs = teacher(*inputs)
         task_loss = task.task_loss(outputs, batch)[0] if config.alpha < 1.0 else None  # alpha 1: no labels
         distill_term = getattr(model, "module", model).distill  # unwrap DDP
-        loss, logs = distill_term(outputs, teacher_outputs, task_loss, mask=task.distill_mask(outputs, batch))
+        loss, logs = distill_term(outputs, teacher_outputs, task_loss, mask=masks(outputs, teacher_outputs, batch))
         if names:
             features, feature_logs = feature_loss(recorded[0].features, recorded[1].features, kept)
             loss = loss + config.alpha * config.feature_weight * features

@@ -45,7 +45,7 @@ def distillation(recipe: Recipe, phase: str | None = None) -> Distillation | Non
         return None
     return Distillation(model_source(recipe, "teacher"), temperature=config.temperature, alpha=config.alpha,
                         learnable_weights=config.learnable_weights, features=config.features,
-                        feature_weight=config.feature_weight, freeze_bn=config.freeze_bn)
+                        feature_weight=config.feature_weight, freeze_bn=config.freeze_bn, masks=config.masks)
 
 
 def _distilled_features(recipe: Recipe, phase: str) -> tuple[str, ...]:

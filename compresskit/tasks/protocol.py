@@ -107,6 +107,11 @@ class Task(Protocol):
         """Which predictions the distillation term covers (e.g. positive priors); None: all (default)."""
         return None
 
+    def teacher_mask(self, teacher_outputs: Any) -> torch.Tensor | None:
+        """Optional: the distillation masks from the teacher's outputs alone (``distill.masks: teacher``, e.g.
+        priors where the teacher sees an object); None: all predictions (default)."""
+        return None
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Task metrics on the validation data; the first key is the headline metric."""
         raise NotImplementedError(f"{type(self).__name__} must define evaluate")

@@ -63,6 +63,9 @@ _LAYER_GROUPS = {
     "featherface_v1": (models.FEATHERFACE_V1_LAYER_GROUPS, models.FEATHERFACE_V1_PROTECT_PATTERNS),
     "retinaface_mnet025": (models.RETINAFACE_LAYER_GROUPS, models.RETINAFACE_PROTECT_PATTERNS),
 }
+#: ``teacher_mask``: a prior is a face the teacher sees above this probability (its confident detections; the
+#: evaluation keeps detections from 0.02, the demo draws them from 0.5).
+TEACHER_FACE_THRESHOLD = 0.5
 _SYNTHETIC_VAL_CACHE_BYTES = 512 * 2**20  # synthetic validation scenes are rendered once and kept up to this
 
 
@@ -381,6 +384,12 @@ class FeatherFaceTask:
         images, targets = batch
         labels, _, _ = self.criterion.build_targets(targets, self.priors(*images.shape[2:]))  # [N, P]
         return [labels != 0, None, labels > 0]
+
+    def teacher_mask(self, teacher_outputs: Any) -> list[Tensor | None]:
+        """``distill.masks: teacher``: boxes and landmarks distilled on the priors where the teacher's face
+        probability exceeds ``TEACHER_FACE_THRESHOLD`` (faces it sees, labelled or not), classes on every prior."""
+        faces = torch.softmax(teacher_outputs[1], dim=-1)[..., 1] > TEACHER_FACE_THRESHOLD  # [N, P]
+        return [faces, None, faces]
 
     # -- metrics --
     def ground_truth(self) -> dict[str, ImageGroundTruth]:

@@ -68,6 +68,13 @@ def test_loss_and_distillation_masks(task):
     assert cls_mask is None
     assert box_mask.shape == outputs[0].shape[:2] and box_mask.any()
     assert bool((landmark_mask <= box_mask).all())  # faces with landmarks are a subset of faces
+    # distill.masks: teacher: the priors where the teacher's face probability is over the threshold, no labels
+    logits = torch.zeros_like(outputs[1])
+    logits[0, 5, 1] = logits[1, 7, 1] = 3.0  # two confident faces
+    logits[2, 9, 1] = 0.1  # barely above the background logit: probability 0.52 > 0.5
+    teacher_box, teacher_cls, teacher_landmark = task.teacher_mask((outputs[0], logits, outputs[2]))
+    assert teacher_cls is None and teacher_box is teacher_landmark and teacher_box.shape == outputs[0].shape[:2]
+    assert sorted(map(tuple, teacher_box.nonzero().tolist())) == [(0, 5), (1, 7), (2, 9)]
 
 
 def test_evaluate_reports_ap_per_subset_and_loss(task):

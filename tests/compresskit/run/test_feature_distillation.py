@@ -26,7 +26,8 @@ class ToyTask:
     distill_kinds = ("classification",)
 
     def __init__(self) -> None:
-        self.task_loss_calls = 0
+        self.task_loss_calls = self.label_mask_calls = 0
+        self.teacher_masks: list[torch.Tensor] = []
 
     def inputs(self, batch: Any) -> tuple[torch.Tensor, ...]:
         return (batch[0],)
@@ -36,7 +37,12 @@ class ToyTask:
         return F.cross_entropy(outputs, batch[1]), {}
 
     def distill_mask(self, outputs: Any, batch: Any) -> None:
+        self.label_mask_calls += 1
         return None
+
+    def teacher_mask(self, teacher_outputs: torch.Tensor) -> list[torch.Tensor]:
+        self.teacher_masks.append(teacher_outputs.argmax(1) == 0)  # samples the teacher puts in class 0
+        return [self.teacher_masks[-1]]
 
 
 def conv_net() -> nn.Module:
@@ -52,12 +58,13 @@ def conv_net() -> nn.Module:
     return model
 
 
-def train_steps(freeze_bn: bool, alpha: float = 1.0, steps: int = 3) -> tuple[nn.Module, nn.Module, ToyTask]:
-    """``steps`` AdamW steps (no weight decay) of a student equal to its teacher, features distilled."""
+def train_steps(freeze_bn: bool, alpha: float = 1.0, steps: int = 3, masks: str = "labels",
+                student: nn.Module | None = None) -> tuple[nn.Module, nn.Module, ToyTask]:
+    """``steps`` AdamW steps (no weight decay) of a student (default: equal to its teacher), features distilled."""
     teacher = conv_net()
-    student = copy.deepcopy(teacher)
+    student = copy.deepcopy(teacher) if student is None else student
     task = ToyTask()
-    config = Distillation(teacher=None, alpha=alpha, features=("1", "4"), freeze_bn=freeze_bn)
+    config = Distillation(teacher=None, alpha=alpha, features=("1", "4"), freeze_bn=freeze_bn, masks=masks)
     module, loss_fn, no_decay = with_distillation(task, student, teacher, config)
     optimizer = make_optimizer(TrainConfig(lr=1e-2, weight_decay=0.0), no_decay)(module)
     generator = torch.Generator().manual_seed(1)
@@ -77,6 +84,20 @@ def test_a_student_equal_to_its_teacher_is_a_fixed_point_with_frozen_batchnorm()
     assert all(torch.equal(s, t) for s, t in zip(student.state_dict().values(), teacher.state_dict().values()))
     assert not student[1].training and student[0].training  # BatchNorm in eval mode, the rest in train mode
     assert task.task_loss_calls == 0  # alpha 1: no label loss computed
+
+
+def test_teacher_masks_read_no_label():
+    torch.manual_seed(5)
+    other = conv_net()
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.3)  # a student unlike its teacher: the loss moves it
+    student, teacher, task = train_steps(freeze_bn=True, masks="teacher", student=other)
+    assert task.task_loss_calls == task.label_mask_calls == 0 and len(task.teacher_masks) == 3
+    assert all(mask.shape == (4,) for mask in task.teacher_masks)
+    assert not torch.equal(student[0].weight, teacher[0].weight)
+    _, _, labelled = train_steps(freeze_bn=True, steps=1)
+    assert labelled.label_mask_calls == 1 and not labelled.teacher_masks  # the default: the task's label masks
 
 
 def test_train_mode_batchnorm_moves_a_student_equal_to_its_teacher():
