@@ -2,8 +2,9 @@
 
 A recovery fine-tune must not damage a model that needs no recovery (issue 20, item 3: the unpruned model
 loses <= 0.5 AP). The released weights go, unpruned, through ``recipes/retinaface_wider.yaml``'s fine-tune
-(``compresskit.run.finetune_model``: 2 epochs, AdamW lr 5e-4, batch 8, 320 px crops of the 1,008 train
-images, 1 thread, seeded as the pipeline's finetune phase) under each ``--configs`` entry, and are scored
+(``compresskit.run.finetune_model``: the recipe's ``finetune`` section -- AdamW lr 5e-4, batch 8, 320 px crops
+of the 1,008 train images, 6 epochs today, 2 when the first rows of ``recovery.jsonl`` were measured (each row
+holds its ``finetune_epochs``) -- 1 thread, seeded as the pipeline's finetune phase) under each ``--configs`` entry, and are scored
 with the official protocol on the 194 dev images at original size:
 
 * ``released``: no fine-tune (the reference).
@@ -17,6 +18,10 @@ with the official protocol on the 194 dev images at original size:
 ``--start uniform_fpgm:0.5`` starts every configuration instead from the released model one-shot pruned to
 half its parameters (uniform FPGM, no refit, as ``bench_real_pruning.py``'s ``uniform_fpgm``), the feature
 term matched on the kept channels (:func:`compresskit.distill.match_kept_channels`, as the remove phase).
+``--start RUN_DIR`` starts from a run's removal (``RUN_DIR/pruned.pt`` and its ``kept_channels.json``), e.g. the
+shipped recipe's, to compare recoveries of the very model the recipe fine-tunes:
+
+    .venv/bin/python benchmarks/bench_recovery.py --start runs/retinaface_wider --configs kd,kd_12ep
 
 Each row (one JSON line per configuration, appended to ``--out``) holds the AP, the fine-tune seconds and
 the largest relative weight change against the released model (0.0: the recovery left the model exactly
@@ -61,6 +66,12 @@ CONFIGS: dict[str, list[str] | None] = {
     "kd": KD,
     "kd_decay": [*KD, "finetune.weight_decay=1.0e-4"],
     "kd_train_bn": [*KD, "distill.freeze_bn=false"],
+    # recovery length and step size from the recipe's pruned model (--start RUN_DIR)
+    "kd_12ep": [*KD, "finetune.epochs=12"],
+    "kd_lr1e-3": [*KD, "finetune.lr=1.0e-3"],
+    "kd_crop480": [*KD, "task_args.image_size=480"],
+    "kd_crop640_3ep": [*KD, "task_args.image_size=640", "finetune.epochs=3"],
+    "kd_teacher_masks": [*KD, "distill.masks=teacher"],  # no label read at all
 }
 
 
@@ -83,8 +94,18 @@ def pruned_start(data: Path, budget: float) -> tuple[nn.Module, dict[str, list[i
     return model, match_kept_channels(soft, model, (example,), ops, find_modules(soft, FEATURES))
 
 
-def finetune(model: nn.Module, overrides: list[str], kept: dict[str, list[int]] | None) -> float:
-    """``bench_real_pruning.finetune`` with the removal's ``kept_channels.json`` in the run directory; seconds."""
+def run_start(run_dir: Path) -> tuple[nn.Module, dict[str, list[int]] | None]:
+    """A run's removal: ``pruned.pt`` and the kept channels of its ``kept_channels.json`` (if written)."""
+    from compresskit.models.persist import load_pruned
+
+    kept_file = run_dir / "kept_channels.json"
+    kept = json.loads(kept_file.read_text())["kept"] if kept_file.exists() else None
+    return load_pruned(run_dir / "pruned.pt"), kept
+
+
+def finetune(model: nn.Module, overrides: list[str], kept: dict[str, list[int]] | None) -> tuple[float, int]:
+    """``bench_real_pruning.finetune`` with the removal's ``kept_channels.json`` in the run directory; seconds
+    and epochs."""
     run_dir = Path(tempfile.mkdtemp(prefix="recovery_"))
     recipe = load_recipe(bench.RECIPE, [*overrides, f"run_dir={run_dir}"])
     ctx = pipeline.RunContext(recipe=recipe, run_dir=run_dir, task=pipeline.build_task(recipe),
@@ -97,7 +118,7 @@ def finetune(model: nn.Module, overrides: list[str], kept: dict[str, list[int]] 
     pipeline.seed_everything(pipeline.phase_seed(recipe.seed, "finetune"))
     start = time.perf_counter()
     pipeline.finetune_model(ctx, model, evaluate=False)
-    return round(time.perf_counter() - start, 1)
+    return round(time.perf_counter() - start, 1), recipe.finetune.epochs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=None, help="first N train images (default: all 1,008)")
     parser.add_argument("--eval-images", type=int, default=None, help="score only the first N dev images (smoke)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--start", default="released", help="released, or uniform_fpgm:BUDGET (e.g. 0.5)")
+    parser.add_argument("--start", default="released", help="released, uniform_fpgm:BUDGET (e.g. 0.5), or a run directory (its pruned.pt)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "logs" / "recovery.jsonl")
     args = parser.parse_args(argv)
     names = args.configs.split(",")
@@ -120,14 +141,19 @@ def main(argv: list[str] | None = None) -> int:
         bench.VAL_IMAGES = bench.first_val_images(args.data, args.eval_images, Path(tempfile.mkdtemp(prefix="val_")))
     budget = float(args.start.split(":")[1]) if args.start.startswith("uniform_fpgm:") else None
     for name in names:
-        model, kept = pruned_start(args.data, budget) if budget is not None else (bench.released(args.data), None)
+        if budget is not None:
+            model, kept = pruned_start(args.data, budget)
+        elif args.start != "released":
+            model, kept = run_start(Path(args.start))
+        else:
+            model, kept = bench.released(args.data), None
         reference = copy.deepcopy(model)
         overrides = CONFIGS[name]
         row = {"config": name, "start": args.start, "set": [*(overrides or []), *args.extra],
                "train_size": args.train_size, "eval_images": args.eval_images, "params": bench.count_params(model)}
         if overrides is not None:
             base = [*bench.data_overrides(args.data, train_size=args.train_size), "export.onnx=false"]
-            row["finetune_s"] = finetune(model, [*base, *overrides, *args.extra], kept)
+            row["finetune_s"], row["finetune_epochs"] = finetune(model, [*base, *overrides, *args.extra], kept)
             row["max_relative_change"] = largest_change(model, reference)
         start = time.perf_counter()
         row["ap"] = bench.official_ap(model, args.data)
