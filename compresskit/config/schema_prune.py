@@ -6,7 +6,7 @@ Part of the recipe schema (:mod:`compresskit.config.schema`, which re-exports th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from compresskit.config.constraints import AT_LEAST_ONE, POSITIVE, RATE, within
 from compresskit.config.schema_train import TrainConfig
@@ -63,12 +63,16 @@ class ReconstructConfig:
         batch_size: Images per calibration batch.
         positions: Output positions sampled per batch and convolution.
         ridge: Damping towards the pruned weights, relative to the mean of ``diag(X^T X)``.
+        task_args: What differs for the calibration images: the task is built again with the recipe's
+            ``task_args`` updated by these (e.g. ``{image_size: 640}``: calibration crops at 640 px while
+            training uses 320) and the batches drawn from its training loader. Empty: the run's own loader.
     """
 
     batches: int = field(default=8, metadata=AT_LEAST_ONE)
     batch_size: int = field(default=8, metadata=AT_LEAST_ONE)
     positions: int = field(default=2048, metadata=AT_LEAST_ONE)
     ridge: float = field(default=1e-2, metadata=POSITIVE)
+    task_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

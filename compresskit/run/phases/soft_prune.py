@@ -55,6 +55,8 @@ class Config:
             straight to these (0 for a group they omit). ``None``: the rates the search chose, read
             from ``rates.json``.
         reconstruct: ``prune.reconstruct`` (validated: only with zero epochs), or ``None``.
+        calibration_task: Builds the task the calibration batches come from when ``prune.reconstruct.task_args``
+            changes it (:func:`compresskit.run.phase_configs.calibration_task`); ``None``: the run's task.
     """
 
     student: ModelSource
@@ -65,6 +67,7 @@ class Config:
     seed: int = 0
     rates: Mapping[str, float] | None = None
     reconstruct: ReconstructConfig | None = None
+    calibration_task: Callable[[], Task] | None = None
 
 
 def schedules(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
@@ -103,7 +106,8 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         rates = fit_rates(rates, sorted(groups.layer_groups))
     workspace.write_json("schedule.json", {"step_every": schedule.step_every,
                                            "rates": schedule_table(schedule, rates)})
-    batches = calibration_batches(config.reconstruct, task, config.seed) if config.reconstruct is not None else None
+    batches = (calibration_batches(config.reconstruct, task, config.seed, config.calibration_task)
+               if config.reconstruct is not None else None)
     pruner = SoftFPGM(groups, schedules(schedule, rates), importance=_importance(config.importance, batches))
     every = EveryNEpochs(pruner, schedule.step_every, schedule.epochs)  # type: ignore[arg-type]
     unpruned = copy.deepcopy(student) if config.reconstruct is not None else None  # one-shot (validated)
@@ -124,8 +128,13 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
             "params_unpruned": count_params(student), **summary, "metrics": cached_metrics(workspace, task, student)}
 
 
-def calibration_batches(config: ReconstructConfig, task: Task, seed: int) -> list[Any]:
-    """The first ``config.batches`` training batches' model inputs (the refit's and a data importance's data)."""
+def calibration_batches(config: ReconstructConfig, task: Task, seed: int,
+                        calibration_task: Callable[[], Task] | None = None) -> list[Any]:
+    """The first ``config.batches`` training batches' model inputs (the refit's and a data importance's data), from
+    ``task``'s training loader or, given ``calibration_task`` (``prune.reconstruct.task_args``), the loader of the
+    task it builds."""
+    if calibration_task is not None:
+        task = calibration_task()
     loader = task.train_loader(config.batch_size, seed=seed)
     return [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]
 

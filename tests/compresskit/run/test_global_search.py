@@ -91,3 +91,25 @@ def test_split_groups_needs_the_global_search(tmp_path, monkeypatch):
     with pytest.raises(RecipeError, match=r"prune.split_groups gives every channel set its own rate, which only "
                                           r"search.method: global prices .*got search.method: bo"):
         load_recipe(write_recipe(tmp_path, TOY, monkeypatch), [*ONE_SHOT, "prune.split_groups=true"])
+
+
+def test_calibration_images_from_other_task_args(tmp_path, monkeypatch):
+    """``prune.reconstruct.task_args``: the calibration batches come from the task built with them (here 16 px
+    images while training uses 12 px); a refused argument fails the pre-flight, naming the key."""
+    from compresskit.run.phase_configs import calibration_task
+    from compresskit.run.phases.soft_prune import calibration_batches
+
+    path = write_recipe(tmp_path, TOY, monkeypatch)
+    recipe = load_recipe(path, [*ONE_SHOT, "search.method=global", "prune.reconstruct.task_args={image_size: 16}"])
+    assert calibration_task(load_recipe(path, ONE_SHOT)) is None  # nothing changed: the run's own task
+    task = build_task(recipe)
+    batches = calibration_batches(recipe.prune.reconstruct, task, 0, calibration_task(recipe))
+    assert [tuple(inputs[0].shape) for inputs in batches] == [(16, 3, 16, 16)] * 2
+    assert next(iter(task.train_loader(16)))[0].shape[-1] == 12  # training is unchanged
+    run_dir = tmp_path / "run"
+    run(recipe, run_dir=run_dir, stop_after="remove", log=quiet)
+    assert json.loads((run_dir / "reconstruction.json").read_text())["images"] == 32
+    bad = load_recipe(path, [*ONE_SHOT, "search.method=global", "prune.reconstruct.task_args={no_such_arg: 1}"])
+    with pytest.raises(RecipeError, match=r"prune.reconstruct.task_args rejected by .*no_such_arg"):
+        run(bad, run_dir=tmp_path / "bad", log=quiet)
+    assert not (tmp_path / "bad" / "student.pt").exists()
