@@ -63,16 +63,18 @@ class ReconstructConfig:
         batch_size: Images per calibration batch.
         positions: Output positions sampled per batch and convolution.
         ridge: Damping towards the pruned weights, relative to the mean of ``diag(X^T X)``.
-        task_args: What differs for the calibration images: the task is built again with the recipe's
-            ``task_args`` updated by these (e.g. ``{image_size: 640}``: calibration crops at 640 px while
-            training uses 320) and the batches drawn from its training loader. Empty: the run's own loader.
+        task_args: What differs for the calibration images: one mapping or a list of them, each the
+            recipe's ``task_args`` updated by it and built into a task; the batches are drawn from their
+            training loaders in turn (``[{image_size: 320}, {image_size: 640}]``: half of the batches are 320 px
+            crops, half 640 px; ``{image_size: 640}``: all of them 640 px while training uses the recipe's
+            size). Empty: the run's own loader.
     """
 
     batches: int = field(default=8, metadata=AT_LEAST_ONE)
     batch_size: int = field(default=8, metadata=AT_LEAST_ONE)
     positions: int = field(default=2048, metadata=AT_LEAST_ONE)
     ridge: float = field(default=1e-2, metadata=POSITIVE)
-    task_args: dict[str, Any] = field(default_factory=dict)
+    task_args: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

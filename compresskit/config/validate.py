@@ -92,6 +92,8 @@ def _convert_tuple(value: Any, annotation: Any, path: tuple[str, ...], metadata:
     variadic = len(args) == 2 and args[1] is Ellipsis
     if isinstance(value, str) and variadic:
         value = [value]  # a single pattern is a one-element list
+    if isinstance(value, Mapping) and variadic and typing.get_origin(args[0]) is dict:
+        value = [value]  # a single mapping is a one-element list of mappings
     if not isinstance(value, (list, tuple)):
         raise InvalidValue(path, f"must be {type_name(annotation)}, got {value!r}")
     if variadic:

@@ -42,7 +42,7 @@ def allocate(config: Any, workspace: Workspace, task: Task, problem: Any) -> tup
     student = config.student.build(task)
     student.load_state_dict(workspace.load_state_dict("student.pt"))
     groups = config.groups.find(student, task.example_inputs())
-    batches = calibration_batches(config.reconstruct, task, config.seed, config.calibration_task)
+    batches = calibration_batches(config.reconstruct, task, config.seed, config.calibration_tasks)
     importance = OutputError(batches)  # as the soft-pruning phase's output_error ranks
     curves = [getattr(importance.eliminate(group), "curve", None) for group in groups]
     levels = rate_levels(groups, config.groups.bounds)

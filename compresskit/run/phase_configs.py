@@ -27,7 +27,7 @@ from compresskit.run.phases import rate_search as search
 from compresskit.run.phases import write_report as report
 from compresskit.tasks.protocol import Task
 
-__all__ = ["PHASE_CONFIGS", "calibration_task", "distillation", "student_source"]
+__all__ = ["PHASE_CONFIGS", "calibration_tasks", "distillation", "student_source"]
 
 
 def student_source(recipe: Recipe) -> ModelSource:
@@ -87,20 +87,21 @@ def search_config(recipe: Recipe, task: Task) -> search.Config:
                          rates=recipe.prune.rates, importance=_trial_importance(recipe.prune.importance),
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
                          latency_budget=partial(recipe_latency_budget, recipe), reconstruct=recipe.prune.reconstruct,
-                         calibration_task=calibration_task(recipe))
+                         calibration_tasks=calibration_tasks(recipe))
 
 
-def calibration_task(recipe: Recipe) -> Callable[[], Task] | None:
-    """``prune.reconstruct.task_args``: builds the task the calibration batches come from (the recipe's
-    ``task_args`` updated by them); ``None`` when they change nothing (the run's own task serves)."""
+def calibration_tasks(recipe: Recipe) -> tuple[Callable[[], Task], ...]:
+    """``prune.reconstruct.task_args``: one builder per mapping of the task the calibration batches come from (the
+    recipe's ``task_args`` updated by it); empty when there are none (the run's own task serves)."""
     import dataclasses
 
     from compresskit.run.context import build_task
 
     config = recipe.prune.reconstruct
-    if config is None or not config.task_args:
-        return None
-    return partial(build_task, dataclasses.replace(recipe, task_args={**recipe.task_args, **config.task_args}))
+    if config is None:
+        return ()
+    return tuple(partial(build_task, dataclasses.replace(recipe, task_args={**recipe.task_args, **changes}))
+                 for changes in config.task_args)
 
 
 def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:
@@ -108,7 +109,7 @@ def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:
     return soft_prune.Config(student_source(recipe), group_selection(recipe, task), recipe.prune.schedule,
                              importance=recipe.prune.importance, distillation=distillation(recipe, "soft_prune"),
                              seed=recipe.seed, rates=None if recipe.search.enabled else recipe.prune.rates,
-                             reconstruct=recipe.prune.reconstruct, calibration_task=calibration_task(recipe))
+                             reconstruct=recipe.prune.reconstruct, calibration_tasks=calibration_tasks(recipe))
 
 
 def finetune_config(recipe: Recipe, task: Task) -> finetune.Config:

@@ -318,20 +318,18 @@ def check_data(plan: Plan) -> None:
 
 
 def _check_calibration_task(plan: Plan) -> None:
-    """``prune.reconstruct.task_args``: the task they build (a refused argument is a ``RecipeError`` naming
-    ``task_args``) must have calibration images."""
-    from compresskit.run.phase_configs import calibration_task
+    """``prune.reconstruct.task_args``: the tasks they build (a refused argument is a ``RecipeError`` naming
+    ``prune.reconstruct.task_args``) must have calibration images."""
+    from compresskit.run.phase_configs import calibration_tasks
 
-    build = calibration_task(plan.recipe)
-    if build is None:
-        return
-    try:
-        task = build()
-    except RecipeError as error:  # "<recipe>: task_args rejected by ...": say which task_args
-        raise RecipeError(str(error).replace(": task_args rejected", ": prune.reconstruct.task_args rejected", 1)
-                          ) from None
-    if next(iter(task.train_loader(plan.recipe.prune.reconstruct.batch_size)), None) is None:
-        raise _fail(plan, "prune.reconstruct.task_args", "the calibration task's training set is empty")
+    for build in calibration_tasks(plan.recipe):
+        try:
+            task = build()
+        except RecipeError as error:  # "<recipe>: task_args rejected by ...": say which task_args
+            raise RecipeError(str(error).replace(": task_args rejected", ": prune.reconstruct.task_args rejected", 1)
+                              ) from None
+        if next(iter(task.train_loader(plan.recipe.prune.reconstruct.batch_size)), None) is None:
+            raise _fail(plan, "prune.reconstruct.task_args", "the calibration task's training set is empty")
 
 
 def _train_configs(recipe: Recipe) -> list[Any]:

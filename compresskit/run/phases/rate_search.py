@@ -68,7 +68,7 @@ class Config:
         latency_budget: ``latency_budget(student, groups, bounds, example_inputs, fastest=None)`` -> the
             latency budget, or ``None`` without one (:func:`compresskit.deploy.latency.latency_budget`).
         reconstruct: ``prune.reconstruct``: its batches price channels for ``search.method`` / ``start: global``.
-        calibration_task: Builds the task those batches come from (``prune.reconstruct.task_args``); ``None``: the
+        calibration_tasks: Build the tasks those batches come from (``prune.reconstruct.task_args``); none: the
             run's task.
     """
 
@@ -82,7 +82,7 @@ class Config:
     source: str = "<recipe>"
     latency_budget: Callable[..., Any] | None = None
     reconstruct: ReconstructConfig | None = None
-    calibration_task: Callable[[], Task] | None = None
+    calibration_tasks: tuple[Callable[[], Task], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +55,8 @@ class Config:
             straight to these (0 for a group they omit). ``None``: the rates the search chose, read
             from ``rates.json``.
         reconstruct: ``prune.reconstruct`` (validated: only with zero epochs), or ``None``.
-        calibration_task: Builds the task the calibration batches come from when ``prune.reconstruct.task_args``
-            changes it (:func:`compresskit.run.phase_configs.calibration_task`); ``None``: the run's task.
+        calibration_tasks: Build the tasks the calibration batches come from when ``prune.reconstruct.task_args``
+            changes them (:func:`compresskit.run.phase_configs.calibration_tasks`); none: the run's task.
     """
 
     student: ModelSource
@@ -67,7 +67,7 @@ class Config:
     seed: int = 0
     rates: Mapping[str, float] | None = None
     reconstruct: ReconstructConfig | None = None
-    calibration_task: Callable[[], Task] | None = None
+    calibration_tasks: tuple[Callable[[], Task], ...] = ()
 
 
 def schedules(config: ScheduleConfig, rates: Mapping[str, float]) -> dict[str, Callable[[int], float]]:
@@ -106,7 +106,7 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
         rates = fit_rates(rates, sorted(groups.layer_groups))
     workspace.write_json("schedule.json", {"step_every": schedule.step_every,
                                            "rates": schedule_table(schedule, rates)})
-    batches = (calibration_batches(config.reconstruct, task, config.seed, config.calibration_task)
+    batches = (calibration_batches(config.reconstruct, task, config.seed, config.calibration_tasks)
                if config.reconstruct is not None else None)
     pruner = SoftFPGM(groups, schedules(schedule, rates), importance=_importance(config.importance, batches))
     every = EveryNEpochs(pruner, schedule.step_every, schedule.epochs)  # type: ignore[arg-type]
@@ -129,14 +129,20 @@ def run(config: Config, workspace: Workspace, task: Task) -> dict[str, Any]:
 
 
 def calibration_batches(config: ReconstructConfig, task: Task, seed: int,
-                        calibration_task: Callable[[], Task] | None = None) -> list[Any]:
+                        calibration_tasks: Sequence[Callable[[], Task]] = ()) -> list[Any]:
     """The first ``config.batches`` training batches' model inputs (the refit's and a data importance's data), from
-    ``task``'s training loader or, given ``calibration_task`` (``prune.reconstruct.task_args``), the loader of the
-    task it builds."""
-    if calibration_task is not None:
-        task = calibration_task()
-    loader = task.train_loader(config.batch_size, seed=seed)
-    return [task.inputs(batch) for _, batch in zip(range(config.batches), loader)]
+    ``task``'s training loader or, given ``calibration_tasks`` (``prune.reconstruct.task_args``), from the loaders
+    of the tasks they build, in turn."""
+    tasks = [build() for build in calibration_tasks] or [task]
+    loaders = [iter(source.train_loader(config.batch_size, seed=seed)) for source in tasks]
+    batches = []
+    for index in range(config.batches):
+        source = index % len(tasks)
+        batch = next(loaders[source], None)
+        if batch is None:  # that loader has no more batches
+            break
+        batches.append(tasks[source].inputs(batch))
+    return batches
 
 
 def _importance(name: str, batches: list[Any] | None) -> Any:

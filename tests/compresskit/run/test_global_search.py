@@ -94,21 +94,26 @@ def test_split_groups_needs_the_global_search(tmp_path, monkeypatch):
 
 
 def test_calibration_images_from_other_task_args(tmp_path, monkeypatch):
-    """``prune.reconstruct.task_args``: the calibration batches come from the task built with them (here 16 px
-    images while training uses 12 px); a refused argument fails the pre-flight, naming the key."""
-    from compresskit.run.phase_configs import calibration_task
+    """``prune.reconstruct.task_args``: the calibration batches come from the tasks built with them, in turn (here
+    16 px and 20 px images while training uses 12 px); a refused argument fails the pre-flight, naming the key."""
+    from compresskit.run.phase_configs import calibration_tasks
     from compresskit.run.phases.soft_prune import calibration_batches
 
     path = write_recipe(tmp_path, TOY, monkeypatch)
-    recipe = load_recipe(path, [*ONE_SHOT, "search.method=global", "prune.reconstruct.task_args={image_size: 16}"])
-    assert calibration_task(load_recipe(path, ONE_SHOT)) is None  # nothing changed: the run's own task
-    task = build_task(recipe)
-    batches = calibration_batches(recipe.prune.reconstruct, task, 0, calibration_task(recipe))
+    assert calibration_tasks(load_recipe(path, ONE_SHOT)) == ()  # nothing changed: the run's own task
+    one = load_recipe(path, [*ONE_SHOT, "prune.reconstruct.task_args={image_size: 16}"])  # a mapping: all batches
+    assert one.prune.reconstruct.task_args == ({"image_size": 16},)
+    task = build_task(one)
+    batches = calibration_batches(one.prune.reconstruct, task, 0, calibration_tasks(one))
     assert [tuple(inputs[0].shape) for inputs in batches] == [(16, 3, 16, 16)] * 2
     assert next(iter(task.train_loader(16)))[0].shape[-1] == 12  # training is unchanged
+    recipe = load_recipe(path, [*ONE_SHOT, "search.method=global", "prune.reconstruct.batches=3",
+                                "prune.reconstruct.task_args=[{image_size: 16}, {image_size: 20}]"])
+    batches = calibration_batches(recipe.prune.reconstruct, task, 0, calibration_tasks(recipe))
+    assert [inputs[0].shape[-1] for inputs in batches] == [16, 20, 16]
     run_dir = tmp_path / "run"
     run(recipe, run_dir=run_dir, stop_after="remove", log=quiet)
-    assert json.loads((run_dir / "reconstruction.json").read_text())["images"] == 32
+    assert json.loads((run_dir / "reconstruction.json").read_text())["images"] == 48
     bad = load_recipe(path, [*ONE_SHOT, "search.method=global", "prune.reconstruct.task_args={no_such_arg: 1}"])
     with pytest.raises(RecipeError, match=r"prune.reconstruct.task_args rejected by .*no_such_arg"):
         run(bad, run_dir=tmp_path / "bad", log=quiet)
