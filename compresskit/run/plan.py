@@ -314,10 +314,10 @@ def check_data(plan: Plan) -> None:
     if batches == 0:
         raise _fail(plan, "data", "the training set is empty (0 batches); training would make 0 optimizer "
                     "steps -- check the task's data paths and label files")
-    _check_calibration_task(plan)
+    _check_calibration_tasks(plan)
 
 
-def _check_calibration_task(plan: Plan) -> None:
+def _check_calibration_tasks(plan: Plan) -> None:
     """``prune.reconstruct.task_args``: the tasks they build (a refused argument is a ``RecipeError`` naming
     ``prune.reconstruct.task_args``) must have calibration images."""
     from compresskit.run.phase_configs import calibration_tasks
