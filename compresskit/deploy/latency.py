@@ -61,15 +61,11 @@ from compresskit.deploy._latency_cache import (
     save_cache,
 )
 from compresskit.deploy._latency_features import CostFeatures
+from compresskit.deploy._latency_joint import LatencyBudgetError, check_joint
 from compresskit.pruning.budget import ParamPredictor
 
 __all__ = ["CACHE_FORMAT", "LatencyBudget", "LatencyKey", "LatencyModel", "LatencySettings", "architecture_fingerprint",
            "LatencyBudgetError", "default_cache_dir", "latency_budget"]
-
-
-class LatencyBudgetError(ValueError):
-    """A latency budget that no rates within the bounds can meet; the message names the budget and the
-    reachable range (a run reports it as a recipe error)."""
 
 
 class LatencyModel:
@@ -327,7 +323,7 @@ def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds:
     Reads ``search.budget.max_latency_ms`` / ``max_latency_ratio`` and ``search.latency``; measures the
     unpruned student and the two corners of ``bounds``, fits the predictor, and checks that some rates
     in ``bounds`` meet both the latency and the parameter budget (4,096 uniform samples, then a greedy walk
-    towards the fastest rates inside the parameter band: :func:`_fastest_in_band`). Direct
+    towards the fastest rates inside the parameter band: :func:`~compresskit.deploy._latency_joint.fastest_in_band`). Direct
     measurements are cached (:func:`default_cache_dir` unless ``search.latency.cache_dir``), so the
     pre-flight check and the search measure once. ``max_latency_ratio`` is relative to the unpruned
     student with nothing bypassed, also with ``search.bypass``.
@@ -361,7 +357,7 @@ def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds:
                           f"{where} measure {fastest_ms:.2f} to {slowest_ms:.2f} ms ({settings.where()})")
     if fastest is None:
         latency.calibrate(bounds, samples=settings.samples, seed=settings.seed)
-        _check_joint(recipe, latency, bounds, limit, description, (fastest_ms, slowest_ms), settings.where())
+        check_joint(recipe, latency, bounds, limit, description, (fastest_ms, slowest_ms), settings.where())
     return LatencyBudget(latency, limit, unpruned, (fastest_ms, slowest_ms), description, settings)
 
 
@@ -376,69 +372,3 @@ def _limit(budget: Any, unpruned: float) -> tuple[float, str]:
         parts.append(f"max_latency_ratio {budget.max_latency_ratio:g} (= {budget.max_latency_ratio * unpruned:.2f} ms "
                      f"of the unpruned {unpruned:.2f} ms)")
     return min(limits), " and ".join(parts)
-
-
-def _check_joint(recipe: Any, latency: LatencyModel, bounds: Mapping[str, tuple[float, float]], limit: float,
-                 description: str, reachable: tuple[float, float], where: str) -> None:
-    budget = recipe.search.budget
-    names = list(bounds)
-    generator = np.random.default_rng(recipe.seed)
-    low = np.array([bounds[n][0] for n in names])
-    high = np.array([bounds[n][1] for n in names])
-    in_band = []
-    for point in generator.uniform(low, high, size=(4096, len(names))):
-        rates = dict(zip(names, point.tolist()))
-        if budget.min_params <= latency.predictor(rates) <= budget.max_params:
-            predicted = latency.predict(rates)
-            if predicted <= limit:
-                return
-            in_band.append(predicted)
-    fastest = _fastest_in_band(latency, names, low, high, (budget.min_params, budget.max_params), limit)
-    if fastest is not None and fastest <= limit:
-        return
-    if fastest is not None:
-        in_band.append(fastest)
-    within = (f"rates inside the parameter band predict {min(in_band):.2f} to {max(in_band):.2f} ms"
-              if in_band else "no sampled rates fall inside the parameter band")
-    raise LatencyBudgetError(f"{recipe.source}: search.budget {description} cannot be met together with "
-                      f"[{budget.min_params}, {budget.max_params}] parameters: {within}; the bounds reach "
-                      f"{reachable[0]:.2f} to {reachable[1]:.2f} ms ({where}); lower search.budget.min_params "
-                      "or raise the latency limit")
-
-
-def _fastest_in_band(latency: LatencyModel, names: Sequence[str], low: np.ndarray, high: np.ndarray,
-                     band: tuple[int, int], limit: float, steps: int = 32) -> float | None:
-    """The smallest predicted latency a greedy walk finds inside the parameter ``band`` (``None``: the walk
-    never entered it), stopping at the first point under ``limit``.
-
-    Uniform samples rarely reach the corners where a tight latency budget is met (a few layer groups pruned
-    hard, the rest lightly), so this walks there: from the lower bounds (most parameters) it raises the rate
-    of the group that saves the most predicted milliseconds per parameter removed, each group by the
-    smallest multiple of ``1/steps`` of its range that changes the model (channel counts are whole, and
-    rounded to ``channel_multiple``), until the parameters fall below the band."""
-    rates = dict(zip(names, low.tolist()))
-    top = dict(zip(names, high.tolist()))
-    step = dict(zip(names, ((high - low) / steps).tolist()))
-    params, milliseconds = latency.predictor(rates), latency.predict(rates)
-    best = None
-    while params >= band[0]:
-        if params <= band[1]:
-            best = milliseconds if best is None else min(best, milliseconds)
-            if best <= limit:
-                return best
-        choice = None
-        for name in names:
-            trial = dict(rates)
-            while trial[name] < top[name]:  # the next rate of this group that removes a channel
-                trial[name] = min(trial[name] + step[name], top[name])
-                trial_params = latency.predictor(trial)
-                if trial_params < params:
-                    gain = (milliseconds - latency.predict(trial)) / (params - trial_params)
-                    if choice is None or gain > choice[0]:
-                        choice = (gain, trial, trial_params)
-                    break
-        if choice is None:  # no group can remove another channel
-            break
-        _, rates, params = choice
-        milliseconds = latency.predict(rates)
-    return best

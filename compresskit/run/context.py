@@ -12,7 +12,10 @@ training outside a run (benchmarks) builds by hand.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -22,7 +25,7 @@ from compresskit.run.lock import RunLock
 from compresskit.run.workspace import Workspace
 from compresskit.tasks.protocol import Task, check_task, task_args_error
 
-__all__ = ["ModelSource", "RunContext", "build_task", "load_run_model", "model_source"]
+__all__ = ["ModelSource", "RunContext", "build_task", "calibration_tasks", "load_run_model", "model_source"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,16 @@ def build_task(recipe: Recipe) -> Task:
         return check_task(task, spec)
     except TypeError as error:
         raise RecipeError(f"{recipe.source}: task {error}") from None
+
+
+def calibration_tasks(recipe: Recipe) -> tuple[Callable[[], Task], ...]:
+    """``prune.reconstruct.task_args``: one builder per mapping of the task the calibration batches come from (the
+    recipe's ``task_args`` updated by it); empty when there are none (the run's own task serves)."""
+    config = recipe.prune.reconstruct
+    if config is None:
+        return ()
+    return tuple(partial(build_task, dataclasses.replace(recipe, task_args={**recipe.task_args, **changes}))
+                 for changes in config.task_args)
 
 
 def load_run_model(workspace: Workspace, task: Task, student: ModelSource, name: str) -> nn.Module:

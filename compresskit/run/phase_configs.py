@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from compresskit.config import Recipe, checkpoint_path
-from compresskit.run.context import ModelSource, model_source
+from compresskit.run.context import ModelSource, calibration_tasks, model_source
 from compresskit.run.distillation import Distillation
 from compresskit.run.layer_groups import group_selection
 from compresskit.run.phases import distill_student as distill
@@ -27,7 +27,7 @@ from compresskit.run.phases import rate_search as search
 from compresskit.run.phases import write_report as report
 from compresskit.tasks.protocol import Task
 
-__all__ = ["PHASE_CONFIGS", "calibration_tasks", "distillation", "student_source"]
+__all__ = ["PHASE_CONFIGS", "distillation", "student_source"]
 
 
 def student_source(recipe: Recipe) -> ModelSource:
@@ -88,20 +88,6 @@ def search_config(recipe: Recipe, task: Task) -> search.Config:
                          weight_decay=recipe.distill.weight_decay, seed=recipe.seed, source=recipe.source,
                          latency_budget=partial(recipe_latency_budget, recipe), reconstruct=recipe.prune.reconstruct,
                          calibration_tasks=calibration_tasks(recipe))
-
-
-def calibration_tasks(recipe: Recipe) -> tuple[Callable[[], Task], ...]:
-    """``prune.reconstruct.task_args``: one builder per mapping of the task the calibration batches come from (the
-    recipe's ``task_args`` updated by it); empty when there are none (the run's own task serves)."""
-    import dataclasses
-
-    from compresskit.run.context import build_task
-
-    config = recipe.prune.reconstruct
-    if config is None:
-        return ()
-    return tuple(partial(build_task, dataclasses.replace(recipe, task_args={**recipe.task_args, **changes}))
-                 for changes in config.task_args)
 
 
 def soft_prune_config(recipe: Recipe, task: Task) -> soft_prune.Config:

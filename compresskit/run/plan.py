@@ -320,7 +320,7 @@ def check_data(plan: Plan) -> None:
 def _check_calibration_tasks(plan: Plan) -> None:
     """``prune.reconstruct.task_args``: the tasks they build (a refused argument is a ``RecipeError`` naming
     ``prune.reconstruct.task_args``) must have calibration images."""
-    from compresskit.run.phase_configs import calibration_tasks
+    from compresskit.run.context import calibration_tasks
 
     for build in calibration_tasks(plan.recipe):
         try:

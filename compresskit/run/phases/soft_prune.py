@@ -56,7 +56,7 @@ class Config:
             from ``rates.json``.
         reconstruct: ``prune.reconstruct`` (validated: only with zero epochs), or ``None``.
         calibration_tasks: Build the tasks the calibration batches come from when ``prune.reconstruct.task_args``
-            changes them (:func:`compresskit.run.phase_configs.calibration_tasks`); none: the run's task.
+            changes them (:func:`compresskit.run.context.calibration_tasks`); none: the run's task.
     """
 
     student: ModelSource

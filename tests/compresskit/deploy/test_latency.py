@@ -171,20 +171,20 @@ class _Corner:
 def test_the_joint_check_walks_to_the_corner_that_uniform_samples_miss():
     import numpy as np
 
-    from compresskit.deploy.latency import _check_joint, _fastest_in_band
+    from compresskit.deploy._latency_joint import check_joint, fastest_in_band
 
     fake = _Corner()
     low, high = np.zeros(20), np.full(20, 0.9)
     # 1,400-1,600 of 16,000 params removed and under 26 ms: only with g0 pruned to 1 channel (the fastest:
     # 7 of g0's channels and 9 others removed, 6.25 + 19 - 9/8 = 24.125 ms)
-    found = _fastest_in_band(fake, fake.names, low, high, (14_400, 14_600), limit=26.0)
+    found = fastest_in_band(fake, fake.names, low, high, (14_400, 14_600), limit=26.0)
     assert found is not None and found <= 26.0
-    assert _fastest_in_band(fake, fake.names, low, high, (14_400, 14_600), limit=0.0) == pytest.approx(24.125)
+    assert fastest_in_band(fake, fake.names, low, high, (14_400, 14_600), limit=0.0) == pytest.approx(24.125)
     # the check accepts it, and refuses (naming the band, what the walk reached, and what to do) what no rates meet
     recipe = type("R", (), {"source": "r.yaml", "seed": 0, "search": type("S", (), {
         "budget": type("B", (), {"min_params": 14_400, "max_params": 14_600})()})()})()
     bounds = dict.fromkeys(fake.names, (0.0, 0.9))
-    _check_joint(recipe, fake, bounds, 26.0, "max_latency_ms 26", (8.0, 69.0), "ONNX Runtime")
+    check_joint(recipe, fake, bounds, 26.0, "max_latency_ms 26", (8.0, 69.0), "ONNX Runtime")
     with pytest.raises(ValueError, match=r"cannot be met together with \[14400, 14600\] parameters: rates inside the "
                                          r"parameter band predict 24.1\d to .* lower search.budget.min_params"):
-        _check_joint(recipe, fake, bounds, 24.0, "max_latency_ms 24", (8.0, 69.0), "ONNX Runtime")
+        check_joint(recipe, fake, bounds, 24.0, "max_latency_ms 24", (8.0, 69.0), "ONNX Runtime")

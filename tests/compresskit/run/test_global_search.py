@@ -96,7 +96,7 @@ def test_split_groups_needs_the_global_search(tmp_path, monkeypatch):
 def test_calibration_images_from_other_task_args(tmp_path, monkeypatch):
     """``prune.reconstruct.task_args``: the calibration batches come from the tasks built with them, in turn (here
     16 px and 20 px images while training uses 12 px); a refused argument fails the pre-flight, naming the key."""
-    from compresskit.run.phase_configs import calibration_tasks
+    from compresskit.run.context import calibration_tasks
     from compresskit.run.phases.soft_prune import calibration_batches
 
     path = write_recipe(tmp_path, TOY, monkeypatch)
