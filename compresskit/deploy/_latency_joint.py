@@ -51,9 +51,9 @@ def check_joint(recipe: Any, latency: Any, bounds: Mapping[str, tuple[float, flo
     within = (f"rates inside the parameter band predict {min(in_band):.2f} to {max(in_band):.2f} ms"
               if in_band else "no sampled rates fall inside the parameter band")
     raise LatencyBudgetError(f"{recipe.source}: search.budget {description} cannot be met together with "
-                      f"[{budget.min_params}, {budget.max_params}] parameters: {within}; the bounds reach "
-                      f"{reachable[0]:.2f} to {reachable[1]:.2f} ms ({where}); lower search.budget.min_params "
-                      "or raise the latency limit")
+                             f"[{budget.min_params}, {budget.max_params}] parameters: {within}; the bounds reach "
+                             f"{reachable[0]:.2f} to {reachable[1]:.2f} ms ({where}); lower "
+                             "search.budget.min_params or raise the latency limit")
 
 
 def fastest_in_band(latency: Any, names: Sequence[str], low: np.ndarray, high: np.ndarray,

@@ -323,7 +323,7 @@ def latency_budget(recipe: Any, model: nn.Module, groups: Sequence[Any], bounds:
     Reads ``search.budget.max_latency_ms`` / ``max_latency_ratio`` and ``search.latency``; measures the
     unpruned student and the two corners of ``bounds``, fits the predictor, and checks that some rates
     in ``bounds`` meet both the latency and the parameter budget (4,096 uniform samples, then a greedy walk
-    towards the fastest rates inside the parameter band: :func:`~compresskit.deploy._latency_joint.fastest_in_band`). Direct
+    towards the fastest rates inside the parameter band: :mod:`compresskit.deploy._latency_joint`). Direct
     measurements are cached (:func:`default_cache_dir` unless ``search.latency.cache_dir``), so the
     pre-flight check and the search measure once. ``max_latency_ratio`` is relative to the unpruned
     student with nothing bypassed, also with ``search.bypass``.
